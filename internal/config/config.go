@@ -1,0 +1,209 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config is the whole of ops.yaml. Field tags are the YAML keys; the
+// environment name of a key is OPS_ plus its path in upper case with dots
+// turned into underscores (http.listen -> OPS_HTTP_LISTEN).
+type Config struct {
+	DataDir string `yaml:"data_dir" doc:"directory for the bus store and other state"`
+	HTTP    HTTP   `yaml:"http"`
+	Bus     Bus    `yaml:"bus"`
+	Events  Events `yaml:"events"`
+	Log     Log    `yaml:"log"`
+}
+
+// HTTP configures the main listener.
+type HTTP struct {
+	Listen            string   `yaml:"listen" doc:"address of the API, UI and collector"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	ReadTimeout       Duration `yaml:"read_timeout"`
+	WriteTimeout      Duration `yaml:"write_timeout" doc:"streaming responses (SSE) extend it per write"`
+	IdleTimeout       Duration `yaml:"idle_timeout"`
+	MaxBodyBytes      ByteSize `yaml:"max_body_bytes" doc:"largest request body"`
+	ShutdownTimeout   Duration `yaml:"shutdown_timeout" doc:"how long shutdown waits for in-flight requests"`
+}
+
+// Bus configures the embedded NATS server or the connection to an external one.
+type Bus struct {
+	URL            string    `yaml:"url" doc:"external NATS servers (comma-separated); empty runs the embedded server"`
+	Credentials    string    `yaml:"credentials" doc:"NATS credentials file for bus.url"`
+	TLS            TLS       `yaml:"tls"`
+	Listen         string    `yaml:"listen" doc:"client port for the embedded server; empty means in-process only"`
+	Sync           Sync      `yaml:"sync" doc:"always (fsync before ack) or an fsync interval such as 1s"`
+	Retention      Retention `yaml:"retention"`
+	DedupWindow    Duration  `yaml:"dedup_window" doc:"a re-sent event id within this window is stored once"`
+	Replicas       int       `yaml:"replicas" doc:"stream replicas on a clustered bus"`
+	MaxPayload     ByteSize  `yaml:"max_payload" doc:"largest bus message of the embedded server"`
+	PublishTimeout Duration  `yaml:"publish_timeout" doc:"how long a publish waits for the bus before failing with 503"`
+}
+
+// TLS configures the client side of a TLS connection.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Retention bounds the EVENTS stream; zero means unlimited.
+type Retention struct {
+	MaxAge   Duration `yaml:"max_age"`
+	MaxBytes ByteSize `yaml:"max_bytes"`
+}
+
+// Events holds limits on incoming events.
+type Events struct {
+	MaxBytes ByteSize `yaml:"max_bytes" doc:"largest encoded event"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level   string            `yaml:"level" doc:"debug, info, warn or error"`
+	Format  string            `yaml:"format" doc:"text or json"`
+	Modules map[string]string `yaml:"modules" doc:"per-module levels, e.g. {bus: debug}"`
+}
+
+// Default returns the built-in defaults: Ops starts with no file at all.
+func Default() Config {
+	return Config{
+		DataDir: "./data",
+		HTTP: HTTP{
+			Listen:            "127.0.0.1:7070",
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			ReadTimeout:       Duration(60 * time.Second),
+			WriteTimeout:      Duration(60 * time.Second),
+			IdleTimeout:       Duration(120 * time.Second),
+			MaxBodyBytes:      8 << 20,
+			ShutdownTimeout:   Duration(20 * time.Second),
+		},
+		Bus: Bus{
+			Sync:           Sync{Always: true},
+			Retention:      Retention{MaxAge: Duration(30 * 24 * time.Hour)},
+			DedupWindow:    Duration(2 * time.Minute),
+			Replicas:       1,
+			MaxPayload:     8 << 20,
+			PublishTimeout: Duration(10 * time.Second),
+		},
+		Events: Events{MaxBytes: 64 << 10},
+		Log:    Log{Level: "info", Format: "text"},
+	}
+}
+
+// Validate checks values that parse but make no sense. It returns every
+// problem found.
+func (c *Config) Validate() Errors {
+	var errs Errors
+	add := func(path, format string, a ...any) {
+		errs = append(errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
+	}
+	if c.DataDir == "" {
+		add("data_dir", "must not be empty")
+	}
+	if err := checkListen(c.HTTP.Listen); err != nil {
+		add("http.listen", "%v", err)
+	}
+	if c.Bus.Listen != "" {
+		if err := checkListen(c.Bus.Listen); err != nil {
+			add("bus.listen", "%v", err)
+		}
+		if c.Bus.URL != "" {
+			add("bus.listen", "is for the embedded server; it cannot be set together with bus.url")
+		}
+	}
+	if c.Bus.URL != "" {
+		for _, u := range strings.Split(c.Bus.URL, ",") {
+			p, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || p.Host == "" {
+				add("bus.url", "invalid URL %q (example: nats://127.0.0.1:4222)", u)
+				continue
+			}
+			switch p.Scheme {
+			case "nats", "tls", "ws", "wss":
+			default:
+				add("bus.url", "scheme %q is not nats, tls, ws or wss", p.Scheme)
+			}
+		}
+	} else if c.Bus.Credentials != "" {
+		add("bus.credentials", "is only used with bus.url")
+	}
+	if (c.Bus.TLS.Cert == "") != (c.Bus.TLS.Key == "") {
+		add("bus.tls", "cert and key must be set together")
+	}
+	if c.Bus.Replicas < 1 || c.Bus.Replicas > 5 {
+		add("bus.replicas", "must be between 1 and 5, got %d", c.Bus.Replicas)
+	}
+	if c.Bus.DedupWindow.D() < time.Second {
+		add("bus.dedup_window", "must be at least 1s")
+	}
+	if c.Bus.MaxPayload < 64<<10 || c.Bus.MaxPayload > 64<<20 {
+		add("bus.max_payload", "must be between 64KiB and 64MiB")
+	}
+	if c.Bus.PublishTimeout.D() <= 0 {
+		add("bus.publish_timeout", "must be positive")
+	}
+	if c.Events.MaxBytes < 1024 {
+		add("events.max_bytes", "must be at least 1KiB")
+	}
+	if int64(c.Events.MaxBytes) > int64(c.Bus.MaxPayload) {
+		add("events.max_bytes", "must not exceed bus.max_payload (%s)", c.Bus.MaxPayload)
+	}
+	if c.HTTP.MaxBodyBytes < c.Events.MaxBytes {
+		add("http.max_body_bytes", "must be at least events.max_bytes (%s)", c.Events.MaxBytes)
+	}
+	if c.HTTP.ReadHeaderTimeout <= 0 {
+		add("http.read_header_timeout", "must be positive")
+	}
+	if !validLevel(c.Log.Level) {
+		add("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	for m, l := range c.Log.Modules {
+		if !validLevel(l) {
+			add("log.modules."+m, "want debug, info, warn or error, got %q", l)
+		}
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		add("log.format", "want text or json, got %q", c.Log.Format)
+	}
+	return errs
+}
+
+func validLevel(s string) bool {
+	switch s {
+	case "debug", "info", "warn", "error":
+		return true
+	}
+	return false
+}
+
+func checkListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, got %q", addr)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("host %q is not an IP address or localhost", host)
+	}
+	if port == "" {
+		return fmt.Errorf("missing port in %q", addr)
+	}
+	return nil
+}
+
+// Hash is a short hash of the effective config, to tell nodes' configs apart.
+func (c *Config) Hash() string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "unknown"
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
