@@ -42,6 +42,7 @@ type Bus struct {
 	Sync           Sync      `yaml:"sync" doc:"always (fsync before ack) or an fsync interval such as 1s"`
 	Retention      Retention `yaml:"retention"`
 	DedupWindow    Duration  `yaml:"dedup_window" doc:"a re-sent event id within this window is stored once"`
+	DedupIDs       int       `yaml:"dedup_ids" doc:"most event ids the dedup window holds in memory (about 40 bytes each)"`
 	Replicas       int       `yaml:"replicas" doc:"stream replicas on a clustered bus"`
 	MaxPayload     ByteSize  `yaml:"max_payload" doc:"largest bus message of the embedded server"`
 	PublishTimeout Duration  `yaml:"publish_timeout" doc:"how long a publish waits for the bus before failing with 503"`
@@ -89,6 +90,7 @@ func Default() Config {
 			Sync:           Sync{Always: true},
 			Retention:      Retention{MaxAge: Duration(30 * 24 * time.Hour)},
 			DedupWindow:    Duration(2 * time.Minute),
+			DedupIDs:       1_000_000,
 			Replicas:       1,
 			MaxPayload:     8 << 20,
 			PublishTimeout: Duration(10 * time.Second),
@@ -143,6 +145,9 @@ func (c *Config) Validate() Errors {
 	}
 	if c.Bus.DedupWindow.D() < time.Second {
 		add("bus.dedup_window", "must be at least 1s")
+	}
+	if c.Bus.DedupIDs < 0 {
+		add("bus.dedup_ids", "must not be negative")
 	}
 	if c.Bus.MaxPayload < 64<<10 || c.Bus.MaxPayload > 64<<20 {
 		add("bus.max_payload", "must be between 64KiB and 64MiB")

@@ -1,0 +1,295 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opsgraph/ops/internal/config"
+)
+
+// Stream and subject names; they are part of Ops's API.
+const (
+	EventsStream = "EVENTS"
+	AggStream    = "AGG"
+	EventsFilter = "ev.>"
+	AggFilter    = "agg.>"
+)
+
+// ErrUnavailable wraps failures to reach the bus; the API answers 503.
+var ErrUnavailable = errors.New("bus unavailable")
+
+// Options configure Open.
+type Options struct {
+	Config  config.Bus
+	DataDir string
+	// MaxEventBytes is used to size batches under the server's max payload.
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+}
+
+// Bus is an open connection to JetStream with Ops's streams in place.
+type Bus struct {
+	cfg     config.Bus
+	log     *slog.Logger
+	srv     *server.Server // nil with an external bus
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	dedup   *dedup
+	metrics *metrics
+	maxMsg  int
+}
+
+// Open starts the embedded server (or connects to bus.url), ensures the
+// streams and rebuilds the dedup window.
+func Open(ctx context.Context, o Options) (*Bus, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Bus{cfg: o.Config, log: o.Logger, metrics: newMetrics(o.Registry)}
+	var err error
+	if o.Config.URL == "" {
+		err = b.startEmbedded(o)
+	} else {
+		err = b.connectExternal(o)
+	}
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.js, err = jetstream.New(b.nc)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := b.ensureStreams(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.maxMsg = int(b.nc.MaxPayload()) - 4096 // room for headers
+	b.dedup = newDedup(o.Config.DedupWindow.D(), o.Config.DedupIDs)
+	start := time.Now()
+	n, err := b.rebuildDedup(ctx)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("rebuild dedup window: %w", err)
+	}
+	b.log.Debug("dedup window rebuilt", "ids", n, "took", time.Since(start))
+	b.metrics.dedupIDs.Set(float64(b.dedup.size()))
+	return b, nil
+}
+
+func (b *Bus) startEmbedded(o Options) error {
+	opts := &server.Options{
+		ServerName:         "ops",
+		JetStream:          true,
+		StoreDir:           filepath.Join(o.DataDir, "bus"),
+		MaxPayload:         int32(o.Config.MaxPayload),
+		NoSigs:             true,
+		DontListen:         o.Config.Listen == "",
+		JetStreamMaxMemory: 64 << 20,
+		SyncAlways:         o.Config.Sync.Always,
+		SyncInterval:       o.Config.Sync.Interval,
+	}
+	if o.Config.Sync.Always {
+		opts.SyncInterval = 2 * time.Minute
+	}
+	if o.Config.Listen != "" {
+		host, port, err := net.SplitHostPort(o.Config.Listen)
+		if err != nil {
+			return fmt.Errorf("bus.listen: %w", err)
+		}
+		opts.Host = host
+		opts.Port, err = strconv.Atoi(port)
+		if err != nil {
+			return fmt.Errorf("bus.listen: port %q", port)
+		}
+		if opts.Port == 0 {
+			opts.Port = server.RANDOM_PORT
+		}
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("embedded nats: %w", err)
+	}
+	srv.SetLoggerV2(natsLogger{b.log.With("component", "nats-server")}, false, false, false)
+	srv.Start()
+	b.srv = srv
+	if !srv.ReadyForConnections(10 * time.Second) {
+		return fmt.Errorf("embedded nats: not ready after 10s")
+	}
+	b.nc, err = nats.Connect("", nats.InProcessServer(srv), nats.Name("ops"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect embedded nats: %w", err)
+	}
+	return nil
+}
+
+func (b *Bus) connectExternal(o Options) error {
+	opts := []nats.Option{
+		nats.Name("ops"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.Timeout(5 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.log.Warn("bus disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { b.log.Info("bus reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	if o.Config.Credentials != "" {
+		opts = append(opts, nats.UserCredentials(o.Config.Credentials))
+	}
+	if o.Config.TLS.CA != "" {
+		opts = append(opts, nats.RootCAs(o.Config.TLS.CA))
+	}
+	if o.Config.TLS.Cert != "" {
+		opts = append(opts, nats.ClientCert(o.Config.TLS.Cert, o.Config.TLS.Key))
+	}
+	nc, err := nats.Connect(o.Config.URL, opts...)
+	if err != nil {
+		return fmt.Errorf("%w: connect %s: %v", ErrUnavailable, redact(o.Config.URL), err)
+	}
+	b.nc = nc
+	b.log.Info("connected to external bus", "url", nc.ConnectedUrlRedacted(),
+		"note", "fsync policy is the external server's (sync_interval / sync: always), not bus.sync")
+	return nil
+}
+
+func redact(u string) string {
+	if i := strings.Index(u, "@"); i >= 0 {
+		if j := strings.Index(u, "://"); j >= 0 && j < i {
+			return u[:j+3] + "***" + u[i:]
+		}
+	}
+	return u
+}
+
+func (b *Bus) ensureStreams(ctx context.Context) error {
+	c := b.cfg
+	streams := []jetstream.StreamConfig{{
+		Name:        EventsStream,
+		Description: "every Ops event; one message holds one request's events for one subject",
+		Subjects:    []string{EventsFilter},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.Retention.MaxAge.D(),
+		MaxBytes:    orUnlimited(int64(c.Retention.MaxBytes)),
+		Duplicates:  c.DedupWindow.D(),
+		Replicas:    c.Replicas,
+		AllowDirect: true,
+	}, {
+		Name:        AggStream,
+		Description: "aggregate events for CQRS; appends use Nats-Expected-Last-Subject-Sequence",
+		Subjects:    []string{AggFilter},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  c.DedupWindow.D(),
+		Replicas:    c.Replicas,
+		AllowDirect: true,
+	}}
+	for _, sc := range streams {
+		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("%w: ensure stream %s: %v", ErrUnavailable, sc.Name, err)
+		}
+	}
+	return nil
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// Close drains the connection (pending publishes complete) and stops the
+// embedded server, waiting for it to flush its store.
+func (b *Bus) Close() error {
+	if b.nc != nil && !b.nc.IsClosed() {
+		if err := b.nc.Drain(); err != nil {
+			b.nc.Close()
+		}
+		for i := 0; i < 200 && !b.nc.IsClosed(); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.nc.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+		b.srv.WaitForShutdown()
+	}
+	return nil
+}
+
+// Conn is the NATS connection, for modules that subscribe directly.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// JetStream is the JetStream context, for consumers, KV and object stores.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// ClientURL is the embedded server's client URL when bus.listen is set.
+func (b *Bus) ClientURL() string {
+	if b.srv == nil || b.cfg.Listen == "" {
+		return ""
+	}
+	return b.srv.ClientURL()
+}
+
+// Embedded reports whether the bus runs in this process.
+func (b *Bus) Embedded() bool { return b.srv != nil }
+
+// Healthy reports whether the connection is up.
+func (b *Bus) Healthy() error {
+	if b.nc == nil || !b.nc.IsConnected() {
+		return fmt.Errorf("%w: not connected", ErrUnavailable)
+	}
+	return nil
+}
+
+// KeyValue opens or creates a KV bucket with cfg.
+func (b *Bus) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = b.cfg.Replicas
+	}
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kv %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// ObjectStore opens or creates an object store with cfg.
+func (b *Bus) ObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = b.cfg.Replicas
+	}
+	os, err := b.js.CreateOrUpdateObjectStore(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", cfg.Bucket, err)
+	}
+	return os, nil
+}
+
+// Durable creates or updates a durable pull consumer on a stream.
+func (b *Bus) Durable(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	if cfg.Durable == "" {
+		return nil, errors.New("durable consumer needs a name")
+	}
+	c, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	return c, nil
+}

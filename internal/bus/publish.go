@@ -1,0 +1,242 @@
+package bus
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opsgraph/ops/internal/event"
+)
+
+// Position is where an event is stored: the stream sequence of its message
+// and its index inside that message.
+type Position struct {
+	Seq   uint64
+	Index int
+}
+
+func (p Position) String() string {
+	if p.Index == 0 {
+		return strconv.FormatUint(p.Seq, 10)
+	}
+	return strconv.FormatUint(p.Seq, 10) + ":" + strconv.Itoa(p.Index)
+}
+
+// Ack is the outcome of publishing one event.
+type Ack struct {
+	ID        string
+	Subject   string
+	Position  Position
+	Duplicate bool // stored earlier; Position is where
+}
+
+// Header names Ops sets on bus messages.
+const (
+	HeaderCount       = "Ops-Count"
+	HeaderContentType = "Content-Type"
+)
+
+// Publish stores events, validated by the caller, and returns one Ack per
+// event in order. It returns only after the bus acknowledged every message;
+// on error nothing is acknowledged to the caller and a retry is safe.
+func (b *Bus) Publish(ctx context.Context, evs []event.Event) ([]Ack, error) {
+	start := time.Now()
+	acks := make([]Ack, len(evs))
+	if len(evs) == 0 {
+		return acks, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout.D())
+	defer cancel()
+
+	hs := make([]uint64, len(evs))
+	for i := range evs {
+		hs[i] = b.dedup.hash(evs[i].ID)
+		acks[i].ID, acks[i].Subject = evs[i].ID, evs[i].BusSubject()
+	}
+	known := make([]Position, len(evs))
+	isKnown := make([]bool, len(evs))
+	f := &flight{done: make(chan struct{})}
+	var mine []uint64
+	if b.dedup.enabled() {
+		for {
+			var waits []*flight
+			mine, waits = b.dedup.reserve(hs, f, known, isKnown)
+			if len(waits) == 0 {
+				break
+			}
+			// Another publish holds some of these ids: let go of ours so two
+			// publishes never wait on each other, then look again.
+			b.dedup.finish(mine, f, nil, 0)
+			f = &flight{done: make(chan struct{})}
+			clear(isKnown)
+			if err := waitAll(ctx, waits); err != nil {
+				return nil, b.failed(fmt.Errorf("%w: waiting for a concurrent publish of the same ids: %v", ErrUnavailable, err))
+			}
+		}
+	}
+	stored := map[uint64]Position{}
+	err := b.publishFresh(ctx, evs, hs, isKnown, acks)
+	if err == nil {
+		for i := range acks {
+			if isKnown[i] {
+				acks[i].Position, acks[i].Duplicate = known[i], true
+			} else {
+				stored[hs[i]] = acks[i].Position
+			}
+		}
+	}
+	if b.dedup.enabled() {
+		b.dedup.finish(mine, f, stored, time.Now().UnixNano())
+	}
+	if err != nil {
+		return nil, b.failed(err)
+	}
+	b.metrics.publishSeconds.Observe(time.Since(start).Seconds())
+	dups := 0
+	for _, a := range acks {
+		if a.Duplicate {
+			dups++
+		}
+	}
+	b.metrics.events.Add(float64(len(evs) - dups))
+	b.metrics.duplicates.Add(float64(dups))
+	return acks, nil
+}
+
+func (b *Bus) failed(err error) error {
+	b.metrics.errors.Inc()
+	return err
+}
+
+type outMsg struct {
+	idx []int // indexes into evs, in message order
+	msg *nats.Msg
+}
+
+// publishFresh groups the events not yet known by subject, packs each group
+// into messages under the payload limit and publishes them all before
+// waiting, so one request costs one round of fsyncs.
+func (b *Bus) publishFresh(ctx context.Context, evs []event.Event, hs []uint64, isKnown []bool, acks []Ack) error {
+	bySubject := map[string][]int{}
+	var order []string
+	firstOf := map[uint64]int{} // repeats inside this publish point at the first
+	for i := range evs {
+		if isKnown[i] {
+			continue
+		}
+		if j, ok := firstOf[hs[i]]; ok && evs[j].ID == evs[i].ID {
+			acks[i].Duplicate = true
+			continue
+		}
+		firstOf[hs[i]] = i
+		s := acks[i].Subject
+		if _, ok := bySubject[s]; !ok {
+			order = append(order, s)
+		}
+		bySubject[s] = append(bySubject[s], i)
+	}
+	var msgs []outMsg
+	for _, s := range order {
+		ms, err := b.pack(s, evs, bySubject[s])
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, ms...)
+	}
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		fut, err := b.js.PublishMsgAsync(m.msg)
+		if err != nil {
+			return fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
+		}
+		futures[i] = fut
+	}
+	for i, fut := range futures {
+		select {
+		case pa := <-fut.Ok():
+			for k, ei := range msgs[i].idx {
+				acks[ei].Position = Position{Seq: pa.Sequence, Index: k}
+				acks[ei].Duplicate = pa.Duplicate
+			}
+		case err := <-fut.Err():
+			return fmt.Errorf("%w: publish to %s: %v", ErrUnavailable, msgs[i].msg.Subject, err)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no acknowledgement within %s", ErrUnavailable, b.cfg.PublishTimeout)
+		}
+	}
+	// Repeats inside this publish share the first occurrence's position.
+	for i := range evs {
+		if !isKnown[i] && acks[i].Duplicate {
+			if j := firstOf[hs[i]]; j != i {
+				acks[i].Position = acks[j].Position
+			}
+		}
+	}
+	b.metrics.messages.Add(float64(len(msgs)))
+	return nil
+}
+
+// pack encodes the events idx (all with subject s) into as few messages as
+// fit under the payload limit.
+func (b *Bus) pack(s string, evs []event.Event, idx []int) ([]outMsg, error) {
+	var out []outMsg
+	var body []byte
+	var cur []int
+	flush := func() {
+		if len(cur) == 0 {
+			return
+		}
+		m := nats.NewMsg(s)
+		if len(cur) == 1 {
+			m.Data = body[1:] // drop the '[' opened for a batch
+			m.Header.Set(HeaderContentType, event.ContentType)
+			m.Header.Set(jetstream.MsgIDHeader, evs[cur[0]].ID)
+		} else {
+			m.Data = append(body, ']')
+			m.Header.Set(HeaderContentType, event.BatchContentType)
+			m.Header.Set(jetstream.MsgIDHeader, batchID(evs, cur))
+		}
+		m.Header.Set(HeaderCount, strconv.Itoa(len(cur)))
+		out = append(out, outMsg{idx: cur, msg: m})
+		body, cur = nil, nil
+	}
+	for _, i := range idx {
+		j, err := evs[i].MarshalJSON()
+		if err != nil {
+			return nil, fmt.Errorf("encode event %q: %w", evs[i].ID, err)
+		}
+		if len(cur) > 0 && len(body)+len(j)+2 > b.maxMsg {
+			flush()
+		}
+		if len(cur) == 0 {
+			body = append(make([]byte, 0, 4096), '[')
+		} else {
+			body = append(body, ',')
+		}
+		body = append(body, j...)
+		cur = append(cur, i)
+	}
+	flush()
+	return out, nil
+}
+
+// batchID is the Nats-Msg-Id of a batch: a hash of its ordered event ids, so
+// a retried request dedups at the bus even after the in-memory window is gone.
+func batchID(evs []event.Event, idx []int) string {
+	h := sha256.New()
+	for _, i := range idx {
+		h.Write([]byte(evs[i].ID))
+		h.Write([]byte{0})
+	}
+	return "b-" + hex.EncodeToString(h.Sum(nil)[:20])
+}
+
+// IsUnavailable reports whether err means the bus could not be reached.
+func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }

@@ -1,0 +1,319 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opsgraph/ops/internal/event"
+)
+
+// Stored is an event read back from the bus.
+type Stored struct {
+	Position Position
+	Subject  string
+	Stored   time.Time // when the bus stored its message
+	Event    event.Event
+}
+
+// ReadOptions select events: a subject filter and a start, by position
+// (Start) or by store time (Since). Zero Start and Since mean the beginning
+// for Read and "only new events" for Tail.
+type ReadOptions struct {
+	Filter string
+	Start  Position
+	Since  time.Time
+	Limit  int
+}
+
+// ParsePosition reads "seq" or "seq:index".
+func ParsePosition(s string) (Position, error) {
+	seqS, idxS, hasIdx := strings.Cut(s, ":")
+	seq, err := strconv.ParseUint(seqS, 10, 64)
+	if err != nil || seq == 0 {
+		return Position{}, fmt.Errorf("want a stream sequence (1, 2, ...) or sequence:index, got %q", s)
+	}
+	p := Position{Seq: seq}
+	if hasIdx {
+		i, err := strconv.Atoi(idxS)
+		if err != nil || i < 0 {
+			return Position{}, fmt.Errorf("bad index in %q", s)
+		}
+		p.Index = i
+	}
+	return p, nil
+}
+
+func (o ReadOptions) consumerConfig() jetstream.ConsumerConfig {
+	c := jetstream.ConsumerConfig{
+		AckPolicy:         jetstream.AckNonePolicy,
+		FilterSubject:     o.Filter,
+		InactiveThreshold: 30 * time.Second,
+		MemoryStorage:     true,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+	}
+	switch {
+	case o.Start.Seq > 0:
+		c.DeliverPolicy, c.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.Start.Seq
+	case !o.Since.IsZero():
+		t := o.Since
+		c.DeliverPolicy, c.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	}
+	return c
+}
+
+func decodeMsg(m jetstream.Msg) ([]Stored, uint64, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return nil, 0, err
+	}
+	evs, err := event.Decode(m.Data())
+	if err != nil {
+		return nil, 0, fmt.Errorf("decode message %d: %w", md.Sequence.Stream, err)
+	}
+	out := make([]Stored, len(evs))
+	for i := range evs {
+		out[i] = Stored{Position: Position{md.Sequence.Stream, i}, Subject: m.Subject(), Stored: md.Timestamp, Event: evs[i]}
+	}
+	return out, md.NumPending, nil
+}
+
+// Read returns up to o.Limit events from EVENTS and the position to continue
+// from. It reads what is stored now and does not wait for more.
+func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, error) {
+	next := o.Start
+	if o.Limit <= 0 {
+		return nil, next, errors.New("limit must be positive")
+	}
+	st, err := b.js.Stream(ctx, EventsStream)
+	if err != nil {
+		return nil, next, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	last := st.CachedInfo().State.LastSeq
+	if next.Seq == 0 {
+		next.Seq = 1
+	}
+	if o.Start.Seq > last || last == 0 {
+		return nil, next, nil
+	}
+	cons, err := st.CreateConsumer(ctx, o.consumerConfig())
+	if err != nil {
+		return nil, next, fmt.Errorf("%w: read consumer: %v", ErrUnavailable, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = st.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	}()
+	var out []Stored
+	for len(out) < o.Limit {
+		batch, err := cons.FetchNoWait(min(o.Limit-len(out), 256))
+		if err != nil {
+			return nil, next, fmt.Errorf("%w: fetch: %v", ErrUnavailable, err)
+		}
+		n, done := 0, false
+		for m := range batch.Messages() {
+			n++
+			if done {
+				continue
+			}
+			evs, pending, err := decodeMsg(m)
+			if err != nil {
+				return nil, next, err
+			}
+			for _, s := range evs {
+				if s.Position.Seq == o.Start.Seq && s.Position.Index < o.Start.Index {
+					continue
+				}
+				if len(out) == o.Limit {
+					next, done = s.Position, true
+					break
+				}
+				out = append(out, s)
+				next = Position{Seq: s.Position.Seq + 1}
+			}
+			if pending == 0 {
+				done = true
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, next, fmt.Errorf("%w: fetch: %v", ErrUnavailable, err)
+		}
+		if n == 0 || done {
+			break
+		}
+	}
+	return out, next, nil
+}
+
+// Tail calls fn for each event matching o as it is stored, until ctx ends
+// or fn returns an error. With no start it begins with new events.
+func (b *Bus) Tail(ctx context.Context, o ReadOptions, fn func(Stored) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{o.Filter}, DeliverPolicy: jetstream.DeliverNewPolicy}
+	switch {
+	case o.Start.Seq > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.Start.Seq
+	case !o.Since.IsZero():
+		t := o.Since
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+	}
+	cons, err := b.js.OrderedConsumer(ctx, EventsStream, cfg)
+	if err != nil {
+		return fmt.Errorf("%w: tail consumer: %v", ErrUnavailable, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("%w: tail: %v", ErrUnavailable, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: tail: %v", ErrUnavailable, err)
+		}
+		evs, _, err := decodeMsg(m)
+		if err != nil {
+			return err
+		}
+		for _, s := range evs {
+			if s.Position.Seq == o.Start.Seq && s.Position.Index < o.Start.Index {
+				continue
+			}
+			if err := fn(s); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// StreamInfo describes one stream for the API.
+type StreamInfo struct {
+	Name      string    `json:"name"`
+	Subjects  []string  `json:"subjects"`
+	Messages  uint64    `json:"messages"`
+	Bytes     uint64    `json:"bytes"`
+	FirstSeq  uint64    `json:"first_seq"`
+	LastSeq   uint64    `json:"last_seq"`
+	FirstTime time.Time `json:"first_time"`
+	LastTime  time.Time `json:"last_time"`
+	Consumers int       `json:"consumers"`
+	MaxAge    string    `json:"max_age"`
+	MaxBytes  int64     `json:"max_bytes"`
+	Replicas  int       `json:"replicas"`
+	Storage   string    `json:"storage"`
+}
+
+// Streams lists every stream on the bus (Ops's and KV/object buckets).
+func (b *Bus) Streams(ctx context.Context) ([]StreamInfo, error) {
+	var out []StreamInfo
+	l := b.js.ListStreams(ctx)
+	for si := range l.Info() {
+		out = append(out, StreamInfo{
+			Name: si.Config.Name, Subjects: si.Config.Subjects,
+			Messages: si.State.Msgs, Bytes: si.State.Bytes,
+			FirstSeq: si.State.FirstSeq, LastSeq: si.State.LastSeq,
+			FirstTime: si.State.FirstTime, LastTime: si.State.LastTime,
+			Consumers: si.State.Consumers, MaxAge: si.Config.MaxAge.String(),
+			MaxBytes: si.Config.MaxBytes, Replicas: si.Config.Replicas, Storage: si.Config.Storage.String(),
+		})
+	}
+	if err := l.Err(); err != nil {
+		return nil, fmt.Errorf("%w: list streams: %v", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// rebuildDedup refills the dedup window from the events stored within it,
+// so a retry that arrives after a restart is still recognised.
+func (b *Bus) rebuildDedup(ctx context.Context) (int, error) {
+	if !b.dedup.enabled() {
+		return 0, nil
+	}
+	st, err := b.js.Stream(ctx, EventsStream)
+	if err != nil {
+		return 0, err
+	}
+	state := st.CachedInfo().State
+	since := time.Now().Add(-b.dedup.window)
+	if state.Msgs == 0 || state.LastTime.Before(since) {
+		return 0, nil
+	}
+	o := ReadOptions{Filter: EventsFilter, Since: since}
+	cons, err := st.CreateConsumer(ctx, o.consumerConfig())
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = st.DeleteConsumer(context.Background(), cons.CachedInfo().Name) }()
+	n := 0
+	d := b.dedup
+	for {
+		batch, err := cons.FetchNoWait(512)
+		if err != nil {
+			return n, err
+		}
+		got, pending := 0, uint64(1)
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return n, err
+			}
+			pending = md.NumPending
+			ids, err := decodeIDs(m.Data())
+			if err != nil {
+				return n, fmt.Errorf("message %d: %w", md.Sequence.Stream, err)
+			}
+			at := md.Timestamp.UnixNano()
+			d.mu.Lock()
+			for i, id := range ids {
+				d.addLocked(d.hash(id), Position{md.Sequence.Stream, i}, at)
+			}
+			d.expireLocked(time.Now().UnixNano())
+			d.mu.Unlock()
+			n += len(ids)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return n, err
+		}
+		if got == 0 || pending == 0 {
+			return n, nil
+		}
+	}
+}
+
+// decodeIDs reads only the ids of a stored message, which is much cheaper
+// than decoding whole events.
+func decodeIDs(body []byte) ([]string, error) {
+	type idOnly struct {
+		ID string `json:"id"`
+	}
+	t := bytes.TrimSpace(body)
+	if len(t) > 0 && t[0] == '[' {
+		var v []idOnly
+		if err := json.Unmarshal(t, &v); err != nil {
+			return nil, err
+		}
+		ids := make([]string, len(v))
+		for i := range v {
+			ids[i] = v[i].ID
+		}
+		return ids, nil
+	}
+	var v idOnly
+	if err := json.Unmarshal(t, &v); err != nil {
+		return nil, err
+	}
+	return []string{v.ID}, nil
+}
