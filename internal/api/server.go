@@ -1,0 +1,218 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/logging"
+)
+
+// Deps are what the API module needs from the app.
+type Deps struct {
+	Bus      *bus.Bus
+	Logger   *slog.Logger
+	Logs     *logging.Levels
+	Registry *prometheus.Registry
+	// Status and Ready come from the module manager.
+	Status     func() Status
+	Ready      func() (bool, any)
+	MaxEventSz int
+}
+
+// Status is the body of GET /api/v1/status.
+type Status struct {
+	Version    string    `json:"version"`
+	Commit     string    `json:"commit"`
+	Modules    any       `json:"modules"`
+	StartedAt  time.Time `json:"started_at"`
+	Uptime     float64   `json:"uptime_seconds"`
+	ConfigHash string    `json:"config_hash"`
+	Bus        BusInfo   `json:"bus"`
+}
+
+// BusInfo says which bus the node uses.
+type BusInfo struct {
+	Embedded  bool   `json:"embedded"`
+	ClientURL string `json:"client_url,omitempty"`
+	Sync      string `json:"sync"`
+}
+
+// Module is the HTTP server.
+type Module struct {
+	cfg     config.HTTP
+	deps    Deps
+	log     *slog.Logger
+	mux     *http.ServeMux
+	srv     *http.Server
+	streams chan struct{} // closed at shutdown to end SSE streams
+
+	mu   sync.Mutex
+	addr net.Addr
+
+	reqs    *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+}
+
+// New builds the API module and its routes.
+func New(cfg config.HTTP, deps Deps) (*Module, error) {
+	if deps.Bus == nil {
+		return nil, errors.New("api needs the bus")
+	}
+	m := &Module{cfg: cfg, deps: deps, log: deps.Logger, mux: http.NewServeMux(), streams: make(chan struct{})}
+	m.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ops_http_requests_total", Help: "HTTP requests by route pattern and status code.",
+	}, []string{"route", "code"})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "ops_http_request_seconds", Help: "HTTP request latency by route pattern.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 3, 10),
+	}, []string{"route"})
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(m.reqs, m.latency)
+	}
+	m.routes()
+	m.srv = &http.Server{
+		Handler:           m.instrument(m.mux),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout.D(),
+		ReadTimeout:       cfg.ReadTimeout.D(),
+		WriteTimeout:      cfg.WriteTimeout.D(),
+		IdleTimeout:       cfg.IdleTimeout.D(),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(deps.Logger.Handler(), slog.LevelWarn),
+	}
+	return m, nil
+}
+
+func (m *Module) routes() {
+	m.mux.HandleFunc("GET /healthz", m.healthz)
+	m.mux.HandleFunc("GET /readyz", m.readyz)
+	var reg prometheus.Gatherer = prometheus.DefaultGatherer
+	if m.deps.Registry != nil {
+		reg = m.deps.Registry
+	}
+	m.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	m.mux.HandleFunc("POST /api/v1/events", m.postEvents)
+	m.mux.HandleFunc("GET /api/v1/events", m.getEvents)
+	m.mux.HandleFunc("GET /api/v1/events/stream", m.streamEvents)
+	m.mux.HandleFunc("GET /api/v1/streams", m.getStreams)
+	m.mux.HandleFunc("GET /api/v1/status", m.getStatus)
+	m.mux.HandleFunc("GET /api/v1/log-level", m.getLogLevels)
+	m.mux.HandleFunc("PUT /api/v1/log-level", m.putLogLevel)
+	m.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "path", fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// Handle mounts another module's handler on the main listener. It is safe
+// to call while the server runs.
+func (m *Module) Handle(pattern string, h http.Handler) { m.mux.Handle(pattern, h) }
+
+// Addr is the bound listen address, once running.
+func (m *Module) Addr() net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.addr
+}
+
+// Run listens, reports ready, and on cancellation ends live streams and
+// drains in-flight requests before returning.
+func (m *Module) Run(ctx context.Context, ready func()) error {
+	ln, err := net.Listen("tcp", m.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", m.cfg.Listen, err)
+	}
+	m.mu.Lock()
+	m.addr = ln.Addr()
+	m.mu.Unlock()
+	errc := make(chan error, 1)
+	go func() { errc <- m.srv.Serve(ln) }()
+	m.log.Info("listening", "addr", ln.Addr().String())
+	ready()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	close(m.streams)
+	sctx, cancel := context.WithTimeout(context.Background(), m.cfg.ShutdownTimeout.D())
+	defer cancel()
+	if err := m.srv.Shutdown(sctx); err != nil {
+		m.log.Warn("shutdown did not drain in time; closing", "err", err)
+		m.srv.Close()
+	}
+	return nil
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(c int) {
+	if w.code == 0 {
+		w.code = c
+	}
+	w.ResponseWriter.WriteHeader(c)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (m *Module) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t0 := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		if sw.code == 0 {
+			sw.code = http.StatusOK
+		}
+		m.reqs.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		m.latency.WithLabelValues(route).Observe(time.Since(t0).Seconds())
+	})
+}
+
+// ErrorBody is the JSON shape of every API error.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, code int, field, msg string) {
+	writeJSON(w, code, ErrorBody{Error: msg, Field: field})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}

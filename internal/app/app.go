@@ -1,0 +1,149 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/opsgraph/ops/internal/api"
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/logging"
+)
+
+// Build information, set by main from -ldflags.
+var (
+	Version = "dev"
+	Commit  = ""
+)
+
+// CommitOrVCS returns Commit, or the VCS revision Go embedded in the binary.
+func CommitOrVCS() string {
+	if Commit != "" {
+		return Commit
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+// App is one Ops process: its config, loggers, metrics and modules.
+type App struct {
+	cfg     *config.Config
+	logs    *logging.Levels
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	mgr     *Manager
+	started time.Time
+
+	bus *bus.Module
+	api *api.Module
+	// apiReady is closed when the api module is constructed, for Addr.
+	apiReady chan struct{}
+}
+
+// New prepares an app; nothing starts until Run.
+func New(cfg *config.Config, logs *logging.Levels) (*App, error) {
+	a := &App{cfg: cfg, logs: logs, log: logs.Logger("app"), reg: prometheus.NewRegistry(), apiReady: make(chan struct{})}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mgr, err := NewManager(a.log, a.defs())
+	if err != nil {
+		return nil, err
+	}
+	a.mgr = mgr
+	return a, nil
+}
+
+// defs is the one place modules are listed with their dependencies.
+func (a *App) defs() []Def {
+	return []Def{
+		{Name: "bus", New: func() (Module, error) {
+			m, err := bus.New(a.cfg.Bus, bus.Deps{DataDir: a.cfg.DataDir, Logger: a.logs.Logger("bus"), Registry: a.reg})
+			a.bus = m
+			return m, err
+		}},
+		{Name: "api", Deps: []string{"bus"}, New: func() (Module, error) {
+			m, err := api.New(a.cfg.HTTP, api.Deps{
+				Bus: a.bus.Bus(), Logger: a.logs.Logger("api"), Logs: a.logs, Registry: a.reg,
+				Status: a.status, Ready: a.ready, MaxEventSz: int(a.cfg.Events.MaxBytes),
+			})
+			if err == nil {
+				a.api = m
+				close(a.apiReady)
+			}
+			return m, err
+		}},
+		{Name: "all", Deps: []string{"bus", "api"}},
+	}
+}
+
+// Targets lists the module names that --target accepts.
+func (a *App) Targets() []string { return a.mgr.Names() }
+
+// Run starts targets and blocks until ctx ends or a module fails.
+func (a *App) Run(ctx context.Context, targets []string) error {
+	a.started = time.Now()
+	if a.cfg.Bus.URL == "" {
+		if err := os.MkdirAll(a.cfg.DataDir, 0o750); err != nil {
+			return err
+		}
+	}
+	a.log.Info("starting", "version", Version, "targets", targets, "data_dir", a.cfg.DataDir, "config_hash", a.cfg.Hash())
+	err := a.mgr.Run(ctx, targets)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		a.log.Error("stopped with error", "err", err)
+		return err
+	}
+	a.log.Info("stopped")
+	return nil
+}
+
+// APIAddr waits for the api module and returns its bound address.
+func (a *App) APIAddr(ctx context.Context) (net.Addr, error) {
+	select {
+	case <-a.apiReady:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for {
+		if addr := a.api.Addr(); addr != nil {
+			return addr, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// Statuses is each module's state.
+func (a *App) Statuses() []Status { return a.mgr.Statuses() }
+
+func (a *App) ready() (bool, any) { return a.mgr.Ready(), a.mgr.Statuses() }
+
+func (a *App) status() api.Status {
+	s := api.Status{
+		Version: Version, Commit: CommitOrVCS(), Modules: a.mgr.Statuses(),
+		StartedAt: a.started.UTC(), Uptime: time.Since(a.started).Seconds(), ConfigHash: a.cfg.Hash(),
+	}
+	if b := a.bus.Bus(); b != nil {
+		s.Bus = api.BusInfo{Embedded: b.Embedded(), ClientURL: b.ClientURL(), Sync: a.cfg.Bus.Sync.String()}
+		if !b.Embedded() {
+			s.Bus.Sync = "set by the external server"
+		}
+	}
+	return s
+}

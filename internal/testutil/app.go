@@ -1,0 +1,110 @@
+package testutil
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/opsgraph/ops/internal/app"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/logging"
+)
+
+// Running is an app started by StartApp.
+type Running struct {
+	URL  string
+	App  *app.App
+	Cfg  *config.Config
+	stop func() error
+}
+
+// Stop stops the app (as SIGTERM would) and returns Run's error.
+func (r *Running) Stop() error { return r.stop() }
+
+// StartApp runs the app with targets on a loopback port. mod adjusts the
+// default config (data_dir is a fresh temp dir unless mod sets one). The app
+// stops on test cleanup unless stopped before.
+func StartApp(t testing.TB, targets []string, mod func(*config.Config)) *Running {
+	t.Helper()
+	c := config.Default()
+	c.DataDir = t.TempDir()
+	c.HTTP.Listen = "127.0.0.1:0"
+	if mod != nil {
+		mod(&c)
+	}
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Fatalf("test config: %v", errs)
+	}
+	var w io.Writer = io.Discard
+	if os.Getenv("OPS_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	logs, err := logging.New(w, "text", "debug", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(&c, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, targets) }()
+	actx, acancel := context.WithTimeout(ctx, 20*time.Second)
+	defer acancel()
+	addrc := make(chan string, 1)
+	go func() {
+		if addr, err := a.APIAddr(actx); err == nil {
+			addrc <- addr.String()
+		}
+		close(addrc)
+	}()
+	var url string
+	select {
+	case addr, ok := <-addrc:
+		if !ok {
+			cancel()
+			t.Fatalf("app did not start: %v", <-done)
+		}
+		url = "http://" + addr
+	case err := <-done:
+		cancel()
+		t.Fatalf("app stopped during start: %v", err)
+	}
+	stopped := false
+	var stopErr error
+	r := &Running{URL: url, App: a, Cfg: &c}
+	r.stop = func() error {
+		if stopped {
+			return stopErr
+		}
+		stopped = true
+		cancel()
+		select {
+		case stopErr = <-done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("app did not stop within 30s")
+		}
+		return stopErr
+	}
+	t.Cleanup(func() { _ = r.Stop() })
+	CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return &statusErr{resp.StatusCode}
+		}
+		return nil
+	})
+	return r
+}
+
+type statusErr struct{ code int }
+
+func (e *statusErr) Error() string { return http.StatusText(e.code) }
