@@ -312,7 +312,9 @@ func testOpsEndpoints(t *testing.T, url string) {
 	if c := put(`{"module":"bus","level":"loud"}`); c != 400 {
 		t.Fatalf("bad log-level: %d", c)
 	}
-	var lv struct{ Levels []struct{ Module, Level string } }
+	var lv struct {
+		Levels []struct{ Module, Level string }
+	}
 	getJSON(t, url+"/api/v1/log-level", &lv)
 	found := false
 	for _, l := range lv.Levels {

@@ -1,4 +1,4 @@
-package bus
+package bus_test
 
 import (
 	"context"
@@ -6,18 +6,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/testutil"
 )
 
-func openBus(t *testing.T, dir string, mod func(*config.Bus)) *Bus {
+func openBus(t *testing.T, dir string, mod func(*config.Bus)) *bus.Bus {
 	t.Helper()
 	c := config.Default().Bus
 	if mod != nil {
 		mod(&c)
 	}
-	b, err := Open(context.Background(), Options{Config: c, DataDir: dir})
+	b, err := bus.Open(context.Background(), bus.Options{Config: c, DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,12 +34,12 @@ func mkEvents(n int, typ string) []event.Event {
 	return out
 }
 
-func readAll(t *testing.T, b *Bus, filter string) []Stored {
+func readAll(t *testing.T, b *bus.Bus, filter string) []bus.Stored {
 	t.Helper()
-	var all []Stored
-	pos := Position{}
+	var all []bus.Stored
+	pos := bus.Position{}
 	for {
-		evs, next, err := b.Read(context.Background(), ReadOptions{Filter: filter, Start: pos, Limit: 333})
+		evs, next, err := b.Read(context.Background(), bus.ReadOptions{Filter: filter, Start: pos, Limit: 333})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,7 +91,7 @@ func TestPublishReadDedup(t *testing.T) {
 			if acks2[1].Position != acks[10].Position || acks2[2].Position != acks[160].Position {
 				t.Fatalf("duplicate positions %v %v, want %v %v", acks2[1].Position, acks2[2].Position, acks[10].Position, acks[160].Position)
 			}
-			all := readAll(t, b, EventsFilter)
+			all := readAll(t, b, bus.EventsFilter)
 			if len(all) != 201 {
 				t.Fatalf("read %d events, want 201", len(all))
 			}
@@ -116,15 +117,15 @@ func TestReadPaging(t *testing.T) {
 	if _, err := b.Publish(context.Background(), evs); err != nil {
 		t.Fatal(err)
 	}
-	got, next, err := b.Read(context.Background(), ReadOptions{Filter: "ev.>", Limit: 4})
+	got, next, err := b.Read(context.Background(), bus.ReadOptions{Filter: "ev.>", Limit: 4})
 	if err != nil || len(got) != 4 || next.String() != "1:4" {
 		t.Fatalf("page 1: %d %v %v", len(got), next, err)
 	}
-	got, next, err = b.Read(context.Background(), ReadOptions{Filter: "ev.>", Start: next, Limit: 100})
+	got, next, err = b.Read(context.Background(), bus.ReadOptions{Filter: "ev.>", Start: next, Limit: 100})
 	if err != nil || len(got) != 6 || got[0].Event.ID != evs[4].ID || next.String() != "2" {
 		t.Fatalf("page 2: %d %v %v", len(got), next, err)
 	}
-	got, _, err = b.Read(context.Background(), ReadOptions{Filter: "ev.>", Start: next, Limit: 100})
+	got, _, err = b.Read(context.Background(), bus.ReadOptions{Filter: "ev.>", Start: next, Limit: 100})
 	if err != nil || len(got) != 0 {
 		t.Fatalf("page 3: %d %v", len(got), err)
 	}
@@ -184,8 +185,8 @@ func TestTail(t *testing.T) {
 	defer b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got := make(chan Stored, 100)
-	go b.Tail(ctx, ReadOptions{Filter: "ev.x.>"}, func(s Stored) error { got <- s; return nil })
+	got := make(chan bus.Stored, 100)
+	go b.Tail(ctx, bus.ReadOptions{Filter: "ev.x.>"}, func(s bus.Stored) error { got <- s; return nil })
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if _, err := b.Publish(ctx, mkEvents(1, "x.y")); err != nil {
 			return err

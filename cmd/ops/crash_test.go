@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opsgraph/ops/internal/api"
+	"github.com/opsgraph/ops/internal/event"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// opsBinary builds the real binary once per test run.
+func opsBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ops-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "ops")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	url  string
+	logs *bytes.Buffer
+	mu   *sync.Mutex
+}
+
+var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
+
+// startOps runs `ops serve` as a child process and waits until it is ready.
+func startOps(t *testing.T, dataDir string, extra ...string) *proc {
+	t.Helper()
+	args := append([]string{"serve", "--data-dir", dataDir, "--http-listen", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(opsBinary(t), args...)
+	cmd.Env = append(os.Environ(), "OPS_LOG_LEVEL=info")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.logs.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		p.url = "http://" + a
+	case <-time.After(20 * time.Second):
+		t.Fatalf("ops did not start:\n%s", p.logs.String())
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("ops not ready:\n%s", p.logs.String())
+	return nil
+}
+
+func batchBody(ids []string) string {
+	var sb strings.Builder
+	sb.WriteByte('[')
+	for i, id := range ids {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"specversion":"1.0","id":%q,"source":"/crash","type":"crash.t%d","data":{"i":%d}}`, id, i%3, i)
+	}
+	sb.WriteByte(']')
+	return sb.String()
+}
+
+func postBatch(ctx context.Context, url string, ids []string) error {
+	req, _ := http.NewRequestWithContext(ctx, "POST", url+"/api/v1/events", strings.NewReader(batchBody(ids)))
+	req.Header.Set("Content-Type", event.BatchContentType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%d %s", resp.StatusCode, b)
+	}
+	var res api.PublishResult
+	if err := json.Unmarshal(b, &res); err != nil || res.Count != len(ids) {
+		return fmt.Errorf("bad 200 body: %s", b)
+	}
+	return nil
+}
+
+func readAllIDs(t *testing.T, url string) map[string]int {
+	t.Helper()
+	counts := map[string]int{}
+	since := ""
+	for {
+		u := url + "/api/v1/events?subject=ev.crash.>&limit=10000"
+		if since != "" {
+			u += "&since=" + since
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct {
+			Events []api.StoredEvent
+			Next   string
+		}
+		err = json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range p.Events {
+			counts[e.Event.ID]++
+		}
+		if len(p.Events) == 0 {
+			return counts
+		}
+		since = p.Next
+	}
+}
+
+// TestCrashLosesNothingAcknowledged kills a real ops process with SIGKILL
+// while clients publish, restarts it, and checks that every event whose
+// request got a 200 is stored exactly once; then it re-sends the requests
+// that never got an answer, as a client would, and checks nothing doubled.
+func TestCrashLosesNothingAcknowledged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills a real process")
+	}
+	dir := t.TempDir()
+	acked := map[string]bool{}
+	var unanswered [][]string
+	rounds := 4
+	for round := 0; round < rounds; round++ {
+		p := startOps(t, dir)
+		ctx, cancel := context.WithCancel(context.Background())
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					ids := make([]string, 1+rand.IntN(40))
+					for i := range ids {
+						ids[i] = event.NewID()
+					}
+					err := postBatch(ctx, p.url, ids)
+					mu.Lock()
+					if err == nil {
+						for _, id := range ids {
+							acked[id] = true
+						}
+					} else {
+						unanswered = append(unanswered, ids)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.cmd.Wait()
+		cancel()
+		wg.Wait()
+		t.Logf("round %d: %d acked so far, %d unanswered requests", round, len(acked), len(unanswered))
+	}
+	p := startOps(t, dir)
+	counts := readAllIDs(t, p.url)
+	for id := range acked {
+		switch counts[id] {
+		case 1:
+		case 0:
+			t.Fatalf("acknowledged event %s lost", id)
+		default:
+			t.Fatalf("acknowledged event %s stored %d times", id, counts[id])
+		}
+	}
+	for id, n := range counts {
+		if n != 1 {
+			t.Fatalf("event %s stored %d times", id, n)
+		}
+	}
+	// Clients retry what never got an answer; each must end up stored once.
+	for _, ids := range unanswered {
+		if err := postBatch(context.Background(), p.url, ids); err != nil {
+			t.Fatalf("retry: %v", err)
+		}
+	}
+	counts = readAllIDs(t, p.url)
+	for _, ids := range unanswered {
+		for _, id := range ids {
+			if counts[id] != 1 {
+				t.Fatalf("retried event %s stored %d times", id, counts[id])
+			}
+		}
+	}
+	if len(acked) == 0 {
+		t.Fatal("no publish was acknowledged; the test proved nothing")
+	}
+	t.Logf("%d acked events all present once; %d total stored", len(acked), len(counts))
+}
+
+// TestCLIAgainstServer drives the real binary's client commands.
+func TestCLIAgainstServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a real process")
+	}
+	p := startOps(t, t.TempDir())
+	run := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(opsBinary(t), append([]string{"--server", p.url}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("", "publish", "--type", "cli.order", "--data", `{"total":3}`)
+	if err != nil || !strings.Contains(out, "ev.cli.order seq 1") {
+		t.Fatalf("publish: %v %s", err, out)
+	}
+	var nd strings.Builder
+	for i := 0; i < 250; i++ {
+		fmt.Fprintf(&nd, `{"type":"cli.line","data":{"i":%d}}`+"\n", i)
+	}
+	out, err = run(nd.String(), "publish", "-f", "-", "--batch", "100")
+	if err != nil || !strings.Contains(out, "published 250 events: 250 stored, 0 duplicates") {
+		t.Fatalf("publish -f: %v %s", err, out)
+	}
+	out, err = run(`{"type":"cli.ok"}`+"\n"+`{"data":1}`+"\n", "publish", "-f", "-")
+	if err == nil || !strings.Contains(out, "line 2") || !strings.Contains(out, "type") {
+		t.Fatalf("bad line should name line 2 and the field: %v %s", err, out)
+	}
+	out, err = run("", "tail", "--since", "1", "--count", "251", "-o", "json", "ev.cli.>")
+	if err != nil {
+		t.Fatalf("tail: %v %s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 251 {
+		t.Fatalf("tail printed %d lines", len(lines))
+	}
+	var last api.StoredEvent
+	if err := json.Unmarshal([]byte(lines[250]), &last); err != nil || last.Subject != "ev.cli.line" || string(last.Event.Data) != `{"i":249}` {
+		t.Fatalf("last tailed: %v %s", err, lines[250])
+	}
+	out, err = run("", "streams", "-o", "csv")
+	if err != nil || !strings.Contains(out, "EVENTS,ev.>,") {
+		t.Fatalf("streams: %v %s", err, out)
+	}
+}

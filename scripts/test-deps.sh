@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh machine with only Go.
+# Idempotent: it checks before it installs.
+set -euo pipefail
+need=()
+# (none yet: the foundation's tests use the embedded NATS server and the
+# real ops binary built by the tests themselves)
+if ((${#need[@]})); then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "test-deps: missing ${need[*]}; run as root or install them" >&2
+		exit 1
+	fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
