@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -214,5 +215,36 @@ func TestTail(t *testing.T) {
 			t.Fatalf("tail order: got %s want %s", s.Event.ID, evs[i].ID)
 		}
 		i++
+	}
+}
+
+// A publish larger than one bus message is split into several, in order.
+func TestPublishSplitsLargeRequests(t *testing.T) {
+	b := openBus(t, t.TempDir(), func(c *config.Bus) { c.MaxPayload = 128 << 10 })
+	defer b.Close()
+	evs := make([]event.Event, 200)
+	for i := range evs {
+		e, _ := event.New("/big", "big.x", map[string]string{"pad": strings.Repeat("x", 2000), "i": fmt.Sprint(i)})
+		evs[i] = e
+	}
+	acks, err := b.Publish(context.Background(), evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := map[uint64]bool{}
+	for _, a := range acks {
+		msgs[a.Position.Seq] = true
+	}
+	if len(msgs) < 3 {
+		t.Fatalf("400 KB went into %d messages", len(msgs))
+	}
+	all := readAll(t, b, "ev.big.>")
+	if len(all) != 200 {
+		t.Fatalf("read %d", len(all))
+	}
+	for i, s := range all {
+		if s.Event.ID != evs[i].ID || s.Position != acks[i].Position {
+			t.Fatalf("event %d out of place: %v vs %v", i, s.Position, acks[i].Position)
+		}
 	}
 }

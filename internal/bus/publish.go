@@ -208,19 +208,26 @@ func (b *Bus) pack(s string, evs []event.Event, idx []int) ([]outMsg, error) {
 		body, cur = nil, nil
 	}
 	for _, i := range idx {
-		j, err := evs[i].MarshalJSON()
-		if err != nil {
-			return nil, fmt.Errorf("encode event %q: %w", evs[i].ID, err)
-		}
-		if len(cur) > 0 && len(body)+len(j)+2 > b.maxMsg {
-			flush()
-		}
+		mark := len(body)
 		if len(cur) == 0 {
-			body = append(make([]byte, 0, 4096), '[')
+			body = append(make([]byte, 0, 256*len(idx)), '[')
+			mark = 0
 		} else {
 			body = append(body, ',')
 		}
-		body = append(body, j...)
+		var err error
+		body, err = evs[i].AppendJSON(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode event %q: %w", evs[i].ID, err)
+		}
+		if len(cur) > 0 && len(body)+1 > b.maxMsg {
+			// Over the limit: close the message before this event and start
+			// the next one with it.
+			ev := append([]byte{'['}, body[mark+1:]...)
+			body = body[:mark]
+			flush()
+			body = ev
+		}
 		cur = append(cur, i)
 	}
 	flush()

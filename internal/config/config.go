@@ -158,8 +158,8 @@ func (c *Config) Validate() Errors {
 	if c.Events.MaxBytes < 1024 {
 		add("events.max_bytes", "must be at least 1KiB")
 	}
-	if int64(c.Events.MaxBytes) > int64(c.Bus.MaxPayload) {
-		add("events.max_bytes", "must not exceed bus.max_payload (%s)", c.Bus.MaxPayload)
+	if int64(c.Events.MaxBytes) > int64(c.Bus.MaxPayload)-8<<10 {
+		add("events.max_bytes", "must be at least 8KiB below bus.max_payload (%s), which leaves room for headers", c.Bus.MaxPayload)
 	}
 	if c.HTTP.MaxBodyBytes < c.Events.MaxBytes {
 		add("http.max_body_bytes", "must be at least events.max_bytes (%s)", c.Events.MaxBytes)

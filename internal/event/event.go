@@ -211,98 +211,106 @@ func (e *Event) Normalize(now time.Time) {
 	}
 }
 
-var contextAttrs = map[string]bool{
-	"specversion": true, "id": true, "source": true, "type": true, "subject": true,
-	"time": true, "datacontenttype": true, "dataschema": true, "data": true, "data_base64": true,
-}
-
 // UnmarshalJSON decodes a structured-mode CloudEvent. Attribute type errors
 // name the attribute.
 func (e *Event) UnmarshalJSON(b []byte) error {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return &Error{"", "malformed JSON: " + jsonMsg(err)}
-	}
 	*e = Event{}
-	str := func(name string, dst *string) error {
-		v, ok := raw[name]
-		if !ok || string(v) == "null" {
+	err := scanObject(b, func(k string, v []byte) error {
+		str := func(dst *string) error {
+			if v[0] == 'n' { // null: the attribute is absent
+				return nil
+			}
+			s, err := unquote(v)
+			if err != nil {
+				return &Error{k, "must be a string"}
+			}
+			*dst = s
 			return nil
 		}
-		if err := json.Unmarshal(v, dst); err != nil {
-			return &Error{name, "must be a string"}
+		switch k {
+		case "specversion":
+			return str(&e.SpecVersion)
+		case "id":
+			return str(&e.ID)
+		case "source":
+			return str(&e.Source)
+		case "type":
+			return str(&e.Type)
+		case "subject":
+			return str(&e.Subject)
+		case "datacontenttype":
+			return str(&e.DataContentType)
+		case "dataschema":
+			return str(&e.DataSchema)
+		case "data_base64":
+			return str(&e.DataBase64)
+		case "time":
+			var ts string
+			if err := str(&ts); err != nil {
+				return &Error{"time", "must be an RFC 3339 string"}
+			}
+			if ts == "" {
+				e.Time = time.Time{}
+				return nil
+			}
+			t, err := time.Parse(time.RFC3339Nano, ts)
+			if err != nil {
+				return &Error{"time", fmt.Sprintf("must be RFC 3339, got %q", ts)}
+			}
+			e.Time = t
+		case "data":
+			if (v[0] == '{' || v[0] == '[') && !json.Valid(v) {
+				return &Error{"data", "invalid JSON"}
+			}
+			e.Data = append(json.RawMessage(nil), v...)
+		default:
+			x, err := parseExtension(v)
+			if err != nil {
+				return &Error{k, "extension attributes must be a string, number or boolean"}
+			}
+			if e.Extensions == nil {
+				e.Extensions = make(map[string]any)
+			}
+			e.Extensions[k] = x
 		}
 		return nil
-	}
-	for name, dst := range map[string]*string{
-		"specversion": &e.SpecVersion, "id": &e.ID, "source": &e.Source, "type": &e.Type,
-		"subject": &e.Subject, "datacontenttype": &e.DataContentType, "dataschema": &e.DataSchema,
-		"data_base64": &e.DataBase64,
-	} {
-		if err := str(name, dst); err != nil {
+	})
+	if err != nil {
+		if _, ok := err.(*Error); ok {
 			return err
 		}
+		return &Error{"", "malformed JSON: " + err.Error()}
 	}
-	if v, ok := raw["time"]; ok && string(v) != "null" {
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return &Error{"time", "must be an RFC 3339 string"}
-		}
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return &Error{"time", fmt.Sprintf("must be RFC 3339, got %q", s)}
-		}
-		e.Time = t
-	}
-	if v, ok := raw["data"]; ok {
-		if e.DataBase64 != "" {
-			return &Error{"data", "data and data_base64 are mutually exclusive"}
-		}
-		e.Data = append(json.RawMessage(nil), v...)
-	}
-	for k, v := range raw {
-		if contextAttrs[k] {
-			continue
-		}
-		var x any
-		if err := json.Unmarshal(v, &x); err != nil {
-			return &Error{k, "invalid value"}
-		}
-		switch x.(type) {
-		case string, float64, bool:
-		default:
-			return &Error{k, "extension attributes must be a string, number or boolean"}
-		}
-		if e.Extensions == nil {
-			e.Extensions = make(map[string]any)
-		}
-		e.Extensions[k] = x
+	if e.DataBase64 != "" && e.Data != nil {
+		return &Error{"data", "data and data_base64 are mutually exclusive"}
 	}
 	return nil
 }
 
 // MarshalJSON encodes the event in structured mode with a stable key order.
 func (e Event) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.Grow(256 + len(e.Data))
-	b.WriteByte('{')
+	return e.AppendJSON(make([]byte, 0, 256+len(e.Data)))
+}
+
+// AppendJSON appends the structured-mode encoding of e to dst.
+func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
+	dst = append(dst, '{')
 	first := true
-	field := func(k string, v []byte) {
+	key := func(k string) {
 		if !first {
-			b.WriteByte(',')
+			dst = append(dst, ',')
 		}
 		first = false
-		b.WriteByte('"')
-		b.WriteString(k)
-		b.WriteString(`":`)
-		b.Write(v)
+		dst = append(dst, '"')
+		dst = append(dst, k...)
+		dst = append(dst, '"', ':')
 	}
 	str := func(k, v string) {
 		if v == "" {
 			return
 		}
-		q, _ := json.Marshal(v)
-		field(k, q)
+		key(k)
+		dst = appendString(dst, v)
 	}
 	str("specversion", e.SpecVersion)
 	str("id", e.ID)
@@ -310,7 +318,10 @@ func (e Event) MarshalJSON() ([]byte, error) {
 	str("type", e.Type)
 	str("subject", e.Subject)
 	if !e.Time.IsZero() {
-		str("time", e.Time.Format(time.RFC3339Nano))
+		key("time")
+		dst = append(dst, '"')
+		dst = e.Time.AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, '"')
 	}
 	str("datacontenttype", e.DataContentType)
 	str("dataschema", e.DataSchema)
@@ -325,20 +336,52 @@ func (e Event) MarshalJSON() ([]byte, error) {
 			if err != nil {
 				return nil, fmt.Errorf("extension %q: %w", k, err)
 			}
-			field(k, v)
+			key(k)
+			dst = append(dst, v...)
 		}
 	}
 	if len(e.Data) > 0 {
-		var c bytes.Buffer
-		if err := json.Compact(&c, e.Data); err != nil {
+		key("data")
+		var err error
+		if dst, err = appendCompact(dst, e.Data); err != nil {
 			return nil, &Error{"data", "invalid JSON"}
 		}
-		field("data", c.Bytes())
 	} else if e.DataBase64 != "" {
 		str("data_base64", e.DataBase64)
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return append(dst, '}'), nil
+}
+
+// appendCompact appends JSON v without insignificant space; already compact
+// input (the common case) is copied as is.
+func appendCompact(dst, v []byte) ([]byte, error) {
+	compact := true
+	inStr := false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if inStr {
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inStr = false
+			}
+			continue
+		}
+		if c == '"' {
+			inStr = true
+		} else if isSpace(c) {
+			compact = false
+			break
+		}
+	}
+	if compact {
+		return append(dst, v...), nil
+	}
+	buf := bytes.NewBuffer(dst)
+	if err := json.Compact(buf, v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 func jsonMsg(err error) string {

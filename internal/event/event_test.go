@@ -129,6 +129,10 @@ func FuzzParseEvent(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// The envelope scanner must never accept what encoding/json rejects.
+		if !json.Valid(b) {
+			t.Fatalf("accepted invalid JSON %q", b)
+		}
 		// Whatever parses must encode, decode to the same, and keep a valid subject.
 		enc, err := EncodeBatch(evs)
 		if err != nil {

@@ -2,7 +2,6 @@ package event
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -20,10 +19,7 @@ func parseOne(b []byte, maxBytes int, now time.Time, prefix string) (Event, erro
 		return Event{}, &SizeError{Field: fieldName(prefix, "event"), Size: len(b), Limit: maxBytes}
 	}
 	var e Event
-	if err := json.Unmarshal(b, &e); err != nil {
-		if _, ok := err.(*Error); !ok {
-			err = &Error{"", "malformed JSON: " + jsonMsg(err)}
-		}
+	if err := e.UnmarshalJSON(b); err != nil {
 		return Event{}, prefixed(prefix, err)
 	}
 	if err := e.Validate(); err != nil {
@@ -40,20 +36,24 @@ func ParseBatch(b []byte, maxBytes int, now time.Time) ([]Event, error) {
 	if len(b) == 0 || b[0] != '[' {
 		return nil, &Error{"", "malformed JSON: a batch must be a JSON array of events"}
 	}
-	var raws []json.RawMessage
-	if err := json.Unmarshal(b, &raws); err != nil {
-		return nil, &Error{"", "malformed JSON: " + jsonMsg(err)}
-	}
-	if len(raws) == 0 {
-		return nil, &Error{"events", "empty batch"}
-	}
-	out := make([]Event, len(raws))
-	for i, r := range raws {
-		e, err := parseOne(r, maxBytes, now, fmt.Sprintf("events[%d]", i))
+	out := make([]Event, 0, 16)
+	err := scanArray(b, func(i int, raw []byte) error {
+		e, err := parseOne(raw, maxBytes, now, fmt.Sprintf("events[%d]", i))
 		if err != nil {
+			return err
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		switch err.(type) {
+		case *Error, *SizeError:
 			return nil, err
 		}
-		out[i] = e
+		return nil, &Error{"", "malformed JSON: " + err.Error()}
+	}
+	if len(out) == 0 {
+		return nil, &Error{"events", "empty batch"}
 	}
 	return out, nil
 }
@@ -96,20 +96,18 @@ func prefixed(prefix string, err error) error {
 
 // EncodeBatch encodes events as a CloudEvents JSON batch (an array).
 func EncodeBatch(evs []Event) ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteByte('[')
+	b := make([]byte, 0, 256*len(evs)+2)
+	b = append(b, '[')
 	for i := range evs {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		j, err := evs[i].MarshalJSON()
-		if err != nil {
+		var err error
+		if b, err = evs[i].AppendJSON(b); err != nil {
 			return nil, err
 		}
-		b.Write(j)
 	}
-	b.WriteByte(']')
-	return b.Bytes(), nil
+	return append(b, ']'), nil
 }
 
 // Decode reads a stored bus message body: a single event (structured mode) or
@@ -119,13 +117,18 @@ func Decode(body []byte) ([]Event, error) {
 	t := bytes.TrimSpace(body)
 	if len(t) > 0 && t[0] == '[' {
 		var evs []Event
-		if err := json.Unmarshal(t, &evs); err != nil {
-			return nil, err
-		}
-		return evs, nil
+		err := scanArray(t, func(_ int, raw []byte) error {
+			var e Event
+			if err := e.UnmarshalJSON(raw); err != nil {
+				return err
+			}
+			evs = append(evs, e)
+			return nil
+		})
+		return evs, err
 	}
 	var e Event
-	if err := json.Unmarshal(t, &e); err != nil {
+	if err := e.UnmarshalJSON(t); err != nil {
 		return nil, err
 	}
 	return []Event{e}, nil
