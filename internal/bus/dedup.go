@@ -10,14 +10,14 @@ import (
 // dedup is the in-memory window of recently stored event ids. JetStream's
 // own window (Nats-Msg-Id) catches an exact retry of a whole message; this
 // one catches an event re-sent inside a different batch. Keys are 64-bit
-// hashes, so an entry costs about 40 bytes; the chance that two distinct ids
+// hashes, so an entry costs about 55 bytes; the chance that two distinct ids
 // inside one window collide is below 1e-7 at a million ids.
 type dedup struct {
 	mu       sync.Mutex
 	window   time.Duration
 	max      int
 	seed     maphash.Seed
-	m        map[uint64]Position
+	m        map[uint64]uint64 // id hash -> packed Position
 	q        []qent
 	head     int
 	inflight map[uint64]*flight
@@ -35,7 +35,7 @@ type flight struct {
 
 func newDedup(window time.Duration, max int) *dedup {
 	return &dedup{window: window, max: max, seed: maphash.MakeSeed(),
-		m: map[uint64]Position{}, inflight: map[uint64]*flight{}}
+		m: map[uint64]uint64{}, inflight: map[uint64]*flight{}}
 }
 
 func (d *dedup) enabled() bool { return d.max > 0 }
@@ -75,7 +75,7 @@ func (d *dedup) addLocked(h uint64, p Position, at int64) {
 	if _, ok := d.m[h]; ok {
 		return
 	}
-	d.m[h] = p
+	d.m[h] = pack(p)
 	d.q = append(d.q, qent{h, at})
 }
 
@@ -88,7 +88,7 @@ func (d *dedup) reserve(hs []uint64, f *flight, known []Position, isKnown []bool
 	d.expireLocked(time.Now().UnixNano())
 	for i, h := range hs {
 		if p, ok := d.m[h]; ok {
-			known[i], isKnown[i] = p, true
+			known[i], isKnown[i] = unpack(p), true
 			continue
 		}
 		if other, ok := d.inflight[h]; ok {
@@ -118,6 +118,12 @@ func (d *dedup) finish(mine []uint64, f *flight, stored map[uint64]Position, at 
 	d.mu.Unlock()
 	close(f.done)
 }
+
+// A position packs into 64 bits: 44 for the stream sequence (17 trillion
+// messages), 20 for the index (a message holds at most max_payload / the
+// smallest event, far below a million).
+func pack(p Position) uint64   { return p.Seq<<20 | uint64(p.Index)&(1<<20-1) }
+func unpack(v uint64) Position { return Position{Seq: v >> 20, Index: int(v & (1<<20 - 1))} }
 
 func waitAll(ctx context.Context, fs []*flight) error {
 	for _, f := range fs {

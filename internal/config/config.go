@@ -25,10 +25,10 @@ type Config struct {
 // HTTP configures the main listener.
 type HTTP struct {
 	Listen            string   `yaml:"listen" doc:"address of the API, UI and collector"`
-	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
-	ReadTimeout       Duration `yaml:"read_timeout"`
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout" doc:"time to read request headers"`
+	ReadTimeout       Duration `yaml:"read_timeout" doc:"time to read a whole request"`
 	WriteTimeout      Duration `yaml:"write_timeout" doc:"streaming responses (SSE) extend it per write"`
-	IdleTimeout       Duration `yaml:"idle_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout" doc:"keep-alive connections close after this idle time"`
 	MaxBodyBytes      ByteSize `yaml:"max_body_bytes" doc:"largest request body"`
 	ShutdownTimeout   Duration `yaml:"shutdown_timeout" doc:"how long shutdown waits for in-flight requests"`
 }
@@ -42,7 +42,7 @@ type Bus struct {
 	Sync           Sync      `yaml:"sync" doc:"always (fsync before ack) or an fsync interval such as 1s"`
 	Retention      Retention `yaml:"retention"`
 	DedupWindow    Duration  `yaml:"dedup_window" doc:"a re-sent event id within this window is stored once"`
-	DedupIDs       int       `yaml:"dedup_ids" doc:"most event ids the dedup window holds in memory (about 40 bytes each)"`
+	DedupIDs       int       `yaml:"dedup_ids" doc:"most event ids the dedup window holds in memory (about 55 bytes each; 500000 is about 28 MB when full)"`
 	Replicas       int       `yaml:"replicas" doc:"stream replicas on a clustered bus"`
 	MaxPayload     ByteSize  `yaml:"max_payload" doc:"largest bus message of the embedded server"`
 	PublishTimeout Duration  `yaml:"publish_timeout" doc:"how long a publish waits for the bus before failing with 503"`
@@ -50,15 +50,15 @@ type Bus struct {
 
 // TLS configures the client side of a TLS connection.
 type TLS struct {
-	CA   string `yaml:"ca"`
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
+	CA   string `yaml:"ca" doc:"CA file to verify the external bus"`
+	Cert string `yaml:"cert" doc:"client certificate file for the external bus"`
+	Key  string `yaml:"key" doc:"client key file for the external bus"`
 }
 
 // Retention bounds the EVENTS stream; zero means unlimited.
 type Retention struct {
-	MaxAge   Duration `yaml:"max_age"`
-	MaxBytes ByteSize `yaml:"max_bytes"`
+	MaxAge   Duration `yaml:"max_age" doc:"EVENTS older than this are removed; 0 keeps them"`
+	MaxBytes ByteSize `yaml:"max_bytes" doc:"EVENTS is trimmed, oldest first, above this size; 0 is unlimited"`
 }
 
 // Events holds limits on incoming events.
@@ -90,7 +90,7 @@ func Default() Config {
 			Sync:           Sync{Always: true},
 			Retention:      Retention{MaxAge: Duration(30 * 24 * time.Hour)},
 			DedupWindow:    Duration(2 * time.Minute),
-			DedupIDs:       1_000_000,
+			DedupIDs:       500_000,
 			Replicas:       1,
 			MaxPayload:     8 << 20,
 			PublishTimeout: Duration(10 * time.Second),

@@ -1,0 +1,186 @@
+// Command footprint measures what Ops costs a machine at rest: binary size,
+// start-to-ready time and idle RSS, and the same for a plain nats-server
+// with JetStream (the part Ops embeds) as the peer, in one run.
+//
+//	go run ./bench/footprint -ops bin/ops -nats /tmp/nats-server
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	opsBin  = flag.String("ops", "bin/ops", "ops binary")
+	natsBin = flag.String("nats", "", "nats-server binary (peer); empty skips it")
+	idle    = flag.Duration("idle", 30*time.Second, "how long to idle before reading RSS")
+	starts  = flag.Int("starts", 7, "start-to-ready samples (median reported)")
+)
+
+func main() {
+	flag.Parse()
+	opsSize := fileSize(*opsBin)
+	opsStart := median(*starts, startOps)
+	opsRSS := startOpsRSS()
+	fmt.Printf("\nFootprint with the default config (modules: bus, api), idle %v\n", *idle)
+	fmt.Printf("%-22s %14s %14s %14s\n", "", "binary", "start->ready", "idle RSS")
+	fmt.Printf("%-22s %13.1fM %14v %13.1fM\n", "ops serve", mb(opsSize), opsStart.Round(time.Millisecond), mb(opsRSS))
+	if *natsBin != "" {
+		nSize := fileSize(*natsBin)
+		nStart := median(*starts, startNATS)
+		nRSS := natsRSS()
+		fmt.Printf("%-22s %13.1fM %14v %13.1fM\n", "nats-server -js", mb(nSize), nStart.Round(time.Millisecond), mb(nRSS))
+		fmt.Printf("%-22s %13.2fx %13.2fx %13.2fx\n", "ratio ops/nats", float64(opsSize)/float64(nSize), float64(opsStart)/float64(nStart), float64(opsRSS)/float64(nRSS))
+	}
+	fmt.Println("targets: start->ready <= 300ms; idle RSS <= 40 MB")
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	return st.Size()
+}
+
+func median(n int, f func() time.Duration) time.Duration {
+	var ds []time.Duration
+	for i := 0; i < n; i++ {
+		ds = append(ds, f())
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2]
+}
+
+func freePort() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// launchOps prepares ops on a fresh data dir and a free port.
+func launchOps() (*exec.Cmd, string, string) {
+	dir, _ := os.MkdirTemp("", "opsfp")
+	addr := freePort()
+	cmd := exec.Command(*opsBin, "serve", "--data-dir", dir, "--http-listen", addr, "--log-level", "warn")
+	return cmd, addr, dir
+}
+
+// startOps returns the time from exec to /readyz answering 200.
+func startOps() time.Duration {
+	cmd, addr, dir := launchOps()
+	defer os.RemoveAll(dir)
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		panic(err)
+	}
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Since(t0) > 20*time.Second {
+			panic("ops not ready")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d := time.Since(t0)
+	_ = cmd.Process.Signal(os.Interrupt)
+	_ = cmd.Wait()
+	return d
+}
+
+func startOpsRSS() int64 {
+	cmd, addr, dir := launchOps()
+	defer os.RemoveAll(dir)
+	if err := cmd.Start(); err != nil {
+		panic(err)
+	}
+	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
+	for i := 0; i < 2000; i++ {
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(*idle)
+	return rss(cmd.Process.Pid)
+}
+
+func startNATS() time.Duration {
+	dir, _ := os.MkdirTemp("", "natsfp")
+	defer os.RemoveAll(dir)
+	addr := freePort()
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(*natsBin, "-js", "-sd", dir, "-a", "127.0.0.1", "-p", port)
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		panic(err)
+	}
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			r := bufio.NewReader(c)
+			line, _ := r.ReadString('\n')
+			c.Close()
+			if strings.HasPrefix(line, "INFO") {
+				break
+			}
+		}
+		if time.Since(t0) > 20*time.Second {
+			panic("nats not ready")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d := time.Since(t0)
+	_ = cmd.Process.Signal(os.Interrupt)
+	_ = cmd.Wait()
+	return d
+}
+
+func natsRSS() int64 {
+	dir, _ := os.MkdirTemp("", "natsfp")
+	defer os.RemoveAll(dir)
+	_, port, _ := net.SplitHostPort(freePort())
+	cmd := exec.Command(*natsBin, "-js", "-sd", dir, "-a", "127.0.0.1", "-p", port)
+	if err := cmd.Start(); err != nil {
+		panic(err)
+	}
+	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
+	time.Sleep(*idle)
+	return rss(cmd.Process.Pid)
+}
+
+var rssRE = regexp.MustCompile(`VmRSS:\s+(\d+) kB`)
+
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		panic(err)
+	}
+	m := rssRE.FindSubmatch(b)
+	if m == nil {
+		panic("no VmRSS")
+	}
+	kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return kb << 10
+}
