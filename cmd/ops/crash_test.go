@@ -55,6 +55,7 @@ type proc struct {
 	url  string
 	logs *bytes.Buffer
 	mu   *sync.Mutex
+	eof  chan struct{} // closed when the process's stderr is fully read
 }
 
 var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
@@ -65,17 +66,23 @@ func startOps(t *testing.T, dataDir string, extra ...string) *proc {
 	args := append([]string{"serve", "--data-dir", dataDir, "--http-listen", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(opsBinary(t), args...)
 	cmd.Env = append(os.Environ(), "OPS_LOG_LEVEL=info")
-	stderr, err := cmd.StderrPipe()
+	// Our own pipe, not StderrPipe: Wait must not close it before the last
+	// log lines are read.
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	cmd.Stderr = w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	w.Close()
+	p := &proc{cmd: cmd, logs: &bytes.Buffer{}, mu: &sync.Mutex{}, eof: make(chan struct{})}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	addr := make(chan string, 1)
 	go func() {
+		defer close(p.eof)
+		defer stderr.Close()
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			p.mu.Lock()
@@ -306,5 +313,79 @@ func TestCLIAgainstServer(t *testing.T) {
 	out, err = run("", "streams", "-o", "csv")
 	if err != nil || !strings.Contains(out, "EVENTS,ev.>,") {
 		t.Fatalf("streams: %v %s", err, out)
+	}
+}
+
+// TestSIGTERMDrains: a graceful stop under load and with a live tail open
+// exits 0, closes the tail, and keeps every acknowledged event.
+func TestSIGTERMDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a real process")
+	}
+	dir := t.TempDir()
+	p := startOps(t, dir)
+	tail, err := http.Get(p.url + "/api/v1/events/stream?subject=ev.crash.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tailDone := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, tail.Body); close(tailDone) }()
+
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				ids := []string{event.NewID(), event.NewID(), event.NewID()}
+				if postBatch(ctx, p.url, ids) == nil {
+					mu.Lock()
+					for _, id := range ids {
+						acked[id] = true
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	t0 := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = p.cmd.Wait()
+	cancel()
+	wg.Wait()
+	if err != nil {
+		p.mu.Lock()
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs.String())
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Fatalf("drain took %v", d)
+	}
+	select {
+	case <-tailDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("SSE tail still open after shutdown")
+	}
+	<-p.eof
+	p.mu.Lock()
+	logs := p.logs.String()
+	p.mu.Unlock()
+	if !strings.Contains(logs, "msg=stopped") {
+		t.Fatalf("no clean stop in logs:\n%s", logs)
+	}
+	p2 := startOps(t, dir)
+	counts := readAllIDs(t, p2.url)
+	for id := range acked {
+		if counts[id] != 1 {
+			t.Fatalf("acked %s stored %d times", id, counts[id])
+		}
+	}
+	if len(acked) == 0 {
+		t.Fatal("nothing acknowledged")
 	}
 }

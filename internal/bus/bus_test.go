@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
@@ -246,5 +249,71 @@ func TestPublishSplitsLargeRequests(t *testing.T) {
 		if s.Event.ID != evs[i].ID || s.Position != acks[i].Position {
 			t.Fatalf("event %d out of place: %v vs %v", i, s.Position, acks[i].Position)
 		}
+	}
+}
+
+// bus.listen opens a client port: an ordinary NATS client (as the nats CLI or
+// another Ops node would) can read the same streams.
+func TestListenAndHandles(t *testing.T) {
+	b := openBus(t, t.TempDir(), func(c *config.Bus) { c.Listen = "127.0.0.1:0" })
+	defer b.Close()
+	url := b.ClientURL()
+	if !strings.HasPrefix(url, "nats://127.0.0.1:") {
+		t.Fatalf("client url %q", url)
+	}
+	ctx := context.Background()
+	if _, err := b.Publish(ctx, mkEvents(3, "net.x")); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(ctx, bus.EventsStream)
+	if err != nil || st.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("stream over the socket: %v", err)
+	}
+
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "VIEW_test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	// Opening again is idempotent and keeps the data.
+	kv, err = b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: "VIEW_test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "v" {
+		t.Fatalf("kv get: %v", err)
+	}
+	obj, err := b.ObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "BLOBS"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obj.PutBytes(ctx, "x", []byte("blob")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.Durable(ctx, bus.EventsStream, jetstream.ConsumerConfig{Durable: "test-proc", FilterSubject: "ev.net.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		evs, err := event.Decode(m.Data())
+		if err != nil || len(evs) != 3 {
+			t.Fatalf("durable consumer got %d events: %v", len(evs), err)
+		}
+		_ = m.Ack()
+	}
+	if _, err := b.Durable(ctx, bus.EventsStream, jetstream.ConsumerConfig{}); err == nil {
+		t.Fatal("durable without a name accepted")
 	}
 }
