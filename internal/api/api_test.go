@@ -104,7 +104,9 @@ func testPublishRead(t *testing.T, url string) {
 	if code != 200 {
 		t.Fatalf("batch: %d %s", code, b)
 	}
-	json.Unmarshal(b, &res)
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
 	if res.Stored != 3 || res.Events[0].Seq != res.Events[1].Seq || res.Events[1].Index != 1 {
 		t.Fatalf("batch result %s", b)
 	}
@@ -199,9 +201,13 @@ func testDedup(t *testing.T, url string) {
 	one := ce("dup-1", "dedup.test", `{}`)
 	var first, second api.PublishResult
 	_, b := post(t, url, event.ContentType, one)
-	json.Unmarshal(b, &first)
+	if err := json.Unmarshal(b, &first); err != nil {
+		t.Fatal(err)
+	}
 	_, b = post(t, url, event.ContentType, one)
-	json.Unmarshal(b, &second)
+	if err := json.Unmarshal(b, &second); err != nil {
+		t.Fatal(err)
+	}
 	if first.Stored != 1 || second.Stored != 0 || second.Duplicates != 1 || second.Events[0].Seq != first.Events[0].Seq {
 		t.Fatalf("first %+v second %+v", first, second)
 	}
@@ -243,7 +249,9 @@ func testTail(t *testing.T, url string) {
 			case l := <-lines:
 				if d, ok := strings.CutPrefix(l, "data: "); ok {
 					var s api.StoredEvent
-					json.Unmarshal([]byte(d), &s)
+					if err := json.Unmarshal([]byte(d), &s); err != nil {
+						return fmt.Errorf("tail data %q: %v", d, err)
+					}
 					if s.Subject != "ev.tail.x" {
 						return fmt.Errorf("tailed %s, outside the filter", s.Subject)
 					}

@@ -243,7 +243,7 @@ func (m *Manager) start(ctx context.Context, d Def, exited chan<- string) (*runn
 		return nil, fmt.Errorf("module %s: %w", d.Name, err)
 	case <-ctx.Done():
 		cancel()
-		<-r.done
+		<-r.done //nolint:errcheck // cancelled during start: its error is the cancellation
 		m.setState(d.Name, StateStopped, nil)
 		return nil, ctx.Err()
 	}

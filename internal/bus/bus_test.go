@@ -190,7 +190,9 @@ func TestTail(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	got := make(chan bus.Stored, 100)
-	go b.Tail(ctx, bus.ReadOptions{Filter: "ev.x.>"}, func(s bus.Stored) error { got <- s; return nil })
+	go func() {
+		_ = b.Tail(ctx, bus.ReadOptions{Filter: "ev.x.>"}, func(s bus.Stored) error { got <- s; return nil })
+	}()
 	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if _, err := b.Publish(ctx, mkEvents(1, "x.y")); err != nil {
 			return err

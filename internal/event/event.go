@@ -383,15 +383,3 @@ func appendCompact(dst, v []byte) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
-
-func jsonMsg(err error) string {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("%v (at byte %d)", se, se.Offset)
-	}
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Sprintf("expected an object, got %s", te.Value)
-	}
-	return err.Error()
-}
