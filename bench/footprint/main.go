@@ -90,23 +90,28 @@ func startOps() time.Duration {
 	if err := cmd.Start(); err != nil {
 		panic(err)
 	}
-	for {
+	waitFor(t0, "ops", func() bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Since(t0) > 20*time.Second {
-			panic("ops not ready")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 	d := time.Since(t0)
 	_ = cmd.Process.Signal(os.Interrupt)
 	_ = cmd.Wait()
 	return d
+}
+
+// waitFor polls ready every millisecond for up to 20 s from t0.
+func waitFor(t0 time.Time, what string, ready func() bool) {
+	for !ready() {
+		if time.Since(t0) > 20*time.Second {
+			panic(what + " not ready")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func startOpsRSS() int64 {
@@ -137,20 +142,15 @@ func startNATS() time.Duration {
 	if err := cmd.Start(); err != nil {
 		panic(err)
 	}
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			r := bufio.NewReader(c)
-			line, _ := r.ReadString('\n')
-			c.Close()
-			if strings.HasPrefix(line, "INFO") {
-				break
-			}
+	waitFor(t0, "nats", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
 		}
-		if time.Since(t0) > 20*time.Second {
-			panic("nats not ready")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer c.Close()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return strings.HasPrefix(line, "INFO")
+	})
 	d := time.Since(t0)
 	_ = cmd.Process.Signal(os.Interrupt)
 	_ = cmd.Wait()

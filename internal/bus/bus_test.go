@@ -221,6 +221,20 @@ func TestTail(t *testing.T) {
 		}
 		i++
 	}
+	// The tail's consumer goes away with it.
+	cancel()
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		st, err := b.Streams(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			if s.Name == bus.EventsStream && s.Consumers != 0 {
+				return fmt.Errorf("%d consumers left", s.Consumers)
+			}
+		}
+		return nil
+	})
 }
 
 // A publish larger than one bus message is split into several, in order.

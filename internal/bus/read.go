@@ -57,16 +57,22 @@ func (o ReadOptions) consumerConfig() jetstream.ConsumerConfig {
 		FilterSubject:     o.Filter,
 		InactiveThreshold: 30 * time.Second,
 		MemoryStorage:     true,
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
 	}
+	c.DeliverPolicy, c.OptStartSeq, c.OptStartTime = o.deliver(jetstream.DeliverAllPolicy)
+	return c
+}
+
+// deliver maps the start of o to a consumer's deliver policy; def applies
+// when o names no start.
+func (o ReadOptions) deliver(def jetstream.DeliverPolicy) (jetstream.DeliverPolicy, uint64, *time.Time) {
 	switch {
 	case o.Start.Seq > 0:
-		c.DeliverPolicy, c.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.Start.Seq
+		return jetstream.DeliverByStartSequencePolicy, o.Start.Seq, nil
 	case !o.Since.IsZero():
 		t := o.Since
-		c.DeliverPolicy, c.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
+		return jetstream.DeliverByStartTimePolicy, 0, &t
 	}
-	return c
+	return def, 0, nil
 }
 
 func decodeMsg(m jetstream.Msg) ([]Stored, uint64, error) {
@@ -156,14 +162,10 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, erro
 // Tail calls fn for each event matching o as it is stored, until ctx ends
 // or fn returns an error. With no start it begins with new events.
 func (b *Bus) Tail(ctx context.Context, o ReadOptions, fn func(Stored) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{o.Filter}, DeliverPolicy: jetstream.DeliverNewPolicy}
-	switch {
-	case o.Start.Seq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, o.Start.Seq
-	case !o.Since.IsZero():
-		t := o.Since
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-	}
+	// A tail's consumer dies with it: deleted on return, and removed by the
+	// server 15 s after a crash left it idle.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{o.Filter}, InactiveThreshold: 15 * time.Second}
+	cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = o.deliver(jetstream.DeliverNewPolicy)
 	cons, err := b.js.OrderedConsumer(ctx, EventsStream, cfg)
 	if err != nil {
 		return fmt.Errorf("%w: tail consumer: %v", ErrUnavailable, err)
@@ -174,7 +176,14 @@ func (b *Bus) Tail(ctx context.Context, o ReadOptions, fn func(Stored) error) er
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if info := cons.CachedInfo(); info != nil {
+			_ = b.js.DeleteConsumer(dctx, EventsStream, info.Name)
+		}
+	}()
 	for {
 		m, err := it.Next()
 		if err != nil {
