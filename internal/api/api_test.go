@@ -391,3 +391,49 @@ func TestTargets(t *testing.T) {
 		t.Fatalf("target api should pull in bus: %+v", ready)
 	}
 }
+
+// When the bus goes away, writes answer 503 with Retry-After and readiness
+// fails; when it comes back, writes succeed again and nothing was half-stored.
+func TestBusOutageAnswers503(t *testing.T) {
+	nats := testutil.StartNATS(t, "")
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.Bus.URL = nats.URL
+		c.Bus.PublishTimeout = config.Duration(time.Second)
+	})
+	if code, b := post(t, r.URL, event.ContentType, ce("before", "outage.x", "1")); code != 200 {
+		t.Fatalf("before outage: %d %s", code, b)
+	}
+	nats.Stop()
+	resp, err := http.Post(r.URL+"/api/v1/events", event.ContentType, strings.NewReader(ce("during", "outage.x", "2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eb api.ErrorBody
+	_ = json.NewDecoder(resp.Body).Decode(&eb)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || eb.Error == "" {
+		t.Fatalf("during outage: %d %+v", resp.StatusCode, eb)
+	}
+	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		resp, err := http.Get(r.URL + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 {
+			return fmt.Errorf("readyz %d during outage", resp.StatusCode)
+		}
+		return nil
+	})
+	nats.Restart(t)
+	testutil.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if code, b := post(t, r.URL, event.ContentType, ce("during", "outage.x", "2")); code != 200 {
+			return fmt.Errorf("after outage: %d %s", code, b)
+		}
+		return nil
+	})
+	got := readAll(t, r.URL, "ev.outage.>")
+	if len(got) != 2 || got[0].Event.ID != "before" || got[1].Event.ID != "during" {
+		t.Fatalf("after outage: %+v", got)
+	}
+}
