@@ -20,6 +20,9 @@ type Config struct {
 	Bus     Bus    `yaml:"bus"`
 	Events  Events `yaml:"events"`
 	Log     Log    `yaml:"log"`
+
+	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
+	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
 }
 
 // HTTP configures the main listener.
@@ -175,6 +178,7 @@ func (c *Config) Validate() Errors {
 			add("log.modules."+m, "want debug, info, warn or error, got %q", l)
 		}
 	}
+	c.validateGraph(add)
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", "want text or json, got %q", c.Log.Format)
 	}

@@ -29,11 +29,14 @@ func KeyTable() string {
 		if l.Value.Kind() == reflect.Map {
 			def = "{}"
 		}
+		if l.Value.Kind() == reflect.Slice {
+			def = "[]"
+		}
 		if def == "" {
 			def = `""`
 		}
 		env := "`" + l.Env + "`"
-		if l.Value.Kind() == reflect.Map {
+		if fileOnly(l.Value) {
 			env = "file only"
 		}
 		fmt.Fprintf(&b, "| `%s` | `%s` | %s | %s |\n", l.Path, def, env, l.Field.Tag.Get("doc"))

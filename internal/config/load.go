@@ -131,7 +131,10 @@ func decodeYAML(b []byte, c *Config) Errors {
 	return errs
 }
 
-var setterType = reflect.TypeFor[Setter]()
+var (
+	setterType      = reflect.TypeFor[Setter]()
+	nodeDecoderType = reflect.TypeFor[NodeDecoder]()
+)
 
 func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *Errors) {
 	fail := func(format string, a ...any) {
@@ -142,6 +145,12 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *Errors) {
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // "key:" with no value keeps the default
+	}
+	if v.CanAddr() && v.Addr().Type().Implements(nodeDecoderType) {
+		if err := v.Addr().Interface().(NodeDecoder).DecodeNode(n); err != nil {
+			fail("%v", err)
+		}
+		return
 	}
 	if v.CanAddr() && v.Addr().Type().Implements(setterType) {
 		if n.Kind != yaml.ScalarNode {
@@ -369,7 +378,7 @@ func applyEnv(c *Config, env []string) Errors {
 			continue
 		}
 		l, ok := byEnv[k]
-		if !ok || l.Value.Kind() == reflect.Map {
+		if !ok || fileOnly(l.Value) {
 			errs = append(errs, &FieldError{Source: "env " + k, Msg: "not a known setting"})
 			continue
 		}
@@ -384,8 +393,8 @@ func applyEnv(c *Config, env []string) Errors {
 func SetPath(c *Config, path, value string) error {
 	for _, l := range Leaves(c) {
 		if l.Path == path {
-			if l.Value.Kind() == reflect.Map {
-				return fmt.Errorf("is a mapping; set it in the config file")
+			if fileOnly(l.Value) {
+				return fmt.Errorf("is a mapping or list; set it in the config file")
 			}
 			return setScalar(l.Value, value)
 		}
@@ -398,4 +407,10 @@ func SetPath(c *Config, path, value string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown key")
+}
+
+// fileOnly reports whether a key can be set only in the file (mappings and
+// lists have no single-string form).
+func fileOnly(v reflect.Value) bool {
+	return v.Kind() == reflect.Map || v.Kind() == reflect.Slice
 }
