@@ -70,3 +70,17 @@ func (m *Module) putLogLevel(w http.ResponseWriter, r *http.Request) {
 	m.log.Info("log level changed", "target", req.Module, "level", req.Level)
 	writeJSON(w, http.StatusOK, map[string]any{"levels": m.deps.Logs.All()})
 }
+
+func (m *Module) getGraph(w http.ResponseWriter, r *http.Request) {
+	if m.deps.Graph == nil {
+		writeError(w, http.StatusNotFound, "", "no graph")
+		return
+	}
+	b, err := m.deps.Graph()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}

@@ -30,6 +30,8 @@ type Deps struct {
 	Status     func() Status
 	Ready      func() (bool, any)
 	MaxEventSz int
+	// Graph returns the event graph as JSON.
+	Graph func() ([]byte, error)
 }
 
 // Status is the body of GET /api/v1/status.
@@ -108,6 +110,7 @@ func (m *Module) routes() {
 	m.mux.HandleFunc("GET /api/v1/events/stream", m.streamEvents)
 	m.mux.HandleFunc("GET /api/v1/streams", m.getStreams)
 	m.mux.HandleFunc("GET /api/v1/status", m.getStatus)
+	m.mux.HandleFunc("GET /api/v1/graph", m.getGraph)
 	m.mux.HandleFunc("GET /api/v1/log-level", m.getLogLevels)
 	m.mux.HandleFunc("PUT /api/v1/log-level", m.putLogLevel)
 	m.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -15,7 +16,10 @@ import (
 	"github.com/opsgraph/ops/internal/api"
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/logging"
+	"github.com/opsgraph/ops/internal/pipeline"
+	"github.com/opsgraph/ops/internal/views"
 )
 
 // Build information, set by main from -ldflags.
@@ -46,6 +50,7 @@ type App struct {
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	mgr     *Manager
+	graph   *graph.Graph
 	started time.Time
 
 	bus *bus.Module
@@ -56,7 +61,11 @@ type App struct {
 
 // New prepares an app; nothing starts until Run.
 func New(cfg *config.Config, logs *logging.Levels) (*App, error) {
-	a := &App{cfg: cfg, logs: logs, log: logs.Logger("app"), reg: prometheus.NewRegistry(), apiReady: make(chan struct{})}
+	g, err := graph.Compile(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("graph:\n%w", err)
+	}
+	a := &App{cfg: cfg, logs: logs, log: logs.Logger("app"), reg: prometheus.NewRegistry(), apiReady: make(chan struct{}), graph: g}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mgr, err := NewManager(a.log, a.defs())
 	if err != nil {
@@ -77,7 +86,7 @@ func (a *App) defs() []Def {
 		{Name: "api", Deps: []string{"bus"}, New: func() (Module, error) {
 			m, err := api.New(a.cfg.HTTP, api.Deps{
 				Bus: a.bus.Bus(), Logger: a.logs.Logger("api"), Logs: a.logs, Registry: a.reg,
-				Status: a.status, Ready: a.ready, MaxEventSz: int(a.cfg.Events.MaxBytes),
+				Status: a.status, Ready: a.ready, MaxEventSz: int(a.cfg.Events.MaxBytes), Graph: a.graph.JSON,
 			})
 			if err == nil {
 				a.api = m
@@ -85,7 +94,15 @@ func (a *App) defs() []Def {
 			}
 			return m, err
 		}},
-		{Name: "all", Deps: []string{"bus", "api"}},
+		{Name: "pipeline", Deps: []string{"bus", "api"}, Enabled: func() bool { return len(a.cfg.Processors) > 0 },
+			New: func() (Module, error) {
+				return pipeline.New(a.graph, pipeline.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("pipeline"), Registry: a.reg, Handle: a.api.Handle})
+			}},
+		{Name: "views", Deps: []string{"bus", "api"}, Enabled: func() bool { return len(a.cfg.Views) > 0 },
+			New: func() (Module, error) {
+				return views.New(a.graph, views.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("views"), Registry: a.reg, Handle: a.api.Handle})
+			}},
+		{Name: "all", Deps: []string{"bus", "api", "pipeline", "views"}},
 	}
 }
 

@@ -1,0 +1,355 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redpanda-data/benthos/v4/public/bloblang"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/graph"
+)
+
+// Deps are what the pipeline module needs.
+type Deps struct {
+	Bus      *bus.Bus
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// Handle mounts HTTP handlers on the main listener; may be nil.
+	Handle func(pattern string, h http.Handler)
+}
+
+// Module runs every processor of the graph.
+type Module struct {
+	deps    Deps
+	runners []*runner
+	metrics *metrics
+}
+
+// BatchSize is how many bus messages a processor fetches at once.
+const BatchSize = 256
+
+// New prepares the processors; consumers are created when the module runs.
+func New(g *graph.Graph, deps Deps) (*Module, error) {
+	m := &Module{deps: deps, metrics: newMetrics(deps.Registry)}
+	for _, p := range g.Processors {
+		m.runners = append(m.runners, &runner{p: p, bus: deps.Bus, log: deps.Logger.With("processor", p.Spec.Name), m: m.metrics})
+	}
+	if deps.Handle != nil {
+		deps.Handle("GET /api/v1/processors", http.HandlerFunc(m.list))
+	}
+	return m, nil
+}
+
+// Run starts every processor and waits; on cancellation each finishes the
+// batch in hand (publishes and acks) before returning.
+func (m *Module) Run(ctx context.Context, ready func()) error {
+	for _, r := range m.runners {
+		if err := r.open(ctx); err != nil {
+			return err
+		}
+	}
+	ready()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(m.runners))
+	for _, r := range m.runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.loop(ctx); err != nil {
+				errc <- fmt.Errorf("processor %s: %w", r.p.Spec.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
+
+// Status is one processor in GET /api/v1/processors.
+type Status struct {
+	Name      string   `json:"name"`
+	From      []string `json:"from"`
+	To        string   `json:"to"`
+	In        uint64   `json:"in"`
+	Out       uint64   `json:"out"`
+	Filtered  uint64   `json:"filtered"`
+	Errors    uint64   `json:"errors"`
+	Lag       uint64   `json:"lag"`
+	LastError string   `json:"last_error,omitempty"`
+}
+
+func (m *Module) list(w http.ResponseWriter, r *http.Request) {
+	out := make([]Status, 0, len(m.runners))
+	for _, rn := range m.runners {
+		out = append(out, rn.status())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"processors": out})
+}
+
+type runner struct {
+	p    *graph.Processor
+	bus  *bus.Bus
+	log  *slog.Logger
+	m    *metrics
+	cons jetstream.Consumer
+
+	mu                          sync.Mutex
+	in, out, filtered, errCount uint64
+	lag                         uint64
+	lastErr                     string
+}
+
+func (r *runner) status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Status{Name: r.p.Spec.Name, From: r.p.Spec.From, To: r.p.To.String(), In: r.in, Out: r.out,
+		Filtered: r.filtered, Errors: r.errCount, Lag: r.lag, LastError: r.lastErr}
+}
+
+// ConsumerName is the durable consumer of a processor.
+func ConsumerName(name string) string { return "proc_" + name }
+
+func (r *runner) open(ctx context.Context) error {
+	dp := jetstream.DeliverAllPolicy
+	if r.p.Spec.Start == "new" {
+		dp = jetstream.DeliverNewPolicy
+	}
+	cons, err := r.bus.Durable(ctx, bus.EventsStream, jetstream.ConsumerConfig{
+		Durable:        ConsumerName(r.p.Spec.Name),
+		Description:    "ops processor " + r.p.Spec.Name,
+		FilterSubjects: r.p.Spec.From,
+		DeliverPolicy:  dp,
+		AckPolicy:      jetstream.AckAllPolicy,
+		AckWait:        time.Minute,
+		MaxAckPending:  BatchSize * 4,
+	})
+	if err != nil {
+		return err
+	}
+	r.cons = cons
+	return nil
+}
+
+func (r *runner) loop(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		batch, err := r.cons.Fetch(BatchSize, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.fail(err)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for msg := range batch.Messages() {
+			msgs = append(msgs, msg)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		// The batch in hand is finished even when ctx ends: outputs
+		// published, inputs acked. Only then does the loop look at ctx.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		err = r.handle(wctx, msgs)
+		cancel()
+		if err != nil {
+			// Not acked: JetStream redelivers after AckWait; outputs already
+			// stored are dropped as duplicates then.
+			r.fail(err)
+			for _, msg := range msgs {
+				_ = msg.Nak()
+			}
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (r *runner) fail(err error) {
+	r.log.Warn("processor error", "err", err)
+	r.mu.Lock()
+	r.lastErr = time.Now().UTC().Format(time.RFC3339) + " " + err.Error()
+	r.mu.Unlock()
+}
+
+// handle processes one fetched batch and acks it.
+func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	name := r.p.Spec.Name
+	var groups []bus.Group
+	var in, out, filtered, failed uint64
+	var lag uint64
+	for _, msg := range msgs {
+		md, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		lag = md.NumPending
+		evs, err := event.Decode(msg.Data())
+		if err != nil {
+			// A message that does not decode is not an Ops event; dead-letter
+			// it whole rather than block the processor.
+			evs = nil
+			groups = append(groups, bus.Group{Subject: "ev.deadletter." + name, MsgID: fmt.Sprintf("d:%s:%d", name, md.Sequence.Stream),
+				Events: []event.Event{deadLetter(name, "decode", err, event.Event{ID: strconv.FormatUint(md.Sequence.Stream, 10)}, nil)}})
+			failed++
+		}
+		bySubject := map[string][]event.Event{}
+		var order []string
+		var dead []event.Event
+		for i := range evs {
+			in++
+			o, subj, stage, err := r.process(&evs[i])
+			switch {
+			case err != nil:
+				failed++
+				dead = append(dead, deadLetter(name, stage, err, evs[i], nil))
+			case o == nil:
+				filtered++
+			default:
+				if _, ok := bySubject[subj]; !ok {
+					order = append(order, subj)
+				}
+				bySubject[subj] = append(bySubject[subj], *o)
+				out++
+			}
+		}
+		for _, s := range order {
+			groups = append(groups, bus.Group{Subject: s, MsgID: fmt.Sprintf("p:%s:%d:%s", name, md.Sequence.Stream, s), Events: bySubject[s]})
+		}
+		if len(dead) > 0 {
+			groups = append(groups, bus.Group{Subject: "ev.deadletter." + name, MsgID: fmt.Sprintf("d:%s:%d", name, md.Sequence.Stream), Events: dead})
+		}
+	}
+	if err := r.bus.PublishGroups(ctx, groups); err != nil {
+		return err
+	}
+	// AckAll: acking the last message acks the batch; DoubleAck waits until
+	// the server has recorded it, so a restart does not redeliver.
+	if err := msgs[len(msgs)-1].DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	r.mu.Lock()
+	r.in += in
+	r.out += out
+	r.filtered += filtered
+	r.errCount += failed
+	r.lag = lag
+	r.mu.Unlock()
+	r.m.in.WithLabelValues(name).Add(float64(in))
+	r.m.out.WithLabelValues(name).Add(float64(out))
+	r.m.filtered.WithLabelValues(name).Add(float64(filtered))
+	r.m.errors.WithLabelValues(name).Add(float64(failed))
+	r.m.lag.WithLabelValues(name).Set(float64(lag))
+	return nil
+}
+
+// process runs where, map and to over one event. A nil output with no
+// error means the event was filtered out.
+func (r *runner) process(e *event.Event) (*event.Event, string, string, error) {
+	obj, err := graph.Object(e)
+	if err != nil {
+		return nil, "", "decode", err
+	}
+	ok, err := graph.Bool(r.p.Where, obj)
+	if err != nil {
+		return nil, "", "where", err
+	}
+	if !ok {
+		return nil, "", "", nil
+	}
+	data := e.Data
+	if r.p.Map != nil {
+		v, err := r.p.Map.Query(obj)
+		if errors.Is(err, bloblang.ErrRootDeleted) {
+			return nil, "", "", nil
+		}
+		if err != nil {
+			return nil, "", "map", err
+		}
+		if data, err = json.Marshal(v); err != nil {
+			return nil, "", "map", err
+		}
+	}
+	subj, err := r.p.To.Render(obj)
+	if err != nil {
+		return nil, "", "to", err
+	}
+	o := event.Event{
+		SpecVersion: event.SpecVersion, ID: DerivedID(r.p.Spec.Name, e.ID), Source: "/ops/processor/" + r.p.Spec.Name,
+		Type: subj[len("ev."):], Subject: e.Subject, Time: e.Time, Extensions: e.Extensions, Data: data,
+	}
+	if len(data) > 0 {
+		o.DataContentType = "application/json"
+	}
+	return &o, subj, "", nil
+}
+
+// DerivedID is the id of a node's output for an input event: the same input
+// always gives the same id.
+func DerivedID(node, inputID string) string {
+	h := sha256.Sum256([]byte(node + "\x00" + inputID))
+	x := hex.EncodeToString(h[:16])
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
+}
+
+// deadLetter wraps a failed event with the error.
+func deadLetter(node, stage string, err error, orig event.Event, extra map[string]any) event.Event {
+	payload := map[string]any{"node": node, "stage": stage, "error": err.Error(), "event": orig}
+	for k, v := range extra {
+		payload[k] = v
+	}
+	data, _ := json.Marshal(payload)
+	return event.Event{
+		SpecVersion: event.SpecVersion, ID: DerivedID("deadletter/"+node, orig.ID), Source: "/ops/" + node,
+		Type: "deadletter." + node, Time: time.Now().UTC(), DataContentType: "application/json", Data: data,
+	}
+}
+
+type metrics struct {
+	in, out, filtered, errors *prometheus.CounterVec
+	lag                       *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	cv := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"processor"})
+	}
+	m := &metrics{
+		in:       cv("ops_processor_events_in_total", "Events a processor consumed."),
+		out:      cv("ops_processor_events_out_total", "Events a processor published."),
+		filtered: cv("ops_processor_events_filtered_total", "Events a processor's where or map dropped on purpose."),
+		errors:   cv("ops_processor_errors_total", "Events a processor sent to its dead letters."),
+		lag:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ops_processor_lag", Help: "Bus messages waiting for a processor."}, []string{"processor"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.in, m.out, m.filtered, m.errors, m.lag)
+	}
+	return m
+}

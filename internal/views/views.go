@@ -1,0 +1,581 @@
+package views
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/graph"
+	"github.com/opsgraph/ops/internal/pipeline"
+)
+
+// Deps are what the views module needs.
+type Deps struct {
+	Bus      *bus.Bus
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	Handle   func(pattern string, h http.Handler)
+}
+
+// Module folds every view of the graph and serves queries.
+type Module struct {
+	deps    Deps
+	views   []*runner
+	byName  map[string]*runner
+	metrics *metrics
+}
+
+// BatchSize is how many bus messages a view folds at once.
+const BatchSize = 512
+
+// cacheRows bounds the rows a view keeps in memory between batches.
+const cacheRows = 100_000
+
+const metaKey = "_meta"
+
+// New prepares the views; buckets and consumers are opened when it runs.
+func New(g *graph.Graph, deps Deps) (*Module, error) {
+	m := &Module{deps: deps, byName: map[string]*runner{}, metrics: newMetrics(deps.Registry)}
+	for _, v := range g.Views {
+		r := &runner{v: v, bus: deps.Bus, log: deps.Logger.With("view", v.Spec.Name), m: m.metrics, cache: map[string]*row{}}
+		m.views = append(m.views, r)
+		m.byName[v.Spec.Name] = r
+	}
+	if deps.Handle != nil {
+		deps.Handle("GET /api/v1/views", http.HandlerFunc(m.list))
+		deps.Handle("GET /api/v1/views/{name}", http.HandlerFunc(m.query))
+	}
+	return m, nil
+}
+
+// Run opens every view and folds until ctx ends; the batch in hand is
+// finished first.
+func (m *Module) Run(ctx context.Context, ready func()) error {
+	for _, r := range m.views {
+		if err := r.open(ctx); err != nil {
+			return fmt.Errorf("view %s: %w", r.v.Spec.Name, err)
+		}
+	}
+	ready()
+	var wg sync.WaitGroup
+	for _, r := range m.views {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.loop(ctx) }()
+		if r.v.Spec.Keep > 0 {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.expireLoop(ctx) }()
+		}
+	}
+	wg.Wait()
+	return nil
+}
+
+// Bucket is the KV bucket of a view.
+func Bucket(name string) string { return "VIEW_" + name }
+
+// ConsumerName is the durable consumer of a view.
+func ConsumerName(name string) string { return "view_" + name }
+
+type runner struct {
+	v    *graph.View
+	bus  *bus.Bus
+	log  *slog.Logger
+	m    *metrics
+	kv   jetstream.KeyValue
+	cons jetstream.Consumer
+
+	// fold owns cache and watermark; mu guards the status fields and
+	// serializes fold with expiry.
+	foldMu    sync.Mutex
+	cache     map[string]*row
+	watermark time.Time
+
+	mu                      sync.Mutex
+	in, applied, late, errs uint64
+	lag                     uint64
+	lastErr                 string
+}
+
+type meta struct {
+	Watermark time.Time `json:"watermark"`
+}
+
+func (r *runner) open(ctx context.Context) error {
+	name := r.v.Spec.Name
+	kv, err := r.bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket(name), Description: "ops view " + name, History: 1})
+	if err != nil {
+		return err
+	}
+	r.kv = kv
+	if e, err := kv.Get(ctx, metaKey); err == nil {
+		var mt meta
+		if json.Unmarshal(e.Value(), &mt) == nil {
+			r.watermark = mt.Watermark
+		}
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	dp := jetstream.DeliverAllPolicy
+	if r.v.Spec.Start == "new" {
+		dp = jetstream.DeliverNewPolicy
+	}
+	r.cons, err = r.bus.Durable(ctx, bus.EventsStream, jetstream.ConsumerConfig{
+		Durable: ConsumerName(name), Description: "ops view " + name, FilterSubjects: r.v.Spec.From,
+		DeliverPolicy: dp, AckPolicy: jetstream.AckAllPolicy, AckWait: time.Minute, MaxAckPending: BatchSize * 4,
+	})
+	return err
+}
+
+func (r *runner) loop(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		batch, err := r.cons.Fetch(BatchSize, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.fail(err)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		var msgs []jetstream.Msg
+		for msg := range batch.Messages() {
+			msgs = append(msgs, msg)
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		err = r.fold(wctx, msgs)
+		cancel()
+		if err != nil {
+			r.fail(err)
+			for _, msg := range msgs {
+				_ = msg.Nak()
+			}
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (r *runner) fail(err error) {
+	r.log.Warn("view error", "err", err)
+	r.mu.Lock()
+	r.lastErr = time.Now().UTC().Format(time.RFC3339) + " " + err.Error()
+	r.mu.Unlock()
+}
+
+type touched struct {
+	key     string
+	old     *row // as stored before this batch; nil for a new row
+	cur     *row
+	deleted bool
+}
+
+// load returns a row from the cache or the bucket; nil if it does not exist.
+func (r *runner) load(ctx context.Context, key string) (*row, error) {
+	if c, ok := r.cache[key]; ok {
+		return c, nil
+	}
+	e, err := r.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rw row
+	if err := json.Unmarshal(e.Value(), &rw); err != nil {
+		return nil, fmt.Errorf("row %s: %w", key, err)
+	}
+	return &rw, nil
+}
+
+// fold applies a batch of bus messages, publishes the changes, writes the
+// touched rows and acks the batch.
+func (r *runner) fold(ctx context.Context, msgs []jetstream.Msg) error {
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
+	v := r.v
+	name := v.Spec.Name
+	size := v.Spec.Window.D()
+	late := v.Spec.Lateness.D()
+	rows := map[string]*touched{}
+	var order []string
+	var dead []event.Event
+	var in, appliedN, lateN, errN, lag uint64
+	wm := r.watermark
+	for _, msg := range msgs {
+		md, err := msg.Metadata()
+		if err != nil {
+			return err
+		}
+		lag = md.NumPending
+		evs, err := event.Decode(msg.Data())
+		if err != nil {
+			errN++
+			r.fail(fmt.Errorf("message %d does not decode: %w", md.Sequence.Stream, err))
+			continue
+		}
+		for i := range evs {
+			in++
+			e := &evs[i]
+			pos := bus.Position{Seq: md.Sequence.Stream, Index: i}
+			reason, stage, err := r.foldOne(ctx, e, pos, size, late, &wm, rows, &order)
+			switch {
+			case err != nil && stage == "bus":
+				return err
+			case err != nil:
+				errN++
+				dead = append(dead, deadLetter(name, stage, err, *e))
+			case reason == "late":
+				lateN++
+				dead = append(dead, deadLetter(name, "late", fmt.Errorf("event time %s is before window end + lateness, watermark %s",
+					e.Time.Format(time.RFC3339), wm.Format(time.RFC3339)), *e))
+			case reason == "applied":
+				appliedN++
+			}
+		}
+	}
+	// 1. Change events (and dead letters): deterministic ids, deduplicated
+	// by the bus if this batch is redelivered.
+	var changes []event.Event
+	for _, k := range order {
+		t := rows[k]
+		if ev, ok := r.change(t); ok {
+			changes = append(changes, ev)
+		}
+	}
+	if len(changes)+len(dead) > 0 {
+		if _, err := r.bus.Publish(ctx, append(changes, dead...)); err != nil {
+			return err
+		}
+	}
+	// 2. Rows.
+	if err := r.write(ctx, rows, order); err != nil {
+		return err
+	}
+	if !wm.Equal(r.watermark) && size > 0 {
+		b, _ := json.Marshal(meta{Watermark: wm})
+		if _, err := r.kv.Put(ctx, metaKey, b); err != nil {
+			return err
+		}
+		r.watermark = wm
+	}
+	// 3. Ack the batch, and wait for the server to record it.
+	if err := msgs[len(msgs)-1].DoubleAck(ctx); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	if len(r.cache) > cacheRows {
+		clear(r.cache)
+	}
+	for _, k := range order {
+		if t := rows[k]; t.deleted {
+			delete(r.cache, k)
+		} else {
+			r.cache[k] = t.cur
+		}
+	}
+	r.mu.Lock()
+	r.in += in
+	r.applied += appliedN
+	r.late += lateN
+	r.errs += errN
+	r.lag = lag
+	r.mu.Unlock()
+	r.m.in.WithLabelValues(name).Add(float64(in))
+	r.m.late.WithLabelValues(name).Add(float64(lateN))
+	r.m.errors.WithLabelValues(name).Add(float64(errN))
+	r.m.changes.WithLabelValues(name).Add(float64(len(changes)))
+	r.m.lag.WithLabelValues(name).Set(float64(lag))
+	return nil
+}
+
+// foldOne applies one event. It returns "applied", "skipped" (filtered or
+// already applied) or "late"; stage names where an error came from.
+func (r *runner) foldOne(ctx context.Context, e *event.Event, pos bus.Position, size, late time.Duration,
+	wm *time.Time, rows map[string]*touched, order *[]string) (string, string, error) {
+	v := r.v
+	obj, err := graph.Object(e)
+	if err != nil {
+		return "", "decode", err
+	}
+	ok, err := graph.Bool(v.Where, obj)
+	if err != nil {
+		return "", "where", err
+	}
+	if !ok {
+		return "skipped", "", nil
+	}
+	key := make([]any, len(v.Keys))
+	for i, k := range v.Keys {
+		val, err := k.Expr.Query(obj)
+		if err != nil {
+			return "", "key", fmt.Errorf("key %s: %w", k.Name, err)
+		}
+		key[i] = keyValue(val)
+	}
+	var window int64
+	if size > 0 {
+		ws := graph.Window(e.Time, size)
+		if late > 0 && !ws.Add(size+late).After(*wm) {
+			return "late", "", nil
+		}
+		if e.Time.After(*wm) {
+			*wm = e.Time
+		}
+		window = ws.Unix()
+	}
+	rk := rowKey(window, key)
+	t := rows[rk]
+	if t == nil {
+		old, err := r.load(ctx, rk)
+		if err != nil {
+			return "", "bus", err
+		}
+		t = &touched{key: rk, old: old, cur: old.clone()}
+		rows[rk] = t
+		*order = append(*order, rk)
+	}
+	if t.deleted {
+		// Deleted earlier in this batch; a later event starts it afresh.
+		t.cur, t.deleted = nil, false
+	}
+	if t.cur != nil && t.cur.applied(pos.Seq, pos.Index) {
+		return "skipped", "", nil
+	}
+	in, err := compute(v, obj, t.cur)
+	if err != nil {
+		return "", "measure", err
+	}
+	cur := t.cur.clone()
+	if cur == nil {
+		cur = &row{Key: key, Window: window, M: map[string]*mstate{}}
+	}
+	del, err := apply(v, cur, in)
+	if err != nil {
+		return "", "measure", err
+	}
+	cur.Seq, cur.Idx, cur.Updated = pos.Seq, pos.Index, e.Time
+	t.cur = cur
+	t.deleted = del
+	return "applied", "", nil
+}
+
+// ChangeData is the data of an ev.view.<name>.* event.
+type ChangeData struct {
+	View   string         `json:"view"`
+	Key    map[string]any `json:"key"`
+	Window *time.Time     `json:"window,omitempty"`
+	Old    map[string]any `json:"old"`
+	New    map[string]any `json:"new"`
+}
+
+func (r *runner) change(t *touched) (event.Event, bool) {
+	v := r.v
+	var typ string
+	var base *row
+	switch {
+	case t.deleted && t.old == nil:
+		return event.Event{}, false // created and deleted inside one batch
+	case t.deleted:
+		typ, base = "deleted", t.old
+	case t.old == nil:
+		typ, base = "created", t.cur
+	case t.cur.Seq == t.old.Seq && t.cur.Idx == t.old.Idx:
+		return event.Event{}, false // every event was already applied
+	default:
+		typ, base = "updated", t.cur
+	}
+	d := ChangeData{View: v.Spec.Name, Key: keyMap(v, base.Key)}
+	if base.Window != 0 {
+		w := time.Unix(base.Window, 0).UTC()
+		d.Window = &w
+	}
+	if t.old != nil {
+		d.Old = values(v, t.old)
+	}
+	if !t.deleted {
+		d.New = values(v, t.cur)
+	}
+	data, _ := json.Marshal(d)
+	// The id is fixed by the row and the last position applied to it, so a
+	// redelivered batch produces the same change event.
+	at := t.cur
+	if t.deleted || at == nil {
+		at = t.old
+	}
+	return event.Event{
+		SpecVersion: event.SpecVersion, ID: pipeline.DerivedID("view/"+v.Spec.Name, fmt.Sprintf("%s@%d:%d:%s", t.key, at.Seq, at.Idx, typ)),
+		Source: "/ops/view/" + v.Spec.Name, Type: "view." + v.Spec.Name + "." + typ, Subject: t.key,
+		Time: at.Updated.UTC(), DataContentType: "application/json", Data: data,
+	}, true
+}
+
+func keyMap(v *graph.View, key []any) map[string]any {
+	m := make(map[string]any, len(v.Keys))
+	for i, k := range v.Keys {
+		if i < len(key) {
+			m[k.Name] = key[i]
+		}
+	}
+	return m
+}
+
+// write stores the touched rows: puts and deletes pipelined, then waited for.
+func (r *runner) write(ctx context.Context, rows map[string]*touched, order []string) error {
+	js := r.bus.JetStream()
+	var futs []jetstream.PubAckFuture
+	for _, k := range order {
+		t := rows[k]
+		if t.deleted {
+			if t.old != nil {
+				if err := r.kv.Delete(ctx, k); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if t.old != nil && t.cur.Seq == t.old.Seq && t.cur.Idx == t.old.Idx {
+			continue
+		}
+		b, err := json.Marshal(t.cur)
+		if err != nil {
+			return err
+		}
+		f, err := js.PublishAsync("$KV."+Bucket(r.v.Spec.Name)+"."+k, b)
+		if err != nil {
+			return err
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("write row: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func deadLetter(view, stage string, err error, orig event.Event) event.Event {
+	payload := map[string]any{"node": view, "stage": stage, "error": err.Error(), "event": orig}
+	data, _ := json.Marshal(payload)
+	return event.Event{
+		SpecVersion: event.SpecVersion, ID: pipeline.DerivedID("deadletter/"+view, orig.ID), Source: "/ops/view/" + view,
+		Type: "deadletter." + view, Time: orig.Time, DataContentType: "application/json", Data: data,
+	}
+}
+
+// expireLoop deletes windowed rows older than keep, once a minute.
+func (r *runner) expireLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if err := r.expire(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			r.fail(fmt.Errorf("expire: %w", err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *runner) expire(ctx context.Context, now time.Time) error {
+	cut := now.Add(-r.v.Spec.Keep.D()).Add(-r.v.Spec.Window.D()).Unix()
+	lister, err := r.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil
+		}
+		return err
+	}
+	var old []string
+	for k := range lister.Keys() {
+		if w, ok := windowOf(k); ok && w < cut {
+			old = append(old, k)
+		}
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
+	rows := map[string]*touched{}
+	for _, k := range old {
+		rw, err := r.load(ctx, k)
+		if err != nil || rw == nil {
+			continue
+		}
+		rows[k] = &touched{key: k, old: rw, cur: rw, deleted: true}
+	}
+	var changes []event.Event
+	for _, k := range old {
+		if t := rows[k]; t != nil {
+			if ev, ok := r.change(t); ok {
+				changes = append(changes, ev)
+			}
+		}
+	}
+	if len(changes) > 0 {
+		if _, err := r.bus.Publish(ctx, changes); err != nil {
+			return err
+		}
+	}
+	for k := range rows {
+		if err := r.kv.Delete(ctx, k); err != nil {
+			return err
+		}
+		delete(r.cache, k)
+	}
+	r.log.Info("expired rows", "rows", len(rows))
+	return nil
+}
+
+type metrics struct {
+	in, late, errors, changes *prometheus.CounterVec
+	lag                       *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	cv := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"view"})
+	}
+	m := &metrics{
+		in:      cv("ops_view_events_in_total", "Events a view consumed."),
+		late:    cv("ops_view_late_events_total", "Events that arrived after their window closed (sent to dead letters)."),
+		errors:  cv("ops_view_errors_total", "Events a view could not fold (sent to dead letters)."),
+		changes: cv("ops_view_changes_total", "Row changes a view published."),
+		lag:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ops_view_lag", Help: "Bus messages waiting for a view."}, []string{"view"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.in, m.late, m.errors, m.changes, m.lag)
+	}
+	return m
+}
