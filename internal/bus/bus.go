@@ -282,14 +282,46 @@ func (b *Bus) ObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) 
 	return os, nil
 }
 
-// Durable creates or updates a durable pull consumer on a stream.
+// Durable creates a durable pull consumer on a stream, or updates an
+// existing one keeping where it delivers from (JetStream refuses to change
+// that on an existing consumer).
 func (b *Bus) Durable(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	if cfg.Durable == "" {
 		return nil, errors.New("durable consumer needs a name")
+	}
+	if c, err := b.js.Consumer(ctx, stream, cfg.Durable); err == nil {
+		old := c.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = old.DeliverPolicy, old.OptStartSeq, old.OptStartTime
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
 	}
 	c, err := b.js.CreateOrUpdateConsumer(ctx, stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
 	}
 	return c, nil
+}
+
+// Resume opens a durable consumer for a node that must see its input in
+// stream order (views fold in order; a row skips positions it has passed).
+// Messages a crashed run left unacknowledged would otherwise come back only
+// after AckWait, behind newer ones; Resume recreates the consumer from its
+// ack floor so they come first, at once. Only the single owner of a
+// consumer may call it.
+func (b *Bus) Resume(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := b.js.Consumer(ctx, stream, cfg.Durable)
+	if err == nil {
+		info := c.CachedInfo()
+		if info.NumAckPending == 0 && info.NumRedelivered == 0 {
+			return b.Durable(ctx, stream, cfg)
+		}
+		if err := b.js.DeleteConsumer(ctx, stream, cfg.Durable); err != nil {
+			return nil, fmt.Errorf("reset consumer %s: %w", cfg.Durable, err)
+		}
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, info.AckFloor.Stream+1, nil
+		b.log.Info("consumer resumed from its ack floor", "consumer", cfg.Durable, "from_seq", cfg.OptStartSeq, "unacked", info.NumAckPending)
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, stream, err)
+	}
+	return b.Durable(ctx, stream, cfg)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/opsgraph/ops/internal/event"
@@ -325,4 +326,29 @@ func decodeIDs(body []byte) ([]string, error) {
 		return nil, err
 	}
 	return []string{v.ID}, nil
+}
+
+// FetchBatch returns up to n messages from a pull consumer with low latency:
+// what is pending now, at once; when nothing is, it waits up to idle for the
+// next message and returns as soon as one arrives (a plain Fetch of n would
+// hold a lone message until the batch fills or the wait ends).
+func FetchBatch(cons jetstream.Consumer, n int, idle time.Duration) ([]jetstream.Msg, error) {
+	collect := func(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+		if err != nil {
+			return nil, err
+		}
+		var out []jetstream.Msg
+		for m := range b.Messages() {
+			out = append(out, m)
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) && len(out) == 0 {
+			return nil, err
+		}
+		return out, nil
+	}
+	msgs, err := collect(cons.FetchNoWait(n))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	return collect(cons.Fetch(1, jetstream.FetchMaxWait(idle)))
 }

@@ -128,12 +128,12 @@ func (r *runner) open(ctx context.Context) error {
 	if r.p.Spec.Start == "new" {
 		dp = jetstream.DeliverNewPolicy
 	}
-	cons, err := r.bus.Durable(ctx, bus.EventsStream, jetstream.ConsumerConfig{
+	cons, err := r.bus.Resume(ctx, bus.EventsStream, jetstream.ConsumerConfig{
 		Durable:        ConsumerName(r.p.Spec.Name),
 		Description:    "ops processor " + r.p.Spec.Name,
 		FilterSubjects: r.p.Spec.From,
 		DeliverPolicy:  dp,
-		AckPolicy:      jetstream.AckAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        time.Minute,
 		MaxAckPending:  BatchSize * 4,
 	})
@@ -147,7 +147,7 @@ func (r *runner) open(ctx context.Context) error {
 func (r *runner) loop(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		batch, err := r.cons.Fetch(BatchSize, jetstream.FetchMaxWait(time.Second))
+		msgs, err := bus.FetchBatch(r.cons, BatchSize, time.Second)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -156,10 +156,6 @@ func (r *runner) loop(ctx context.Context) error {
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
 			continue
-		}
-		var msgs []jetstream.Msg
-		for msg := range batch.Messages() {
-			msgs = append(msgs, msg)
 		}
 		if len(msgs) == 0 {
 			continue
@@ -172,11 +168,13 @@ func (r *runner) loop(ctx context.Context) error {
 		if err != nil {
 			// Not acked: JetStream redelivers after AckWait; outputs already
 			// stored are dropped as duplicates then.
+			// Not acked. Reopen from the ack floor so the batch comes back
+			// first and in order; what was already stored is deduplicated.
 			r.fail(err)
-			for _, msg := range msgs {
-				_ = msg.Nak()
-			}
 			sleep(ctx, backoff)
+			if err := r.open(ctx); err != nil && ctx.Err() == nil {
+				r.fail(err)
+			}
 			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
@@ -250,8 +248,11 @@ func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	if err := r.bus.PublishGroups(ctx, groups); err != nil {
 		return err
 	}
-	// AckAll: acking the last message acks the batch; DoubleAck waits until
-	// the server has recorded it, so a restart does not redeliver.
+	// Acks go out in order; waiting for the last one's confirmation means
+	// the server has recorded the batch, so a restart does not redeliver it.
+	for _, msg := range msgs[:len(msgs)-1] {
+		_ = msg.Ack()
+	}
 	if err := msgs[len(msgs)-1].DoubleAck(ctx); err != nil {
 		return fmt.Errorf("ack: %w", err)
 	}

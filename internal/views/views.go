@@ -129,9 +129,9 @@ func (r *runner) open(ctx context.Context) error {
 	if r.v.Spec.Start == "new" {
 		dp = jetstream.DeliverNewPolicy
 	}
-	r.cons, err = r.bus.Durable(ctx, bus.EventsStream, jetstream.ConsumerConfig{
+	r.cons, err = r.bus.Resume(ctx, bus.EventsStream, jetstream.ConsumerConfig{
 		Durable: ConsumerName(name), Description: "ops view " + name, FilterSubjects: r.v.Spec.From,
-		DeliverPolicy: dp, AckPolicy: jetstream.AckAllPolicy, AckWait: time.Minute, MaxAckPending: BatchSize * 4,
+		DeliverPolicy: dp, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxAckPending: BatchSize * 4,
 	})
 	return err
 }
@@ -139,7 +139,7 @@ func (r *runner) open(ctx context.Context) error {
 func (r *runner) loop(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		batch, err := r.cons.Fetch(BatchSize, jetstream.FetchMaxWait(time.Second))
+		msgs, err := bus.FetchBatch(r.cons, BatchSize, time.Second)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -149,10 +149,6 @@ func (r *runner) loop(ctx context.Context) {
 			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
-		var msgs []jetstream.Msg
-		for msg := range batch.Messages() {
-			msgs = append(msgs, msg)
-		}
 		if len(msgs) == 0 {
 			continue
 		}
@@ -160,11 +156,17 @@ func (r *runner) loop(ctx context.Context) {
 		err = r.fold(wctx, msgs)
 		cancel()
 		if err != nil {
+			// Not acked. Reopen from the ack floor so the batch comes back
+			// first and in order; rows reload from the bucket, where their
+			// positions make the replay skip what was already applied.
 			r.fail(err)
-			for _, msg := range msgs {
-				_ = msg.Nak()
-			}
+			r.foldMu.Lock()
+			clear(r.cache)
+			r.foldMu.Unlock()
 			sleep(ctx, backoff)
+			if err := r.open(ctx); err != nil && ctx.Err() == nil {
+				r.fail(err)
+			}
 			backoff = min(backoff*2, 5*time.Second)
 			continue
 		}
@@ -283,7 +285,10 @@ func (r *runner) fold(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		r.watermark = wm
 	}
-	// 3. Ack the batch, and wait for the server to record it.
+	// 3. Ack the batch (in order) and wait for the server to record it.
+	for _, msg := range msgs[:len(msgs)-1] {
+		_ = msg.Ack()
+	}
 	if err := msgs[len(msgs)-1].DoubleAck(ctx); err != nil {
 		return fmt.Errorf("ack: %w", err)
 	}
