@@ -12,6 +12,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/app"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/logging"
 )
 
@@ -104,14 +105,60 @@ func checkConfigCmd() *cobra.Command {
 			if err != nil {
 				return &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
 			}
+			g, err := graph.Compile(cfg)
+			if err != nil {
+				return &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
+			}
 			src := cf.file
 			if src == "" {
 				src = "defaults (no file)"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "config ok: %s (hash %s)\n", src, cfg.Hash())
+			fmt.Fprintf(cmd.OutOrStdout(), "config ok: %s (hash %s); graph: %d processors, %d views, %d edges\n",
+				src, cfg.Hash(), len(g.Processors), len(g.Views), len(g.Edges))
 			return nil
 		},
 	}
 	cf.register(cmd)
+	return cmd
+}
+
+func graphCmd() *cobra.Command {
+	var cf configFlags
+	var format string
+	cmd := &cobra.Command{
+		Use:   "graph",
+		Short: "Print the event graph of the config (Mermaid, DOT or JSON)",
+		Example: `  ops graph -c ops.yaml                      # Mermaid, paste into a Markdown file
+  ops graph -c ops.yaml --format dot | dot -Tsvg > graph.svg`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := cf.load()
+			if err != nil {
+				return &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
+			}
+			g, err := graph.Compile(cfg)
+			if err != nil {
+				return &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
+			}
+			out := cmd.OutOrStdout()
+			switch format {
+			case "mermaid":
+				fmt.Fprint(out, g.Mermaid())
+			case "dot":
+				fmt.Fprint(out, g.DOT())
+			case "json":
+				b, err := g.JSON()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(out, string(b))
+			default:
+				return fmt.Errorf("--format: want mermaid, dot or json, got %q", format)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&format, "format", "mermaid", "mermaid, dot or json")
 	return cmd
 }

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/opsgraph/ops/internal/client"
+)
+
+func viewsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "views", Short: "List, query and export materialized views"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "ls",
+		Short: "List views with row counts and lag",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct {
+				Views []struct {
+					Name                        string
+					Key, Measures               []string
+					Window                      string
+					Rows, Lag, In, Late, Errors uint64
+					LastError                   string `json:"last_error"`
+				}
+			}
+			if err := client.New(g.server).Get(cmd.Context(), "/api/v1/views", &res); err != nil {
+				return err
+			}
+			rows := [][]string{{"NAME", "KEY", "WINDOW", "ROWS", "LAG", "EVENTS", "LATE", "ERRORS"}}
+			for _, v := range res.Views {
+				rows = append(rows, []string{v.Name, strings.Join(v.Key, ","), v.Window, u(v.Rows), u(v.Lag), u(v.In), u(v.Late), u(v.Errors)})
+			}
+			return writeTable(cmd.OutOrStdout(), g.output, rows, res)
+		},
+	})
+	var keys []string
+	var from, to, sortBy string
+	var limit int
+	get := &cobra.Command{
+		Use:     "get <view>",
+		Short:   "Query a view's rows",
+		Example: "  ops views get page_counts --key path=/pricing --sort -views --limit 20",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			for _, kv := range keys {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("--key wants field=value, got %q", kv)
+				}
+				q.Set("key."+k, v)
+			}
+			for k, v := range map[string]string{"from": from, "to": to, "sort": sortBy} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			if g.output == "csv" {
+				q.Set("format", "csv")
+				return client.New(g.server).Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?"+q.Encode(), cmd.OutOrStdout())
+			}
+			var res struct {
+				Rows []struct {
+					Key    map[string]any
+					Window *time.Time
+					Values map[string]any
+				}
+				Total  int
+				Cursor string
+			}
+			if err := client.New(g.server).Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?"+q.Encode(), &res); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return writeTable(cmd.OutOrStdout(), "json", nil, res)
+			}
+			var keyCols, valCols []string
+			if len(res.Rows) > 0 {
+				keyCols, valCols = sortedKeys(res.Rows[0].Key), sortedKeys(res.Rows[0].Values)
+			}
+			header := []string{}
+			windowed := len(res.Rows) > 0 && res.Rows[0].Window != nil
+			if windowed {
+				header = append(header, "WINDOW")
+			}
+			for _, k := range append(append([]string{}, keyCols...), valCols...) {
+				header = append(header, strings.ToUpper(k))
+			}
+			rows := [][]string{header}
+			for _, r := range res.Rows {
+				var rec []string
+				if windowed {
+					rec = append(rec, r.Window.Format(time.RFC3339))
+				}
+				for _, k := range keyCols {
+					rec = append(rec, cell(r.Key[k]))
+				}
+				for _, k := range valCols {
+					rec = append(rec, cell(r.Values[k]))
+				}
+				rows = append(rows, rec)
+			}
+			if err := writeTable(cmd.OutOrStdout(), "table", rows, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%d of %d rows\n", len(res.Rows), res.Total)
+			return nil
+		},
+	}
+	get.Flags().StringArrayVar(&keys, "key", nil, "key field=value (repeatable)")
+	get.Flags().StringVar(&from, "from", "", "windows starting at or after (RFC 3339)")
+	get.Flags().StringVar(&to, "to", "", "windows starting before (RFC 3339)")
+	get.Flags().StringVar(&sortBy, "sort", "", "key field or measure; -name for descending")
+	get.Flags().IntVar(&limit, "limit", 100, "rows")
+	cmd.AddCommand(get)
+
+	var outFile string
+	export := &cobra.Command{
+		Use:     "export <view>",
+		Short:   "Export every row of a view as CSV (streamed)",
+		Example: "  ops views export page_counts -f page_counts.csv",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var w io.Writer = cmd.OutOrStdout()
+			if outFile != "" && outFile != "-" {
+				f, err := os.Create(outFile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				bw := bufio.NewWriter(f)
+				defer bw.Flush()
+				w = bw
+			}
+			var bar *progressbar.ProgressBar
+			if term.IsTerminal(int(os.Stderr.Fd())) {
+				bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionShowBytes(true),
+					progressbar.OptionSetDescription("exporting "+args[0]), progressbar.OptionClearOnFinish())
+				w = io.MultiWriter(w, bar)
+			}
+			cw := &countWriter{w: w}
+			c := client.New(g.server)
+			c.HTTP.Timeout = 0 // an export may take a while
+			if err := c.Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?format=csv", cw); err != nil {
+				return err
+			}
+			if bar != nil {
+				_ = bar.Finish()
+			}
+			if outFile != "" && outFile != "-" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "exported %d rows to %s\n", max(cw.lines-1, 0), outFile)
+			}
+			return nil
+		},
+	}
+	export.Flags().StringVarP(&outFile, "file", "f", "", "write to this file instead of stdout")
+	cmd.AddCommand(export)
+	return cmd
+}
+
+type countWriter struct {
+	w     io.Writer
+	lines int
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if b == '\n' {
+			c.lines++
+		}
+	}
+	return c.w.Write(p)
+}
+
+func sortedKeys(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func cell(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func u(v uint64) string { return strconv.FormatUint(v, 10) }
