@@ -162,3 +162,30 @@ views:
 		t.Errorf("dot:\n%s", d)
 	}
 }
+
+// FuzzCompile loads arbitrary YAML through the config loader and the graph
+// compiler (Bloblang included): never a panic, and an accepted graph is
+// acyclic and renders.
+func FuzzCompile(f *testing.F) {
+	f.Add([]byte("processors:\n  - name: a\n    from: ev.x\n    map: root = this\n    to: ev.y.${! this.id }\n"))
+	f.Add([]byte("views:\n  - name: v\n    from: ev.x.>\n    key: {k: this.data.k}\n    window: 1h\n    measures: {n: count, s: 'sum(this.data.v)', l: 'latest(root = this.state)'}\n"))
+	f.Add([]byte("processors:\n  - name: a\n    from: ev.>\n    to: ev.a\n    bounded: true\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := config.Parse(b)
+		if err != nil {
+			return
+		}
+		g, err := Compile(c)
+		if err != nil {
+			return
+		}
+		if g.cycle() != nil {
+			t.Fatal("accepted a cyclic graph")
+		}
+		_ = g.Mermaid()
+		_ = g.DOT()
+		if _, err := g.JSON(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -105,6 +105,8 @@ func ParseQuery(v *graph.View, q url.Values, accept string) (Query, *FieldError)
 	for p, vals := range q {
 		val := vals[0]
 		switch {
+		case p == "":
+			return out, &FieldError{"query", "a parameter without a name"}
 		case strings.HasPrefix(p, "key."):
 			f := strings.TrimPrefix(p, "key.")
 			if !known[f] {
