@@ -1,0 +1,251 @@
+// Command graph measures the event graph: a count-by-key view and a
+// processor with a Bloblang map, each over N stored events, against raw
+// JetStream consume+ack of the same number of events in the same run.
+//
+//	go run ./bench/graph -ops bin/ops -events 1000000
+//
+// Ops runs as a child process on bus.sync=always. Events are loaded first
+// (through the HTTP API in batches of 100), then Ops is restarted with the
+// node under test, which folds or maps the whole backlog; the figure is
+// events / time from start to caught up.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	opsBin = flag.String("ops", "bin/ops", "ops binary")
+	events = flag.Int("events", 1_000_000, "events to fold")
+	keys   = flag.Int("keys", 100, "distinct keys")
+)
+
+const viewCfg = `
+views:
+  - name: by_key
+    from: ev.bench.in
+    key: {k: this.data.k}
+    measures:
+      n: count
+`
+
+const procCfg = `
+processors:
+  - name: mapped
+    from: ev.bench.in
+    map: |
+      root.k = this.data.k
+      root.v = this.data.v * 2
+      root.path = this.data.path.uppercase()
+    to: ev.bench.out
+`
+
+func main() {
+	flag.Parse()
+	dir, _ := os.MkdirTemp("", "graphbench")
+	defer os.RemoveAll(dir)
+	data := filepath.Join(dir, "data")
+
+	raw := rawConsume(*events)
+	load(data)
+	view := runNode(dir, data, "view", viewCfg, "/api/v1/views", "views", "by_key")
+	proc := runNode(dir, data, "proc", procCfg, "/api/v1/processors", "processors", "mapped")
+
+	fmt.Printf("\nEvent graph over %d stored events (%d keys), bus.sync=always, 2 cores\n", *events, *keys)
+	fmt.Printf("%-34s %14s %10s\n", "", "events/s", "vs raw")
+	fmt.Printf("%-34s %14.0f %10s\n", "raw JetStream consume+ack", raw, "1.00x")
+	fmt.Printf("%-34s %14.0f %9.2fx\n", "view count by key", view, view/raw)
+	fmt.Printf("%-34s %14.0f %9.2fx\n", "processor with a Bloblang map", proc, proc/raw)
+	fmt.Println("targets: view >= 100000 events/s and >= 0.70x raw; processor >= 50000 events/s")
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func payload(id string, i int) []byte {
+	return fmt.Appendf(nil, `{"specversion":"1.0","id":%q,"source":"/bench","type":"bench.in","time":"2026-11-27T12:00:00Z","data":{"k":"key-%d","v":%d,"path":"/p/%d"}}`, id, i%*keys, i, i%1000)
+}
+
+// rawConsume: one message per event in an embedded JetStream, then a durable
+// pull consumer fetching batches and acking every message, as a plain Go
+// JetStream consumer would.
+func rawConsume(n int) float64 {
+	dir, _ := os.MkdirTemp("", "rawconsume")
+	defer os.RemoveAll(dir)
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: dir, DontListen: true, NoSigs: true, NoLog: true, SyncAlways: true})
+	if err != nil {
+		fail(err)
+	}
+	s.Start()
+	defer s.Shutdown()
+	s.ReadyForConnections(5 * time.Second)
+	nc, _ := nats.Connect("", nats.InProcessServer(s))
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ev.>"}})
+	if err != nil {
+		fail(err)
+	}
+	// Loading with fsync per message would take minutes; the store's sync
+	// policy does not change what consuming costs, so load with a batch API.
+	for i := 0; i < n; i++ {
+		if _, err := js.PublishAsync("ev.bench.in", payload(uuid.Must(uuid.NewV7()).String(), i), jetstream.WithStallWait(time.Minute)); err != nil {
+			fail(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096})
+	if err != nil {
+		fail(err)
+	}
+	t0 := time.Now()
+	got := 0
+	for got < n {
+		b, err := cons.Fetch(512, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			fail(err)
+		}
+		var last jetstream.Msg
+		for m := range b.Messages() {
+			var ev map[string]any
+			_ = json.Unmarshal(m.Data(), &ev) // a consumer reads what it gets
+			_ = m.Ack()
+			last = m
+			got++
+		}
+		if last != nil {
+			_ = last.DoubleAck(ctx)
+		}
+	}
+	el := time.Since(t0)
+	fmt.Fprintf(os.Stderr, "raw consume+ack: %d messages in %v\n", n, el.Round(time.Millisecond))
+	return float64(n) / el.Seconds()
+}
+
+var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
+
+func start(data string, args ...string) (*exec.Cmd, string) {
+	cmd := exec.Command(*opsBin, append([]string{"serve", "--data-dir", data, "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--set", "log.modules.api=info"}, args...)...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		fail(err)
+	}
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addrc:
+		return cmd, "http://" + a
+	case <-time.After(30 * time.Second):
+		fail(fmt.Errorf("ops did not start"))
+	}
+	return nil, ""
+}
+
+func stop(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(os.Interrupt)
+	_ = cmd.Wait()
+}
+
+// load stores the events through the API, 8 clients, batches of 100.
+func load(data string) {
+	cmd, url := start(data)
+	defer stop(cmd)
+	t0 := time.Now()
+	nreq := *events / 100
+	var wg sync.WaitGroup
+	next := make(chan int)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	for c := 0; c < 8; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range next {
+				var b bytes.Buffer
+				b.WriteByte('[')
+				for i := 0; i < 100; i++ {
+					if i > 0 {
+						b.WriteByte(',')
+					}
+					b.Write(payload(uuid.Must(uuid.NewV7()).String(), r*100+i))
+				}
+				b.WriteByte(']')
+				resp, err := client.Post(url+"/api/v1/events", "application/cloudevents-batch+json", &b)
+				if err != nil {
+					fail(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					fail(fmt.Errorf("load: %s", resp.Status))
+				}
+			}
+		}()
+	}
+	for r := 0; r < nreq; r++ {
+		next <- r
+	}
+	close(next)
+	wg.Wait()
+	fmt.Fprintf(os.Stderr, "loaded %d events in %v\n", nreq*100, time.Since(t0).Round(time.Millisecond))
+}
+
+// runNode restarts ops with one node and times it through the backlog.
+func runNode(dir, data, label, cfg, statusPath, listKey, name string) float64 {
+	f := filepath.Join(dir, label+".yaml")
+	if err := os.WriteFile(f, []byte(cfg), 0o600); err != nil {
+		fail(err)
+	}
+	t0 := time.Now()
+	cmd, url := start(data, "--config", f)
+	defer stop(cmd)
+	for {
+		resp, err := http.Get(url + statusPath)
+		if err == nil {
+			var res map[string][]struct {
+				Name string
+				In   int
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&res)
+			resp.Body.Close()
+			for _, n := range res[listKey] {
+				if n.Name == name && n.In >= *events {
+					el := time.Since(t0)
+					fmt.Fprintf(os.Stderr, "%s: %d events in %v (including start)\n", label, n.In, el.Round(time.Millisecond))
+					return float64(n.In) / el.Seconds()
+				}
+			}
+		}
+		if time.Since(t0) > 10*time.Minute {
+			fail(fmt.Errorf("%s did not catch up", label))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
