@@ -92,29 +92,31 @@ func payload(id string, i int) []byte {
 func rawConsume(n int) float64 {
 	dir, _ := os.MkdirTemp("", "rawconsume")
 	defer os.RemoveAll(dir)
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: dir, DontListen: true, NoSigs: true, NoLog: true, SyncAlways: true})
-	if err != nil {
-		fail(err)
-	}
-	s.Start()
-	defer s.Shutdown()
-	s.ReadyForConnections(5 * time.Second)
-	nc, _ := nats.Connect("", nats.InProcessServer(s))
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	// Load with an fsync interval (fsync per message would take minutes),
+	// then restart the server on the same store with SyncAlways, as Ops runs,
+	// and consume.
+	s, js, nc := rawServer(dir, false)
 	ctx := context.Background()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ev.>"}})
-	if err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ev.>"}}); err != nil {
 		fail(err)
 	}
-	// Loading with fsync per message would take minutes; the store's sync
-	// policy does not change what consuming costs, so load with a batch API.
 	for i := 0; i < n; i++ {
 		if _, err := js.PublishAsync("ev.bench.in", payload(uuid.Must(uuid.NewV7()).String(), i), jetstream.WithStallWait(time.Minute)); err != nil {
 			fail(err)
 		}
 	}
 	<-js.PublishAsyncComplete()
+	nc.Close()
+	s.Shutdown()
+	s.WaitForShutdown()
+
+	s, js, nc = rawServer(dir, true)
+	defer s.Shutdown()
+	defer nc.Close()
+	st, err := js.Stream(ctx, "EVENTS")
+	if err != nil {
+		fail(err)
+	}
 	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4096})
 	if err != nil {
 		fail(err)
@@ -141,6 +143,25 @@ func rawConsume(n int) float64 {
 	el := time.Since(t0)
 	fmt.Fprintf(os.Stderr, "raw consume+ack: %d messages in %v\n", n, el.Round(time.Millisecond))
 	return float64(n) / el.Seconds()
+}
+
+func rawServer(dir string, syncAlways bool) (*server.Server, jetstream.JetStream, *nats.Conn) {
+	opts := &server.Options{JetStream: true, StoreDir: dir, DontListen: true, NoSigs: true, NoLog: true, SyncAlways: syncAlways}
+	if !syncAlways {
+		opts.SyncInterval = time.Minute
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		fail(err)
+	}
+	s.Start()
+	s.ReadyForConnections(10 * time.Second)
+	nc, err := nats.Connect("", nats.InProcessServer(s))
+	if err != nil {
+		fail(err)
+	}
+	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	return s, js, nc
 }
 
 var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
