@@ -33,7 +33,38 @@ type mstate struct {
 	S   float64 `json:"s,omitempty"` // avg's sum
 	V   any     `json:"v,omitempty"` // min, max, last, latest
 	Set bool    `json:"set,omitempty"`
-	H   []byte  `json:"h,omitempty"` // uniq: HyperLogLog sketch
+	H   []byte  `json:"h,omitempty"` // uniq: HyperLogLog sketch, as stored
+
+	sk *hyperloglog.Sketch // uniq: the decoded sketch while the row is in memory
+}
+
+// sketch returns the decoded HyperLogLog sketch, decoding H once.
+func (ms *mstate) sketch() (*hyperloglog.Sketch, error) {
+	if ms.sk != nil {
+		return ms.sk, nil
+	}
+	sk := hyperloglog.New14()
+	if len(ms.H) > 0 {
+		if err := sk.UnmarshalBinary(ms.H); err != nil {
+			return nil, fmt.Errorf("stored sketch: %w", err)
+		}
+	}
+	ms.sk = sk
+	return sk, nil
+}
+
+// encode brings H up to date with the in-memory sketches before storing.
+func (r *row) encode() error {
+	for _, ms := range r.M {
+		if ms.sk != nil {
+			b, err := ms.sk.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			ms.H = b
+		}
+	}
+	return nil
 }
 
 func (r *row) applied(seq uint64, idx int) bool {
@@ -48,6 +79,9 @@ func (r *row) clone() *row {
 	c.M = make(map[string]*mstate, len(r.M))
 	for k, v := range r.M {
 		mv := *v
+		if v.sk != nil {
+			mv.sk = v.sk.Clone()
+		}
 		c.M[k] = &mv
 	}
 	return &c
@@ -173,8 +207,23 @@ func compute(v *graph.View, obj map[string]any, old *row) (inputs, error) {
 type deleteRow struct{}
 
 // apply folds one event's inputs into r; it reports whether the row is to
-// be deleted.
+// be deleted. It checks everything that can fail before changing anything,
+// so a failing event leaves the row as it was.
 func apply(v *graph.View, r *row, in inputs) (bool, error) {
+	for i, m := range v.Measures {
+		ms := r.M[m.Name]
+		switch {
+		case ms == nil:
+		case (m.Kind == graph.Min || m.Kind == graph.Max) && ms.Set:
+			if _, err := less(in[i], ms.V); err != nil {
+				return false, fmt.Errorf("measure %s: %w", m.Name, err)
+			}
+		case m.Kind == graph.Uniq:
+			if _, err := ms.sketch(); err != nil {
+				return false, fmt.Errorf("measure %s: %w", m.Name, err)
+			}
+		}
+	}
 	for i, m := range v.Measures {
 		ms := r.M[m.Name]
 		if ms == nil {
@@ -210,18 +259,11 @@ func apply(v *graph.View, r *row, in inputs) (bool, error) {
 		case graph.Last:
 			ms.V = in[i]
 		case graph.Uniq:
-			sk := hyperloglog.New14()
-			if len(ms.H) > 0 {
-				if err := sk.UnmarshalBinary(ms.H); err != nil {
-					return false, fmt.Errorf("measure %s: stored sketch: %w", m.Name, err)
-				}
+			sk, err := ms.sketch()
+			if err != nil {
+				return false, fmt.Errorf("measure %s: %w", m.Name, err)
 			}
 			sk.Insert([]byte(in[i].(string)))
-			b, err := sk.MarshalBinary()
-			if err != nil {
-				return false, err
-			}
-			ms.H = b
 		case graph.Latest:
 			if _, del := in[i].(deleteRow); del {
 				return true, nil
@@ -273,8 +315,7 @@ func values(v *graph.View, r *row) map[string]any {
 				out[m.Name] = ms.S / ms.N
 			}
 		case graph.Uniq:
-			sk := hyperloglog.New14()
-			if err := sk.UnmarshalBinary(ms.H); err != nil {
+			if sk, err := ms.sketch(); err != nil {
 				out[m.Name] = nil
 			} else {
 				out[m.Name] = float64(sk.Estimate())

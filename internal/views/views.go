@@ -374,7 +374,7 @@ func (r *runner) foldOne(ctx context.Context, e *event.Event, pos bus.Position, 
 	if err != nil {
 		return "", "measure", err
 	}
-	cur := t.cur.clone()
+	cur := t.cur // a copy of the stored row, owned by this batch
 	if cur == nil {
 		cur = &row{Key: key, Window: window, M: map[string]*mstate{}}
 	}
@@ -464,6 +464,9 @@ func (r *runner) write(ctx context.Context, rows map[string]*touched, order []st
 		}
 		if t.old != nil && t.cur.Seq == t.old.Seq && t.cur.Idx == t.old.Idx {
 			continue
+		}
+		if err := t.cur.encode(); err != nil {
+			return err
 		}
 		b, err := json.Marshal(t.cur)
 		if err != nil {
