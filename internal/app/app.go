@@ -16,6 +16,7 @@ import (
 	"github.com/opsgraph/ops/internal/api"
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/cqrs"
 	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/logging"
 	"github.com/opsgraph/ops/internal/pipeline"
@@ -102,7 +103,10 @@ func (a *App) defs() []Def {
 			New: func() (Module, error) {
 				return views.New(a.graph, views.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("views"), Registry: a.reg, Handle: a.api.Handle})
 			}},
-		{Name: "all", Deps: []string{"bus", "api", "pipeline", "views"}},
+		{Name: "cqrs", Deps: []string{"bus", "api"}, New: func() (Module, error) {
+			return cqrs.New(a.graph, cqrs.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("cqrs"), Handle: a.api.Handle})
+		}},
+		{Name: "all", Deps: []string{"bus", "api", "pipeline", "views", "cqrs"}},
 	}
 }
 
@@ -163,4 +167,12 @@ func (a *App) status() api.Status {
 		}
 	}
 	return s
+}
+
+// Bus is the open bus, nil before the bus module runs.
+func (a *App) Bus() *bus.Bus {
+	if a.bus == nil {
+		return nil
+	}
+	return a.bus.Bus()
 }

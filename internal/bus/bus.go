@@ -178,6 +178,15 @@ func redact(u string) string {
 func (b *Bus) ensureStreams(ctx context.Context) error {
 	c := b.cfg
 	streams := []jetstream.StreamConfig{{
+		Name:        AggStream,
+		Description: "aggregate events for CQRS; appends use Nats-Expected-Last-Subject-Sequence",
+		Subjects:    []string{AggFilter},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  c.DedupWindow.D(),
+		Replicas:    c.Replicas,
+		AllowDirect: true,
+	}, {
 		Name:        EventsStream,
 		Description: "every Ops event; one message holds one request's events for one subject",
 		Subjects:    []string{EventsFilter},
@@ -189,15 +198,12 @@ func (b *Bus) ensureStreams(ctx context.Context) error {
 		Duplicates:  c.DedupWindow.D(),
 		Replicas:    c.Replicas,
 		AllowDirect: true,
-	}, {
-		Name:        AggStream,
-		Description: "aggregate events for CQRS; appends use Nats-Expected-Last-Subject-Sequence",
-		Subjects:    []string{AggFilter},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Duplicates:  c.DedupWindow.D(),
-		Replicas:    c.Replicas,
-		AllowDirect: true,
+		// Aggregate events flow into EVENTS as ev.agg.<type>.<id>, so views
+		// and processors consume them like any other event.
+		Sources: []*jetstream.StreamSource{{
+			Name:              AggStream,
+			SubjectTransforms: []jetstream.SubjectTransformConfig{{Source: AggFilter, Destination: "ev.agg.>"}},
+		}},
 	}}
 	for _, sc := range streams {
 		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {

@@ -28,6 +28,7 @@ type Stored struct {
 // (Start) or by store time (Since). Zero Start and Since mean the beginning
 // for Read and "only new events" for Tail.
 type ReadOptions struct {
+	Stream string // EVENTS when empty
 	Filter string
 	Start  Position
 	Since  time.Time
@@ -99,7 +100,11 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, erro
 	if o.Limit <= 0 {
 		return nil, next, errors.New("limit must be positive")
 	}
-	st, err := b.js.Stream(ctx, EventsStream)
+	name := o.Stream
+	if name == "" {
+		name = EventsStream
+	}
+	st, err := b.js.Stream(ctx, name)
 	if err != nil {
 		return nil, next, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

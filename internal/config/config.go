@@ -23,6 +23,7 @@ type Config struct {
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
+	Aggregates []Aggregate `yaml:"aggregates" doc:"CQRS aggregate types and their commands; see docs/cqrs.md"`
 }
 
 // HTTP configures the main listener.

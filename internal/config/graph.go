@@ -34,6 +34,20 @@ type View struct {
 	Bounded  bool       `yaml:"bounded"`
 }
 
+// Aggregate declares an event-sourced aggregate type for CQRS.
+type Aggregate struct {
+	Type     string    `yaml:"type" doc:"aggregate type; events are stored on agg.<type>.<id>"`
+	State    string    `yaml:"state" doc:"Bloblang reducer over this.state and this.event; default merges event data"`
+	Commands []Command `yaml:"commands"`
+}
+
+// Command is a named command on an aggregate type.
+type Command struct {
+	Name  string `yaml:"name"`
+	Check string `yaml:"check" doc:"Bloblang over this.state, this.command, this.id, this.version: true, false or throw(\"message\")"`
+	Emit  string `yaml:"emit" doc:"Bloblang mapping to {type, data} or a list of them"`
+}
+
 // NodeDecoder is implemented by config types that read a whole YAML node.
 type NodeDecoder interface {
 	DecodeNode(n *yaml.Node) error
@@ -130,6 +144,31 @@ func (c *Config) validateGraph(add func(path, format string, a ...any)) {
 			add(path+".to", "required: the output subject")
 		}
 		checkStart(path, p.Start)
+	}
+	types := map[string]bool{}
+	for i, a := range c.Aggregates {
+		path := fmt.Sprintf("aggregates[%d]", i)
+		if !nameRE.MatchString(a.Type) {
+			add(path+".type", "want lower-case letters, digits and _, starting with a letter, got %q", a.Type)
+		}
+		if types[a.Type] {
+			add(path+".type", "%q is declared twice", a.Type)
+		}
+		types[a.Type] = true
+		cmds := map[string]bool{}
+		for j, cmd := range a.Commands {
+			cp := fmt.Sprintf("%s.commands[%d]", path, j)
+			if !nameRE.MatchString(cmd.Name) {
+				add(cp+".name", "want lower-case letters, digits and _, got %q", cmd.Name)
+			}
+			if cmds[cmd.Name] {
+				add(cp+".name", "%q is declared twice", cmd.Name)
+			}
+			cmds[cmd.Name] = true
+			if cmd.Emit == "" {
+				add(cp+".emit", "required: the events the command produces")
+			}
+		}
 	}
 	for i, v := range c.Views {
 		path := fmt.Sprintf("views[%d]", i)

@@ -82,6 +82,7 @@ type Edge struct {
 type Graph struct {
 	Processors []*Processor `json:"-"`
 	Views      []*View      `json:"-"`
+	Aggregates []*Aggregate `json:"-"`
 	Nodes      []Node       `json:"nodes"`
 	Edges      []Edge       `json:"edges"`
 }
@@ -133,6 +134,7 @@ func Compile(c *config.Config) (*Graph, error) {
 		g.Nodes = append(g.Nodes, Node{Name: vs.Name, Kind: "view", From: vs.From, path: path, Bounded: vs.Bounded,
 			Emits: []string{"ev.view." + vs.Name + ".*", "ev.deadletter." + vs.Name}})
 	}
+	g.Aggregates = compileAggregates(c, add)
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -427,4 +429,44 @@ func Window(t time.Time, size time.Duration) time.Time {
 		return time.Time{}
 	}
 	return t.UTC().Truncate(size)
+}
+
+// ParseExpr compiles a Bloblang expression ("this.x > 1") or mapping in the
+// pure environment every node uses.
+func ParseExpr(src string) (*bloblang.Executor, error) {
+	if !strings.Contains(src, "root") {
+		src = "root = " + src
+	}
+	return env.Parse(src)
+}
+
+// Aggregate is a compiled aggregate type.
+type Aggregate struct {
+	Type     string
+	State    *bloblang.Executor // nil: merge event data
+	Commands map[string]*Command
+}
+
+// Command is a compiled command.
+type Command struct {
+	Name  string
+	Check *bloblang.Executor // nil: always allowed
+	Emit  *bloblang.Executor
+}
+
+func compileAggregates(c *config.Config, add func(string, string, ...any)) []*Aggregate {
+	var out []*Aggregate
+	for i, a := range c.Aggregates {
+		path := fmt.Sprintf("aggregates[%d]", i)
+		ag := &Aggregate{Type: a.Type, Commands: map[string]*Command{}}
+		if a.State != "" {
+			ag.State = parseExpr(add, path+".state", a.State)
+		}
+		for j, cmd := range a.Commands {
+			cp := fmt.Sprintf("%s.commands[%d]", path, j)
+			ag.Commands[cmd.Name] = &Command{Name: cmd.Name, Check: parseExpr(add, cp+".check", cmd.Check), Emit: parseExpr(add, cp+".emit", cmd.Emit)}
+		}
+		out = append(out, ag)
+	}
+	return out
 }

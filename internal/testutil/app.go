@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opsgraph/ops/internal/app"
+	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/logging"
 )
@@ -108,3 +109,13 @@ func StartApp(t testing.TB, targets []string, mod func(*config.Config)) *Running
 type statusErr struct{ code int }
 
 func (e *statusErr) Error() string { return http.StatusText(e.code) }
+
+// BusOf returns the running app's bus, for tests that use the Go API.
+func BusOf(t testing.TB, r *Running) *bus.Bus {
+	t.Helper()
+	b := r.App.Bus()
+	if b == nil {
+		t.Fatal("app has no bus")
+	}
+	return b
+}
