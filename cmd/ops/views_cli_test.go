@@ -63,6 +63,10 @@ func TestViewsAndGraphCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "per_key") || !strings.Contains(out, "out_per_key") {
 		t.Fatalf("views ls: %v\n%s", err, out)
 	}
+	out, err = run("--server", p.url, "views", "rebuild", "per_key")
+	if err != nil || !strings.Contains(out, "rebuilt per_key: 90 events") {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
 	file := filepath.Join(dir, "per_key.csv")
 	if out, err := run("--server", p.url, "views", "export", "per_key", "-f", file); err != nil || !strings.Contains(out, "exported 3 rows") {
 		t.Fatalf("export: %v %s", err, out)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -167,7 +168,70 @@ func viewsCmd(g *globals) *cobra.Command {
 	}
 	export.Flags().StringVarP(&outFile, "file", "f", "", "write to this file instead of stdout")
 	cmd.AddCommand(export)
+	cmd.AddCommand(rebuildCmd(g))
 	return cmd
+}
+
+type rebuildStatus struct {
+	State         string
+	Generation    int
+	MessagesDone  uint64  `json:"messages_done"`
+	MessagesTotal uint64  `json:"messages_total"`
+	Events        uint64  `json:"events"`
+	Rate          float64 `json:"events_per_second"`
+	ETA           float64 `json:"eta_seconds"`
+	Error         string
+}
+
+func rebuildCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rebuild <view>",
+		Short: "Rebuild a view from the first stored event, with progress; queries use the old state until it is done",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := client.New(g.server)
+			path := "/api/v1/views/" + url.PathEscape(args[0]) + "/rebuild"
+			var st rebuildStatus
+			if err := c.Post(cmd.Context(), path, &st); err != nil {
+				var ae *client.APIError
+				if !errors.As(err, &ae) || ae.Status != 409 {
+					return err
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "a rebuild is already running; following it")
+			}
+			var bar *progressbar.ProgressBar
+			if term.IsTerminal(int(os.Stderr.Fd())) {
+				bar = progressbar.NewOptions64(int64(max(st.MessagesTotal, 1)), progressbar.OptionSetWriter(os.Stderr),
+					progressbar.OptionSetDescription("rebuilding "+args[0]), progressbar.OptionShowCount(),
+					progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish())
+			}
+			for {
+				if err := c.Get(cmd.Context(), path, &st); err != nil {
+					return err
+				}
+				if bar != nil {
+					bar.ChangeMax64(int64(max(st.MessagesTotal, 1)))
+					_ = bar.Set64(int64(st.MessagesDone))
+					bar.Describe(fmt.Sprintf("rebuilding %s: %d events, %.0f/s", args[0], st.Events, st.Rate))
+				}
+				switch st.State {
+				case "done":
+					if bar != nil {
+						_ = bar.Finish()
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "rebuilt %s: %d events at %.0f events/s (generation %d)\n", args[0], st.Events, st.Rate, st.Generation)
+					return nil
+				case "failed":
+					return fmt.Errorf("rebuild of %s failed: %s", args[0], st.Error)
+				}
+				select {
+				case <-cmd.Context().Done():
+					return cmd.Context().Err()
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		},
+	}
 }
 
 type countWriter struct {

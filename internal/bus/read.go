@@ -357,3 +357,16 @@ func FetchBatch(cons jetstream.Consumer, n int, idle time.Duration) ([]jetstream
 	}
 	return collect(cons.Fetch(1, jetstream.FetchMaxWait(idle)))
 }
+
+// FetchNow returns up to n messages that are pending now, without waiting.
+func FetchNow(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
+	b, err := cons.FetchNoWait(n)
+	if err != nil {
+		return nil, err
+	}
+	var out []jetstream.Msg
+	for m := range b.Messages() {
+		out = append(out, m)
+	}
+	return out, nil
+}

@@ -101,6 +101,11 @@ func (c *Client) Publish(ctx context.Context, events []json.RawMessage) (*api.Pu
 	return &res, nil
 }
 
+// Post sends an empty POST and decodes the JSON answer into out.
+func (c *Client) Post(ctx context.Context, path string, out any) error {
+	return c.do(ctx, "POST", path, "application/json", nil, out)
+}
+
 // Get decodes a JSON GET into out, or copies it when out is an io.Writer.
 func (c *Client) Get(ctx context.Context, path string, out any) error {
 	return c.do(ctx, "GET", path, "", nil, out)

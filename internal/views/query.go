@@ -54,12 +54,13 @@ func (r *runner) info(ctx context.Context) Info {
 	if v.Spec.Window > 0 {
 		i.Window = v.Spec.Window.String()
 	}
-	if r.kv != nil {
-		if st, err := r.bus.JetStream().Stream(ctx, "KV_"+Bucket(v.Spec.Name)); err == nil {
-			// Messages minus delete markers would need a scan; subjects with
-			// a live value is what the stream tracks per subject.
+	if kv := r.bucket(); kv != nil {
+		if st, err := r.bus.JetStream().Stream(ctx, "KV_"+kv.Bucket()); err == nil {
+			// Subjects with a live value is what the stream tracks per
+			// subject; delete markers are subjects too, so this counts rows
+			// plus deleted rows not yet purged.
 			i.Rows = st.CachedInfo().State.NumSubjects
-			if _, err := r.kv.Get(ctx, metaKey); err == nil && i.Rows > 0 {
+			if _, err := kv.Get(ctx, metaKey); err == nil && i.Rows > 0 {
 				i.Rows--
 			}
 		}
@@ -198,7 +199,7 @@ func render(v any) string {
 // scan calls fn with every row that matches q, in storage order, reading the
 // bucket as a stream (memory stays bounded however many rows there are).
 func (r *runner) scan(ctx context.Context, q Query, fn func(*row) error) error {
-	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	w, err := r.bucket().WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return err
 	}
@@ -241,7 +242,7 @@ func (m *Module) query(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errBody{Error: fe.Msg, Field: fe.Field})
 		return
 	}
-	if rn.kv == nil {
+	if rn.bucket() == nil {
 		writeJSON(w, http.StatusServiceUnavailable, errBody{Error: "view is starting"})
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -54,6 +55,8 @@ func New(g *graph.Graph, deps Deps) (*Module, error) {
 	if deps.Handle != nil {
 		deps.Handle("GET /api/v1/views", http.HandlerFunc(m.list))
 		deps.Handle("GET /api/v1/views/{name}", http.HandlerFunc(m.query))
+		deps.Handle("POST /api/v1/views/{name}/rebuild", http.HandlerFunc(m.rebuild))
+		deps.Handle("GET /api/v1/views/{name}/rebuild", http.HandlerFunc(m.rebuildStatus))
 	}
 	return m, nil
 }
@@ -80,19 +83,42 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 	return nil
 }
 
-// Bucket is the KV bucket of a view.
+// Bucket is the KV bucket of a view's first generation; a rebuild writes
+// generation n to VIEW_<name>_g<n> and switches to it when it caught up.
 func Bucket(name string) string { return "VIEW_" + name }
 
-// ConsumerName is the durable consumer of a view.
+// ConsumerName is the durable consumer of a view's first generation.
 func ConsumerName(name string) string { return "view_" + name }
+
+func genBucket(name string, gen int) string {
+	if gen == 0 {
+		return Bucket(name)
+	}
+	return fmt.Sprintf("%s_g%d", Bucket(name), gen)
+}
+
+func genConsumer(name string, gen int) string {
+	if gen == 0 {
+		return ConsumerName(name)
+	}
+	return fmt.Sprintf("%s_g%d", ConsumerName(name), gen)
+}
+
+// activeBucket records which generation of each view queries read.
+const activeBucket = "OPS_VIEWS"
 
 type runner struct {
 	v    *graph.View
 	bus  *bus.Bus
 	log  *slog.Logger
 	m    *metrics
-	kv   jetstream.KeyValue
+	kv   jetstream.KeyValue // guarded by foldMu for writes; read it with bucket()
 	cons jetstream.Consumer
+	gen  int
+	// silent is set on a rebuild's shadow: it folds without publishing
+	// change events or dead letters (they went out the first time).
+	silent bool
+	rb     *RebuildStatus
 
 	// fold owns cache and watermark; mu guards the status fields and
 	// serializes fold with expiry.
@@ -110,13 +136,33 @@ type meta struct {
 	Watermark time.Time `json:"watermark"`
 }
 
+// bucket is the KV bucket queries read.
+func (r *runner) bucket() jetstream.KeyValue {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.kv
+}
+
 func (r *runner) open(ctx context.Context) error {
 	name := r.v.Spec.Name
-	kv, err := r.bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket(name), Description: "ops view " + name, History: 1})
+	if !r.silent {
+		act, err := r.bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: activeBucket, Description: "active generation of each view", History: 1})
+		if err != nil {
+			return err
+		}
+		if e, err := act.Get(ctx, name); err == nil {
+			if n, err := strconv.Atoi(string(e.Value())); err == nil {
+				r.gen = n
+			}
+		}
+	}
+	kv, err := r.bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: genBucket(name, r.gen), Description: "ops view " + name, History: 1})
 	if err != nil {
 		return err
 	}
+	r.mu.Lock()
 	r.kv = kv
+	r.mu.Unlock()
 	if e, err := kv.Get(ctx, metaKey); err == nil {
 		var mt meta
 		if json.Unmarshal(e.Value(), &mt) == nil {
@@ -126,11 +172,11 @@ func (r *runner) open(ctx context.Context) error {
 		return err
 	}
 	dp := jetstream.DeliverAllPolicy
-	if r.v.Spec.Start == "new" {
+	if r.v.Spec.Start == "new" && !r.silent {
 		dp = jetstream.DeliverNewPolicy
 	}
 	r.cons, err = r.bus.Resume(ctx, bus.EventsStream, jetstream.ConsumerConfig{
-		Durable: ConsumerName(name), Description: "ops view " + name, FilterSubjects: r.v.Spec.From,
+		Durable: genConsumer(name, r.gen), Description: "ops view " + name, FilterSubjects: r.v.Spec.From,
 		DeliverPolicy: dp, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxAckPending: BatchSize * 4,
 	})
 	return err
@@ -139,7 +185,10 @@ func (r *runner) open(ctx context.Context) error {
 func (r *runner) loop(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		msgs, err := bus.FetchBatch(r.cons, BatchSize, time.Second)
+		r.foldMu.Lock()
+		cons := r.cons
+		r.foldMu.Unlock()
+		msgs, err := bus.FetchBatch(cons, BatchSize, time.Second)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -153,7 +202,7 @@ func (r *runner) loop(ctx context.Context) {
 			continue
 		}
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		err = r.fold(wctx, msgs)
+		err = r.fold(wctx, cons, msgs)
 		cancel()
 		if err != nil {
 			// Not acked. Reopen from the ack floor so the batch comes back
@@ -216,9 +265,14 @@ func (r *runner) load(ctx context.Context, key string) (*row, error) {
 
 // fold applies a batch of bus messages, publishes the changes, writes the
 // touched rows and acks the batch.
-func (r *runner) fold(ctx context.Context, msgs []jetstream.Msg) error {
+func (r *runner) fold(ctx context.Context, cons jetstream.Consumer, msgs []jetstream.Msg) error {
 	r.foldMu.Lock()
 	defer r.foldMu.Unlock()
+	if cons != r.cons {
+		// A rebuild switched generations while this batch was fetched from
+		// the old consumer: drop it (it is deleted with its generation).
+		return nil
+	}
 	v := r.v
 	name := v.Spec.Name
 	size := v.Spec.Window.D()
@@ -269,7 +323,7 @@ func (r *runner) fold(ctx context.Context, msgs []jetstream.Msg) error {
 			changes = append(changes, ev)
 		}
 	}
-	if len(changes)+len(dead) > 0 {
+	if len(changes)+len(dead) > 0 && !r.silent {
 		if _, err := r.bus.Publish(ctx, append(changes, dead...)); err != nil {
 			return err
 		}
@@ -472,7 +526,7 @@ func (r *runner) write(ctx context.Context, rows map[string]*touched, order []st
 		if err != nil {
 			return err
 		}
-		f, err := js.PublishAsync("$KV."+Bucket(r.v.Spec.Name)+"."+k, b)
+		f, err := js.PublishAsync("$KV."+r.kv.Bucket()+"."+k, b)
 		if err != nil {
 			return err
 		}
@@ -517,7 +571,7 @@ func (r *runner) expireLoop(ctx context.Context) {
 
 func (r *runner) expire(ctx context.Context, now time.Time) error {
 	cut := now.Add(-r.v.Spec.Keep.D()).Add(-r.v.Spec.Window.D()).Unix()
-	lister, err := r.kv.ListKeys(ctx)
+	lister, err := r.bucket().ListKeys(ctx)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil
