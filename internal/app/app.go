@@ -87,7 +87,7 @@ func (a *App) defs() []Def {
 		{Name: "api", Deps: []string{"bus"}, New: func() (Module, error) {
 			m, err := api.New(a.cfg.HTTP, api.Deps{
 				Bus: a.bus.Bus(), Logger: a.logs.Logger("api"), Logs: a.logs, Registry: a.reg,
-				Status: a.status, Ready: a.ready, MaxEventSz: int(a.cfg.Events.MaxBytes), Graph: a.graph.JSON,
+				Status: a.status, Ready: a.ready, MaxEventSz: int(a.cfg.Events.MaxBytes), Graph: a.graphJSON,
 			})
 			if err == nil {
 				a.api = m
@@ -95,13 +95,15 @@ func (a *App) defs() []Def {
 			}
 			return m, err
 		}},
-		{Name: "pipeline", Deps: []string{"bus", "api"}, Enabled: func() bool { return len(a.cfg.Processors) > 0 },
+		// pipeline and views always run: nodes can be created through the
+		// API at any time. Idle, each is one KV watch.
+		{Name: "pipeline", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {
-				return pipeline.New(a.graph, pipeline.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("pipeline"), Registry: a.reg, Handle: a.api.Handle})
+				return pipeline.New(a.graph, pipeline.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("pipeline"), Registry: a.reg, Handle: a.api.Handle})
 			}},
-		{Name: "views", Deps: []string{"bus", "api"}, Enabled: func() bool { return len(a.cfg.Views) > 0 },
+		{Name: "views", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {
-				return views.New(a.graph, views.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("views"), Registry: a.reg, Handle: a.api.Handle})
+				return views.New(a.graph, views.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("views"), Registry: a.reg, Handle: a.api.Handle})
 			}},
 		{Name: "cqrs", Deps: []string{"bus", "api"}, New: func() (Module, error) {
 			return cqrs.New(a.graph, cqrs.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("cqrs"), Handle: a.api.Handle})
@@ -175,4 +177,23 @@ func (a *App) Bus() *bus.Bus {
 		return nil
 	}
 	return a.bus.Bus()
+}
+
+// graphJSON is the graph as ops.yaml and the API define it now.
+func (a *App) graphJSON() ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b := a.Bus()
+	if b == nil {
+		return a.graph.JSON()
+	}
+	store, err := graph.OpenStore(ctx, b, a.cfg)
+	if err != nil {
+		return nil, err
+	}
+	g, err := store.Graph(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return g.JSON()
 }

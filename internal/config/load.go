@@ -414,3 +414,19 @@ func SetPath(c *Config, path, value string) error {
 func fileOnly(v reflect.Value) bool {
 	return v.Kind() == reflect.Map || v.Kind() == reflect.Slice
 }
+
+// DecodeYAML decodes one YAML (or JSON) document into v, a pointer to a
+// config type such as Processor, strictly: unknown keys and bad values are
+// errors naming the key path (prefixed with path) and line.
+func DecodeYAML(b []byte, v any, path string) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return Errors{{Msg: "invalid YAML or JSON: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	if len(doc.Content) == 0 {
+		return Errors{{Path: path, Msg: "empty body"}}
+	}
+	var errs Errors
+	decodeNode(doc.Content[0], reflect.ValueOf(v).Elem(), path, &errs)
+	return errs.Err()
+}

@@ -153,3 +153,13 @@ var (
 	_ Setter = (*ByteSize)(nil)
 	_ Setter = (*Sync)(nil)
 )
+
+// UnmarshalText makes the types round-trip through JSON (nodes created
+// through the API are stored as JSON).
+func (d *Duration) UnmarshalText(b []byte) error { return d.Set(string(b)) }
+
+// UnmarshalText reads what MarshalText wrote.
+func (b *ByteSize) UnmarshalText(t []byte) error { return b.Set(string(t)) }
+
+// UnmarshalText reads what MarshalText wrote.
+func (s *Sync) UnmarshalText(b []byte) error { return s.Set(string(b)) }

@@ -7,10 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +22,7 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 
 	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/graph"
 )
@@ -25,62 +30,218 @@ import (
 // Deps are what the pipeline module needs.
 type Deps struct {
 	Bus      *bus.Bus
+	Config   *config.Config // the file's processors are read-only through the API
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 	// Handle mounts HTTP handlers on the main listener; may be nil.
 	Handle func(pattern string, h http.Handler)
 }
 
-// Module runs every processor of the graph.
+// Module runs every processor of the graph: those of ops.yaml and those
+// created through the API (kept in the OPS_GRAPH bucket), starting,
+// replacing and stopping them as the API changes them.
 type Module struct {
 	deps    Deps
-	runners []*runner
 	metrics *metrics
+	store   atomic.Pointer[graph.Store]
+
+	mu      sync.Mutex
+	running map[string]*proc
+}
+
+type proc struct {
+	r      *runner
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // BatchSize is how many bus messages a processor fetches at once.
 const BatchSize = 256
 
-// New prepares the processors; consumers are created when the module runs.
+// New prepares the module; processors start when it runs.
 func New(g *graph.Graph, deps Deps) (*Module, error) {
-	m := &Module{deps: deps, metrics: newMetrics(deps.Registry)}
-	for _, p := range g.Processors {
-		m.runners = append(m.runners, &runner{p: p, bus: deps.Bus, log: deps.Logger.With("processor", p.Spec.Name), m: m.metrics})
-	}
+	m := &Module{deps: deps, metrics: newMetrics(deps.Registry), running: map[string]*proc{}}
 	if deps.Handle != nil {
 		deps.Handle("GET /api/v1/processors", http.HandlerFunc(m.list))
+		deps.Handle("PUT /api/v1/processors/{name}", http.HandlerFunc(m.put))
+		deps.Handle("DELETE /api/v1/processors/{name}", http.HandlerFunc(m.delete))
 	}
 	return m, nil
 }
 
-// Run starts every processor and waits; on cancellation each finishes the
-// batch in hand (publishes and acks) before returning.
+// Run starts every processor, follows API changes, and on cancellation
+// lets each finish the batch in hand before returning.
 func (m *Module) Run(ctx context.Context, ready func()) error {
-	for _, r := range m.runners {
-		if err := r.open(ctx); err != nil {
+	store, err := graph.OpenStore(ctx, m.deps.Bus, m.deps.Config)
+	if err != nil {
+		return err
+	}
+	m.store.Store(store)
+	g, err := store.Graph(ctx)
+	if err != nil {
+		return fmt.Errorf("graph: %w", err)
+	}
+	changes, err := store.Watch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range g.Processors {
+		if err := m.start(ctx, p); err != nil {
 			return err
 		}
 	}
 	ready()
-	var wg sync.WaitGroup
-	errc := make(chan error, len(m.runners))
-	for _, r := range m.runners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := r.loop(ctx); err != nil {
-				errc <- fmt.Errorf("processor %s: %w", r.p.Spec.Name, err)
-			}
-		}()
+	for c := range changes {
+		if c.Kind != "processor" {
+			continue
+		}
+		m.apply(ctx, store, c)
 	}
-	wg.Wait()
-	close(errc)
-	return <-errc
+	m.mu.Lock()
+	procs := make([]*proc, 0, len(m.running))
+	for _, p := range m.running {
+		procs = append(procs, p)
+	}
+	m.mu.Unlock()
+	for _, p := range procs {
+		p.cancel()
+		<-p.done
+	}
+	return nil
+}
+
+// apply brings the running processors in line with one API change.
+func (m *Module) apply(ctx context.Context, store *graph.Store, c graph.Change) {
+	m.stop(c.Name)
+	if c.Deleted {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = m.deps.Bus.JetStream().DeleteConsumer(dctx, bus.EventsStream, ConsumerName(c.Name))
+		m.deps.Logger.Info("processor deleted", "processor", c.Name)
+		return
+	}
+	g, err := store.Graph(ctx)
+	if err != nil {
+		m.deps.Logger.Error("graph no longer compiles; processor not restarted", "processor", c.Name, "err", err)
+		return
+	}
+	for _, p := range g.Processors {
+		if p.Spec.Name == c.Name {
+			if err := m.start(ctx, p); err != nil {
+				m.deps.Logger.Error("start processor", "processor", c.Name, "err", err)
+			} else {
+				m.deps.Logger.Info("processor started", "processor", c.Name)
+			}
+		}
+	}
+}
+
+func (m *Module) start(ctx context.Context, p *graph.Processor) error {
+	r := &runner{p: p, bus: m.deps.Bus, log: m.deps.Logger.With("processor", p.Spec.Name), m: m.metrics}
+	if err := r.open(ctx); err != nil {
+		return fmt.Errorf("processor %s: %w", p.Spec.Name, err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	pr := &proc{r: r, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(pr.done)
+		_ = r.loop(rctx)
+	}()
+	m.mu.Lock()
+	m.running[p.Spec.Name] = pr
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Module) stop(name string) {
+	m.mu.Lock()
+	p := m.running[name]
+	delete(m.running, name)
+	m.mu.Unlock()
+	if p != nil {
+		p.cancel()
+		<-p.done
+	}
+}
+
+func (m *Module) put(w http.ResponseWriter, r *http.Request) {
+	store := m.store.Load()
+	if store == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "starting"})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 256<<10))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": err.Error(), "field": "body"})
+		return
+	}
+	var p config.Processor
+	if err := config.DecodeYAML(body, &p, ""); err != nil {
+		writeFieldErr(w, http.StatusBadRequest, err)
+		return
+	}
+	if p.Name == "" {
+		p.Name = r.PathValue("name")
+	}
+	if p.Name != r.PathValue("name") {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "name in the body differs from the path", "field": "name"})
+		return
+	}
+	created, err := store.PutProcessor(r.Context(), p)
+	switch {
+	case errors.Is(err, graph.ErrReadOnly):
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "field": "name"})
+	case errors.Is(err, bus.ErrUnavailable):
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+	case err != nil:
+		writeFieldErr(w, http.StatusBadRequest, err)
+	case created:
+		writeJSON(w, http.StatusCreated, map[string]any{"processor": p.Name, "created": true})
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"processor": p.Name, "created": false})
+	}
+}
+
+func (m *Module) delete(w http.ResponseWriter, r *http.Request) {
+	store := m.store.Load()
+	if store == nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "starting"})
+		return
+	}
+	err := store.Delete(r.Context(), "processor", r.PathValue("name"))
+	switch {
+	case errors.Is(err, graph.ErrReadOnly):
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "field": "name"})
+	case errors.Is(err, graph.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no processor " + r.PathValue("name") + " created through the API", "field": "name"})
+	case err != nil:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// writeFieldErr answers with the first config error's path as the field
+// and every error in the message.
+func writeFieldErr(w http.ResponseWriter, code int, err error) {
+	field := ""
+	var errs config.Errors
+	if errors.As(err, &errs) && len(errs) > 0 {
+		field = errs[0].Path
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error(), "field": field})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // Status is one processor in GET /api/v1/processors.
 type Status struct {
 	Name      string   `json:"name"`
+	Origin    string   `json:"origin"` // config or api
 	From      []string `json:"from"`
 	To        string   `json:"to"`
 	In        uint64   `json:"in"`
@@ -92,10 +253,18 @@ type Status struct {
 }
 
 func (m *Module) list(w http.ResponseWriter, r *http.Request) {
-	out := make([]Status, 0, len(m.runners))
-	for _, rn := range m.runners {
-		out = append(out, rn.status())
+	m.mu.Lock()
+	out := make([]Status, 0, len(m.running))
+	for _, p := range m.running {
+		st := p.r.status()
+		st.Origin = "api"
+		if s := m.store.Load(); s != nil {
+			st.Origin = s.Origin("processor", st.Name)
+		}
+		out = append(out, st)
 	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"processors": out})
 }

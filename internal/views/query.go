@@ -22,6 +22,7 @@ import (
 // Info is one view in GET /api/v1/views.
 type Info struct {
 	Name      string   `json:"name"`
+	Origin    string   `json:"origin"` // config or api
 	From      []string `json:"from"`
 	Key       []string `json:"key"`
 	Measures  []string `json:"measures"`
@@ -35,9 +36,15 @@ type Info struct {
 }
 
 func (m *Module) list(w http.ResponseWriter, r *http.Request) {
-	out := make([]Info, 0, len(m.views))
-	for _, rn := range m.views {
-		out = append(out, rn.info(r.Context()))
+	runners := m.all()
+	out := make([]Info, 0, len(runners))
+	for _, rn := range runners {
+		i := rn.info(r.Context())
+		i.Origin = "api"
+		if s := m.store.Load(); s != nil {
+			i.Origin = s.Origin("view", i.Name)
+		}
+		out = append(out, i)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"views": out})
 }
@@ -232,7 +239,7 @@ func (r *runner) scan(ctx context.Context, q Query, fn func(*row) error) error {
 }
 
 func (m *Module) query(w http.ResponseWriter, req *http.Request) {
-	rn := m.byName[req.PathValue("name")]
+	rn := m.view(req.PathValue("name"))
 	if rn == nil {
 		writeJSON(w, http.StatusNotFound, errBody{Error: fmt.Sprintf("no view %q", req.PathValue("name")), Field: "name"})
 		return

@@ -164,7 +164,7 @@ func (r *runner) trySwitch(ctx context.Context, shadow *runner) bool {
 }
 
 func (m *Module) rebuild(w http.ResponseWriter, req *http.Request) {
-	rn := m.byName[req.PathValue("name")]
+	rn := m.view(req.PathValue("name"))
 	if rn == nil {
 		writeJSON(w, http.StatusNotFound, errBody{Error: fmt.Sprintf("no view %q", req.PathValue("name")), Field: "name"})
 		return
@@ -181,7 +181,7 @@ func (m *Module) rebuild(w http.ResponseWriter, req *http.Request) {
 }
 
 func (m *Module) rebuildStatus(w http.ResponseWriter, req *http.Request) {
-	rn := m.byName[req.PathValue("name")]
+	rn := m.view(req.PathValue("name"))
 	if rn == nil {
 		writeJSON(w, http.StatusNotFound, errBody{Error: fmt.Sprintf("no view %q", req.PathValue("name")), Field: "name"})
 		return

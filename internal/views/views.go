@@ -7,14 +7,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/pipeline"
@@ -23,17 +27,27 @@ import (
 // Deps are what the views module needs.
 type Deps struct {
 	Bus      *bus.Bus
+	Config   *config.Config // the file's views are read-only through the API
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 	Handle   func(pattern string, h http.Handler)
 }
 
-// Module folds every view of the graph and serves queries.
+// Module folds every view of the graph (ops.yaml's and the API's) and
+// serves queries.
 type Module struct {
 	deps    Deps
-	views   []*runner
-	byName  map[string]*runner
 	metrics *metrics
+	store   atomic.Pointer[graph.Store]
+
+	mu     sync.RWMutex
+	byName map[string]*vrun
+}
+
+type vrun struct {
+	r      *runner
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // BatchSize is how many bus messages a view folds at once.
@@ -44,43 +58,147 @@ const cacheRows = 100_000
 
 const metaKey = "_meta"
 
-// New prepares the views; buckets and consumers are opened when it runs.
+// New prepares the module; views open when it runs.
 func New(g *graph.Graph, deps Deps) (*Module, error) {
-	m := &Module{deps: deps, byName: map[string]*runner{}, metrics: newMetrics(deps.Registry)}
-	for _, v := range g.Views {
-		r := &runner{v: v, bus: deps.Bus, log: deps.Logger.With("view", v.Spec.Name), m: m.metrics, cache: map[string]*row{}}
-		m.views = append(m.views, r)
-		m.byName[v.Spec.Name] = r
-	}
+	m := &Module{deps: deps, byName: map[string]*vrun{}, metrics: newMetrics(deps.Registry)}
 	if deps.Handle != nil {
 		deps.Handle("GET /api/v1/views", http.HandlerFunc(m.list))
 		deps.Handle("GET /api/v1/views/{name}", http.HandlerFunc(m.query))
+		deps.Handle("PUT /api/v1/views/{name}", http.HandlerFunc(m.put))
+		deps.Handle("DELETE /api/v1/views/{name}", http.HandlerFunc(m.delete))
 		deps.Handle("POST /api/v1/views/{name}/rebuild", http.HandlerFunc(m.rebuild))
 		deps.Handle("GET /api/v1/views/{name}/rebuild", http.HandlerFunc(m.rebuildStatus))
 	}
 	return m, nil
 }
 
-// Run opens every view and folds until ctx ends; the batch in hand is
-// finished first.
+// view returns the running view of that name, or nil.
+func (m *Module) view(name string) *runner {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if v := m.byName[name]; v != nil {
+		return v.r
+	}
+	return nil
+}
+
+func (m *Module) all() []*runner {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]*runner, 0, len(m.byName))
+	for _, v := range m.byName {
+		out = append(out, v.r)
+	}
+	slices.SortFunc(out, func(a, b *runner) int { return strings.Compare(a.v.Spec.Name, b.v.Spec.Name) })
+	return out
+}
+
+// Run opens every view, folds until ctx ends (the batch in hand is finished
+// first) and follows views created, replaced and deleted through the API.
 func (m *Module) Run(ctx context.Context, ready func()) error {
-	for _, r := range m.views {
-		if err := r.open(ctx); err != nil {
-			return fmt.Errorf("view %s: %w", r.v.Spec.Name, err)
+	store, err := graph.OpenStore(ctx, m.deps.Bus, m.deps.Config)
+	if err != nil {
+		return err
+	}
+	m.store.Store(store)
+	g, err := store.Graph(ctx)
+	if err != nil {
+		return fmt.Errorf("graph: %w", err)
+	}
+	changes, err := store.Watch(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range g.Views {
+		if err := m.start(ctx, v); err != nil {
+			return err
 		}
 	}
 	ready()
-	var wg sync.WaitGroup
-	for _, r := range m.views {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.loop(ctx) }()
-		if r.v.Spec.Keep > 0 {
-			wg.Add(1)
-			go func() { defer wg.Done(); r.expireLoop(ctx) }()
+	for c := range changes {
+		m.deps.Logger.Debug("graph change", "kind", c.Kind, "name", c.Name, "deleted", c.Deleted)
+		if c.Kind == "view" {
+			m.apply(ctx, store, c)
 		}
 	}
-	wg.Wait()
+	for _, r := range m.all() {
+		m.stop(r.v.Spec.Name)
+	}
 	return nil
+}
+
+func (m *Module) start(ctx context.Context, v *graph.View) error {
+	r := &runner{v: v, bus: m.deps.Bus, log: m.deps.Logger.With("view", v.Spec.Name), m: m.metrics, cache: map[string]*row{}}
+	if err := r.open(ctx); err != nil {
+		return fmt.Errorf("view %s: %w", v.Spec.Name, err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	vr := &vrun{r: r, cancel: cancel, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.loop(rctx) }()
+	if v.Spec.Keep > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.expireLoop(rctx) }()
+	}
+	go func() { wg.Wait(); close(vr.done) }()
+	m.mu.Lock()
+	m.byName[v.Spec.Name] = vr
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Module) stop(name string) *runner {
+	m.mu.Lock()
+	v := m.byName[name]
+	delete(m.byName, name)
+	m.mu.Unlock()
+	if v == nil {
+		return nil
+	}
+	v.cancel()
+	<-v.done
+	return v.r
+}
+
+// apply follows one API change. A replaced view starts over from the first
+// event with its new definition: its old state is deleted, since rows
+// folded by another definition would be wrong.
+func (m *Module) apply(ctx context.Context, store *graph.Store, c graph.Change) {
+	if old := m.stop(c.Name); old != nil {
+		old.drop(ctx)
+	}
+	if c.Deleted {
+		m.deps.Logger.Info("view deleted", "view", c.Name)
+		return
+	}
+	g, err := store.Graph(ctx)
+	if err != nil {
+		m.deps.Logger.Error("graph no longer compiles; view not started", "view", c.Name, "err", err)
+		return
+	}
+	for _, v := range g.Views {
+		if v.Spec.Name == c.Name {
+			if err := m.start(ctx, v); err != nil {
+				m.deps.Logger.Error("start view", "view", c.Name, "err", err)
+			} else {
+				m.deps.Logger.Info("view started", "view", c.Name)
+			}
+		}
+	}
+}
+
+// drop deletes a view's state: its consumer, its bucket and its generation.
+func (r *runner) drop(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	name := r.v.Spec.Name
+	js := r.bus.JetStream()
+	_ = js.DeleteConsumer(ctx, bus.EventsStream, genConsumer(name, r.gen))
+	_ = js.DeleteKeyValue(ctx, genBucket(name, r.gen))
+	if act, err := js.KeyValue(ctx, activeBucket); err == nil {
+		_ = act.Delete(ctx, name)
+	}
 }
 
 // Bucket is the KV bucket of a view's first generation; a rebuild writes
