@@ -10,14 +10,15 @@ import (
 // Processor is one event processor of the graph (see docs/graph.md). Its
 // Bloblang is compiled and checked by internal/graph, not here.
 type Processor struct {
-	Name    string  `yaml:"name" doc:"unique; a subject token"`
-	From    Strings `yaml:"from" doc:"subject filters to consume, e.g. ev.track.page"`
-	Where   string  `yaml:"where" doc:"Bloblang condition over the event; false skips it"`
-	Map     string  `yaml:"map" doc:"Bloblang mapping; its result is the output event's data"`
-	Use     string  `yaml:"use" doc:"a built-in enricher instead of map"`
-	To      string  `yaml:"to" doc:"output subject; ${! expr } parts are computed per event"`
-	Start   string  `yaml:"start" doc:"all (default: from the first stored event) or new"`
-	Bounded bool    `yaml:"bounded" doc:"declares that a cycle through this node terminates"`
+	Name    string            `yaml:"name" doc:"unique; a subject token"`
+	From    Strings           `yaml:"from" doc:"subject filters to consume, e.g. ev.track.page"`
+	Where   string            `yaml:"where" doc:"Bloblang condition over the event; false skips it"`
+	Map     string            `yaml:"map" doc:"Bloblang mapping; its result is the output event's data"`
+	Use     string            `yaml:"use" doc:"a built-in enricher instead of map (see docs/enrichers.md)"`
+	With    map[string]string `yaml:"with" doc:"the enricher's options"`
+	To      string            `yaml:"to" doc:"output subject; ${! expr } parts are computed per event"`
+	Start   string            `yaml:"start" doc:"all (default: from the first stored event) or new"`
+	Bounded bool              `yaml:"bounded" doc:"declares that a cycle through this node terminates"`
 }
 
 // View is one materialized view of the graph.
@@ -139,6 +140,9 @@ func (c *Config) validateGraph(add func(path, format string, a ...any)) {
 		}
 		if p.Map != "" && p.Use != "" {
 			add(path+".use", "set map or use, not both")
+		}
+		if len(p.With) > 0 && p.Use == "" {
+			add(path+".with", "options for an enricher: set use too")
 		}
 		if p.To == "" {
 			add(path+".to", "required: the output subject")

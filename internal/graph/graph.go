@@ -2,6 +2,7 @@ package graph
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/bloblang"
 
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/enrich"
 	"github.com/opsgraph/ops/internal/event"
 )
 
@@ -21,10 +23,11 @@ var env = bloblang.NewEnvironment().OnlyPure().WithDisabledImports().WithMaxMapR
 
 // Processor is a compiled processor.
 type Processor struct {
-	Spec  config.Processor
-	Where *bloblang.Executor
-	Map   *bloblang.Executor
-	To    Template
+	Spec     config.Processor
+	Where    *bloblang.Executor
+	Map      *bloblang.Executor
+	Enricher enrich.Enricher // from use:, nil without
+	To       Template
 }
 
 // KeyField is one key column of a view.
@@ -103,7 +106,15 @@ func Compile(c *config.Config) (*Graph, error) {
 			p.Map = parseMapping(add, path+".map", ps.Map)
 		}
 		if ps.Use != "" {
-			add(path+".use", "built-in enrichers (%s) are not built yet; use map", ps.Use)
+			en, err := enrich.New(ps.Use, enrich.Options(ps.With))
+			var oe *enrich.OptionError
+			switch {
+			case errors.As(err, &oe):
+				add(path+".with."+oe.Option, "%s", oe.Problem)
+			case err != nil:
+				add(path+".use", "%v", err)
+			}
+			p.Enricher = en
 		}
 		t, err := ParseTemplate(ps.To)
 		if err != nil {

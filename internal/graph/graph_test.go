@@ -189,3 +189,31 @@ func FuzzCompile(f *testing.F) {
 		}
 	})
 }
+
+func TestEnricherConfig(t *testing.T) {
+	_, err := load(t, `
+processors:
+  - name: s
+    from: ev.a.b
+    use: session
+    with: {timeout: soon}
+    to: ev.a.c
+  - name: g
+    from: ev.a.b
+    use: geoip
+    to: ev.a.d
+`)
+	for _, want := range []string{`processors[0].with.timeout: want a duration, got "soon"`, `processors[1].use: use: unknown enricher "geoip"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if _, err := load(t, "processors:\n  - name: w\n    from: ev.a.b\n    with: {x: y}\n    to: ev.a.e\n"); err == nil ||
+		!strings.Contains(err.Error(), "processors[0].with: options for an enricher") {
+		t.Errorf("with without use: %v", err)
+	}
+	g, err := load(t, "processors:\n  - name: ua\n    from: ev.a.b\n    use: useragent\n    to: ev.a.c\n")
+	if err != nil || g.Processors[0].Enricher == nil {
+		t.Fatalf("useragent: %v", err)
+	}
+}

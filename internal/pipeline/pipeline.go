@@ -455,6 +455,15 @@ func (r *runner) process(e *event.Event) (*event.Event, string, string, error) {
 		return nil, "", "", nil
 	}
 	data := e.Data
+	if r.p.Enricher != nil {
+		if err := r.p.Enricher.Enrich(obj); err != nil {
+			return nil, "", "use", err
+		}
+		var err error
+		if data, err = json.Marshal(obj["data"]); err != nil {
+			return nil, "", "use", err
+		}
+	}
 	if r.p.Map != nil {
 		v, err := r.p.Map.Query(obj)
 		if errors.Is(err, bloblang.ErrRootDeleted) {

@@ -24,6 +24,10 @@ processors:
       root.total = this.data.total * 100
       root.country = this.data.country
     to: ev.eu.${! this.data.country.lowercase() }
+  - name: ua
+    from: ev.track.page
+    use: useragent
+    to: ev.track.page_ua
   - name: strict
     from: ev.shop.order
     map: root.cents = this.data.total.number() * 100
@@ -204,6 +208,31 @@ func TestGraphEndToEnd(t *testing.T) {
 			t.Fatalf("orders_eu status %+v", p)
 		}
 	}
+}
+
+func TestEnricherInAProcessor(t *testing.T) {
+	r := startGraph(t)
+	publish(t, r.URL, ev("p1", "track.page", "", `{"context":{"userAgent":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"}}`))
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		resp, err := http.Get(r.URL + "/api/v1/events?subject=ev.track.page_ua")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var p struct{ Events []struct{ Event event.Event } }
+		_ = json.NewDecoder(resp.Body).Decode(&p)
+		if len(p.Events) != 1 {
+			return fmt.Errorf("%d enriched events", len(p.Events))
+		}
+		var d struct {
+			Context struct{ UA map[string]any }
+		}
+		_ = json.Unmarshal(p.Events[0].Event.Data, &d)
+		if d.Context.UA["browser"] != "Safari" || d.Context.UA["device"] != "mobile" {
+			return fmt.Errorf("ua %v", d.Context.UA)
+		}
+		return nil
+	})
 }
 
 func TestLatestAndDelete(t *testing.T) {
