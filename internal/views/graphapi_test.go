@@ -51,8 +51,8 @@ func TestGraphThroughTheAPI(t *testing.T) {
 		code               int
 		field, msg         string
 	}{
-		{"PUT", "/api/v1/processors/loop", "from: ev.api.hit\nto: ev.api.raw\n", 400, "processors[2]", "cycle: processor tag -> processor loop -> processor tag"},
-		{"PUT", "/api/v1/processors/bad", "from: ev.api.raw\nmap: root = this.(\nto: ev.api.x\n", 400, "processors[3].map", ""},
+		{"PUT", "/api/v1/processors/loop", "from: ev.api.hit\nto: ev.api.raw\n", 400, "processors[3]", "cycle: processor tag -> processor loop -> processor tag"},
+		{"PUT", "/api/v1/processors/bad", "from: ev.api.raw\nmap: root = this.(\nto: ev.api.x\n", 400, "processors[4].map", ""},
 		{"PUT", "/api/v1/processors/bad", "from: ev.api.raw\nto: ev.api.x\nwhatever: 1\n", 400, "whatever", "unknown key"},
 		{"PUT", "/api/v1/processors/strict", "from: ev.a\nto: ev.b\n", 409, "name", "read-only"},
 		{"PUT", "/api/v1/views/customer", `{"from":"ev.a","key":"this.x","measures":{"n":"count"}}`, 409, "name", "read-only"},
