@@ -203,37 +203,61 @@ func render(v any) string {
 	return string(b)
 }
 
-// scan calls fn with every row that matches q, in storage order, reading the
-// bucket as a stream (memory stays bounded however many rows there are).
+// scan calls fn with every row that matches q, in storage order. It pulls
+// the bucket's current values in batches of 256 from an ordered consumer
+// (last value per key), so memory stays flat however many rows there are;
+// a push watcher would buffer as fast as the server sends.
 func (r *runner) scan(ctx context.Context, q Query, fn func(*row) error) error {
-	w, err := r.bucket().WatchAll(ctx, jetstream.IgnoreDeletes())
+	kv := r.bucket()
+	st, err := r.bus.JetStream().Stream(ctx, "KV_"+kv.Bucket())
 	if err != nil {
 		return err
 	}
-	defer func() { _ = w.Stop() }()
+	if st.CachedInfo().State.Msgs == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"$KV." + kv.Bucket() + ".>"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	prefix := len("$KV." + kv.Bucket() + ".")
 	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-			if e == nil {
-				return nil // caught up with every current value
-			}
-			if e.Key() == metaKey {
-				continue
-			}
+			return err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		op := m.Headers().Get("KV-Operation")
+		key := m.Subject()[prefix:]
+		if op == "" && key != metaKey {
 			var rw row
-			if err := json.Unmarshal(e.Value(), &rw); err != nil {
-				return fmt.Errorf("row %s: %w", e.Key(), err)
+			if err := json.Unmarshal(m.Data(), &rw); err != nil {
+				return fmt.Errorf("row %s: %w", key, err)
 			}
 			if q.match(r.v, &rw) {
 				if err := fn(&rw); err != nil {
 					return err
 				}
 			}
+		}
+		if md.NumPending == 0 {
+			return nil
 		}
 	}
 }
