@@ -135,14 +135,14 @@ func viewsCmd(g *globals) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var w io.Writer = cmd.OutOrStdout()
+			var bw *bufio.Writer
 			if outFile != "" && outFile != "-" {
 				f, err := os.Create(outFile)
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				bw := bufio.NewWriter(f)
-				defer bw.Flush()
+				bw = bufio.NewWriter(f)
 				w = bw
 			}
 			var bar *progressbar.ProgressBar
@@ -156,6 +156,11 @@ func viewsCmd(g *globals) *cobra.Command {
 			c.HTTP.Timeout = 0 // an export may take a while
 			if err := c.Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?format=csv", cw); err != nil {
 				return err
+			}
+			if bw != nil {
+				if err := bw.Flush(); err != nil {
+					return fmt.Errorf("write %s: %w", outFile, err)
+				}
 			}
 			if bar != nil {
 				_ = bar.Finish()
