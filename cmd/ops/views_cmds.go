@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/opsgraph/ops/internal/client"
+	"github.com/opsgraph/ops/internal/views"
 )
 
 func viewsCmd(g *globals) *cobra.Command {
@@ -106,10 +106,10 @@ func viewsCmd(g *globals) *cobra.Command {
 					rec = append(rec, r.Window.Format(time.RFC3339))
 				}
 				for _, k := range keyCols {
-					rec = append(rec, cell(r.Key[k]))
+					rec = append(rec, views.Render(r.Key[k]))
 				}
 				for _, k := range valCols {
-					rec = append(rec, cell(r.Values[k]))
+					rec = append(rec, views.Render(r.Values[k]))
 				}
 				rows = append(rows, rec)
 			}
@@ -260,19 +260,6 @@ func sortedKeys(m map[string]any) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func cell(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
-	}
-	b, _ := json.Marshal(v)
-	return string(b)
 }
 
 func u(v uint64) string { return strconv.FormatUint(v, 10) }

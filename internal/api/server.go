@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/logging"
+	"github.com/opsgraph/ops/internal/reply"
 )
 
 // Deps are what the API module needs from the app.
@@ -203,19 +203,8 @@ func (m *Module) instrument(next http.Handler) http.Handler {
 }
 
 // ErrorBody is the JSON shape of every API error.
-type ErrorBody struct {
-	Error string `json:"error"`
-	Field string `json:"field,omitempty"`
-}
+type ErrorBody = reply.ErrorBody
 
-func writeError(w http.ResponseWriter, code int, field, msg string) {
-	writeJSON(w, code, ErrorBody{Error: msg, Field: field})
-}
+func writeError(w http.ResponseWriter, code int, field, msg string) { reply.Error(w, code, field, msg) }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { reply.JSON(w, code, v) }

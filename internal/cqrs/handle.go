@@ -86,7 +86,7 @@ func bloblangDecider(ag *graph.Aggregate, typ, id string, cmdName string) Decide
 				return nil, err
 			}
 			if ag == nil || ag.State == nil {
-				return mergeData(state, obj["data"]), nil
+				return graph.Merge(state, obj["data"]), nil
 			}
 			return ag.State.Query(map[string]any{"state": state, "event": obj})
 		},
@@ -161,20 +161,4 @@ func emitted(v any) ([]event.Event, error) {
 		out = append(out, e)
 	}
 	return out, nil
-}
-
-func mergeData(old, nu any) any {
-	o, ok1 := old.(map[string]any)
-	n, ok2 := nu.(map[string]any)
-	if !ok1 || !ok2 {
-		return nu
-	}
-	out := make(map[string]any, len(o)+len(n))
-	for k, v := range o {
-		out[k] = v
-	}
-	for k, v := range n {
-		out[k] = v
-	}
-	return out
 }

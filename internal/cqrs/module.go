@@ -14,6 +14,7 @@ import (
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/graph"
+	"github.com/opsgraph/ops/internal/reply"
 )
 
 // Deps are what the cqrs module needs.
@@ -59,13 +60,7 @@ type errBody struct {
 	Current *uint64 `json:"current,omitempty"`
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { reply.JSON(w, code, v) }
 
 func (m *Module) path(w http.ResponseWriter, r *http.Request) (string, string, bool) {
 	typ, id := r.PathValue("type"), r.PathValue("id")

@@ -54,3 +54,21 @@ func Bool(exe *bloblang.Executor, obj any) (bool, error) {
 	}
 	return b, nil
 }
+
+// Merge is the default fold of entity state: the new value's top-level
+// fields over the old ones when both are objects; otherwise the new value.
+func Merge(old, nu any) any {
+	o, ok1 := old.(map[string]any)
+	n, ok2 := nu.(map[string]any)
+	if !ok1 || !ok2 {
+		return nu
+	}
+	out := make(map[string]any, len(o)+len(n))
+	for k, v := range o {
+		out[k] = v
+	}
+	for k, v := range n {
+		out[k] = v
+	}
+	return out
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/graph"
+	"github.com/opsgraph/ops/internal/reply"
 )
 
 // Deps are what the pipeline module needs.
@@ -232,11 +233,7 @@ func writeFieldErr(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error(), "field": field})
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { reply.JSON(w, code, v) }
 
 // Status is one processor in GET /api/v1/processors.
 type Status struct {
@@ -314,49 +311,22 @@ func (r *runner) open(ctx context.Context) error {
 }
 
 func (r *runner) loop(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		msgs, err := bus.FetchBatch(r.cons, BatchSize, time.Second)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			r.fail(err)
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 5*time.Second)
-			continue
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		// The batch in hand is finished even when ctx ends: outputs
-		// published, inputs acked. Only then does the loop look at ctx.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		err = r.handle(wctx, msgs)
-		cancel()
-		if err != nil {
-			// Not acked: JetStream redelivers after AckWait; outputs already
-			// stored are dropped as duplicates then.
-			// Not acked. Reopen from the ack floor so the batch comes back
-			// first and in order; what was already stored is deduplicated.
-			r.fail(err)
-			sleep(ctx, backoff)
+	bus.Batches{
+		Size:     BatchSize,
+		Consumer: func() jetstream.Consumer { return r.cons },
+		Handle: func(ctx context.Context, _ jetstream.Consumer, msgs []jetstream.Msg) error {
+			return r.handle(ctx, msgs)
+		},
+		Fail: r.fail,
+		// Not acked: reopen from the ack floor so the batch comes back first
+		// and in order; outputs already stored are dropped as duplicates.
+		Recover: func(ctx context.Context) {
 			if err := r.open(ctx); err != nil && ctx.Err() == nil {
 				r.fail(err)
 			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-	}
+		},
+	}.Run(ctx)
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 func (r *runner) fail(err error) {

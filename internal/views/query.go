@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/opsgraph/ops/internal/graph"
+	"github.com/opsgraph/ops/internal/reply"
 )
 
 // Info is one view in GET /api/v1/views.
@@ -175,7 +176,7 @@ type FieldError struct {
 
 func (q Query) match(v *graph.View, rw *row) bool {
 	for i, k := range v.Keys {
-		if want, ok := q.Keys[k.Name]; ok && render(rw.Key[i]) != want {
+		if want, ok := q.Keys[k.Name]; ok && Render(rw.Key[i]) != want {
 			return false
 		}
 	}
@@ -188,7 +189,9 @@ func (q Query) match(v *graph.View, rw *row) bool {
 	return true
 }
 
-func render(v any) string {
+// Render writes a key or measure value as a CSV cell: strings as they
+// are, numbers without exponent, other values as JSON.
+func Render(v any) string {
 	switch x := v.(type) {
 	case nil:
 		return ""
@@ -369,7 +372,7 @@ func compareAny(a, b any) int {
 	if oka && okb {
 		return cmp.Compare(fa, fb)
 	}
-	return strings.Compare(render(a), render(b))
+	return strings.Compare(Render(a), Render(b))
 }
 
 func (r *runner) header() []string {
@@ -392,11 +395,11 @@ func (r *runner) record(rw *row) []string {
 		rec = append(rec, time.Unix(rw.Window, 0).UTC().Format(time.RFC3339))
 	}
 	for i := range r.v.Keys {
-		rec = append(rec, render(rw.Key[i]))
+		rec = append(rec, Render(rw.Key[i]))
 	}
 	vals := values(r.v, rw)
 	for _, m := range r.v.Measures {
-		rec = append(rec, render(vals[m.Name]))
+		rec = append(rec, Render(vals[m.Name]))
 	}
 	return rec
 }
@@ -434,10 +437,4 @@ type errBody struct {
 	Field string `json:"field,omitempty"`
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { reply.JSON(w, code, v) }

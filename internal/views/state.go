@@ -269,31 +269,13 @@ func apply(v *graph.View, r *row, in inputs) (bool, error) {
 				return true, nil
 			}
 			if m.Expr == nil {
-				ms.V = merge(ms.V, in[i])
+				ms.V = graph.Merge(ms.V, in[i])
 			} else {
 				ms.V = in[i]
 			}
 		}
 	}
 	return false, nil
-}
-
-// merge is latest without a reducer: the new data's top-level fields over
-// the old ones; a non-object replaces.
-func merge(old, nu any) any {
-	o, ok1 := old.(map[string]any)
-	n, ok2 := nu.(map[string]any)
-	if !ok1 || !ok2 {
-		return nu
-	}
-	out := make(map[string]any, len(o)+len(n))
-	for k, v := range o {
-		out[k] = v
-	}
-	for k, v := range n {
-		out[k] = v
-	}
-	return out
 }
 
 // values renders a row's measures as users see them.

@@ -293,59 +293,41 @@ func (r *runner) open(ctx context.Context) error {
 	if r.v.Spec.Start == "new" && !r.silent {
 		dp = jetstream.DeliverNewPolicy
 	}
-	r.cons, err = r.bus.Resume(ctx, bus.EventsStream, jetstream.ConsumerConfig{
+	cons, err := r.bus.Resume(ctx, bus.EventsStream, jetstream.ConsumerConfig{
 		Durable: genConsumer(name, r.gen), Description: "ops view " + name, FilterSubjects: r.v.Spec.From,
 		DeliverPolicy: dp, AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxAckPending: BatchSize * 4,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	r.foldMu.Lock()
+	r.cons = cons
+	r.foldMu.Unlock()
+	return nil
 }
 
 func (r *runner) loop(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		r.foldMu.Lock()
-		cons := r.cons
-		r.foldMu.Unlock()
-		msgs, err := bus.FetchBatch(cons, BatchSize, time.Second)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.fail(err)
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 5*time.Second)
-			continue
-		}
-		if len(msgs) == 0 {
-			continue
-		}
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		err = r.fold(wctx, cons, msgs)
-		cancel()
-		if err != nil {
-			// Not acked. Reopen from the ack floor so the batch comes back
-			// first and in order; rows reload from the bucket, where their
-			// positions make the replay skip what was already applied.
-			r.fail(err)
+	bus.Batches{
+		Size: BatchSize,
+		Consumer: func() jetstream.Consumer {
+			r.foldMu.Lock()
+			defer r.foldMu.Unlock()
+			return r.cons
+		},
+		Handle: r.fold,
+		Fail:   r.fail,
+		// Not acked: reopen from the ack floor so the batch comes back first
+		// and in order; rows reload from the bucket, where their positions
+		// make the replay skip what was already applied.
+		Recover: func(ctx context.Context) {
 			r.foldMu.Lock()
 			clear(r.cache)
 			r.foldMu.Unlock()
-			sleep(ctx, backoff)
 			if err := r.open(ctx); err != nil && ctx.Err() == nil {
 				r.fail(err)
 			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
+		},
+	}.Run(ctx)
 }
 
 func (r *runner) fail(err error) {
