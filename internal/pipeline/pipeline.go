@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -25,7 +24,6 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/graph"
-	"github.com/opsgraph/ops/internal/reply"
 )
 
 // Deps are what the pipeline module needs.
@@ -64,8 +62,9 @@ func New(g *graph.Graph, deps Deps) (*Module, error) {
 	m := &Module{deps: deps, metrics: newMetrics(deps.Registry), running: map[string]*proc{}}
 	if deps.Handle != nil {
 		deps.Handle("GET /api/v1/processors", http.HandlerFunc(m.list))
-		deps.Handle("PUT /api/v1/processors/{name}", http.HandlerFunc(m.put))
-		deps.Handle("DELETE /api/v1/processors/{name}", http.HandlerFunc(m.delete))
+		deps.Handle("PUT /api/v1/processors/{name}", graph.PutHandler("processor", m.store.Load,
+			func(p *config.Processor) *string { return &p.Name }, (*graph.Store).PutProcessor))
+		deps.Handle("DELETE /api/v1/processors/{name}", graph.DeleteHandler("processor", m.store.Load))
 	}
 	return m, nil
 }
@@ -73,19 +72,11 @@ func New(g *graph.Graph, deps Deps) (*Module, error) {
 // Run starts every processor, follows API changes, and on cancellation
 // lets each finish the batch in hand before returning.
 func (m *Module) Run(ctx context.Context, ready func()) error {
-	store, err := graph.OpenStore(ctx, m.deps.Bus, m.deps.Config)
+	store, g, changes, err := graph.Follow(ctx, m.deps.Bus, m.deps.Config)
 	if err != nil {
 		return err
 	}
 	m.store.Store(store)
-	g, err := store.Graph(ctx)
-	if err != nil {
-		return fmt.Errorf("graph: %w", err)
-	}
-	changes, err := store.Watch(ctx)
-	if err != nil {
-		return err
-	}
 	for _, p := range g.Processors {
 		if err := m.start(ctx, p); err != nil {
 			return err
@@ -165,75 +156,6 @@ func (m *Module) stop(name string) {
 	}
 }
 
-func (m *Module) put(w http.ResponseWriter, r *http.Request) {
-	store := m.store.Load()
-	if store == nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "starting"})
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 256<<10))
-	if err != nil {
-		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": err.Error(), "field": "body"})
-		return
-	}
-	var p config.Processor
-	if err := config.DecodeYAML(body, &p, ""); err != nil {
-		writeFieldErr(w, http.StatusBadRequest, err)
-		return
-	}
-	if p.Name == "" {
-		p.Name = r.PathValue("name")
-	}
-	if p.Name != r.PathValue("name") {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "name in the body differs from the path", "field": "name"})
-		return
-	}
-	created, err := store.PutProcessor(r.Context(), p)
-	switch {
-	case errors.Is(err, graph.ErrReadOnly):
-		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "field": "name"})
-	case errors.Is(err, bus.ErrUnavailable):
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
-	case err != nil:
-		writeFieldErr(w, http.StatusBadRequest, err)
-	case created:
-		writeJSON(w, http.StatusCreated, map[string]any{"processor": p.Name, "created": true})
-	default:
-		writeJSON(w, http.StatusOK, map[string]any{"processor": p.Name, "created": false})
-	}
-}
-
-func (m *Module) delete(w http.ResponseWriter, r *http.Request) {
-	store := m.store.Load()
-	if store == nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "starting"})
-		return
-	}
-	err := store.Delete(r.Context(), "processor", r.PathValue("name"))
-	switch {
-	case errors.Is(err, graph.ErrReadOnly):
-		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error(), "field": "name"})
-	case errors.Is(err, graph.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no processor " + r.PathValue("name") + " created through the API", "field": "name"})
-	case err != nil:
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
-	default:
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-// writeFieldErr answers with the first config error's path as the field
-// and every error in the message.
-func writeFieldErr(w http.ResponseWriter, code int, err error) {
-	field := ""
-	var errs config.Errors
-	if errors.As(err, &errs) && len(errs) > 0 {
-		field = errs[0].Path
-	}
-	writeJSON(w, code, map[string]string{"error": err.Error(), "field": field})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) { reply.JSON(w, code, v) }
 
 // Status is one processor in GET /api/v1/processors.
 type Status struct {

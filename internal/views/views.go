@@ -64,8 +64,9 @@ func New(g *graph.Graph, deps Deps) (*Module, error) {
 	if deps.Handle != nil {
 		deps.Handle("GET /api/v1/views", http.HandlerFunc(m.list))
 		deps.Handle("GET /api/v1/views/{name}", http.HandlerFunc(m.query))
-		deps.Handle("PUT /api/v1/views/{name}", http.HandlerFunc(m.put))
-		deps.Handle("DELETE /api/v1/views/{name}", http.HandlerFunc(m.delete))
+		deps.Handle("PUT /api/v1/views/{name}", graph.PutHandler("view", m.store.Load,
+			func(v *config.View) *string { return &v.Name }, (*graph.Store).PutView))
+		deps.Handle("DELETE /api/v1/views/{name}", graph.DeleteHandler("view", m.store.Load))
 		deps.Handle("POST /api/v1/views/{name}/rebuild", http.HandlerFunc(m.rebuild))
 		deps.Handle("GET /api/v1/views/{name}/rebuild", http.HandlerFunc(m.rebuildStatus))
 	}
@@ -96,19 +97,11 @@ func (m *Module) all() []*runner {
 // Run opens every view, folds until ctx ends (the batch in hand is finished
 // first) and follows views created, replaced and deleted through the API.
 func (m *Module) Run(ctx context.Context, ready func()) error {
-	store, err := graph.OpenStore(ctx, m.deps.Bus, m.deps.Config)
+	store, g, changes, err := graph.Follow(ctx, m.deps.Bus, m.deps.Config)
 	if err != nil {
 		return err
 	}
 	m.store.Store(store)
-	g, err := store.Graph(ctx)
-	if err != nil {
-		return fmt.Errorf("graph: %w", err)
-	}
-	changes, err := store.Watch(ctx)
-	if err != nil {
-		return err
-	}
 	for _, v := range g.Views {
 		if err := m.start(ctx, v); err != nil {
 			return err
