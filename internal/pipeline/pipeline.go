@@ -156,7 +156,6 @@ func (m *Module) stop(name string) {
 	}
 }
 
-
 // Status is one processor in GET /api/v1/processors.
 type Status struct {
 	Name      string   `json:"name"`

@@ -15,18 +15,21 @@ import (
 
 // RebuildStatus is the progress of a view rebuild, as the API reports it.
 type RebuildStatus struct {
-	View          string     `json:"view"`
-	State         string     `json:"state"` // running, done, failed
-	Generation    int        `json:"generation"`
-	MessagesDone  uint64     `json:"messages_done"`
-	MessagesTotal uint64     `json:"messages_total"`
-	Events        uint64     `json:"events"`
-	Progress      float64    `json:"progress"` // 0 to 1, by bus messages
-	Rate          float64    `json:"events_per_second"`
-	ETASeconds    float64    `json:"eta_seconds"`
-	Started       time.Time  `json:"started"`
-	Finished      *time.Time `json:"finished,omitempty"`
-	Error         string     `json:"error,omitempty"`
+	View          string `json:"view"`
+	State         string `json:"state"` // running, done, failed
+	Generation    int    `json:"generation"`
+	MessagesDone  uint64 `json:"messages_done"`
+	MessagesTotal uint64 `json:"messages_total"`
+	Events        uint64 `json:"events"`
+	// EventsTotal is estimated: a bus message holds a batch of events, so
+	// the total is known in messages; events per message so far scale it.
+	EventsTotal uint64     `json:"events_total_estimate"`
+	Progress    float64    `json:"progress"` // 0 to 1, by bus messages
+	Rate        float64    `json:"events_per_second"`
+	ETASeconds  float64    `json:"eta_seconds"`
+	Started     time.Time  `json:"started"`
+	Finished    *time.Time `json:"finished,omitempty"`
+	Error       string     `json:"error,omitempty"`
 }
 
 // ErrRebuilding is returned when a rebuild of the view is already running.
@@ -114,6 +117,9 @@ func (r *runner) runRebuild(ctx context.Context, shadow *runner) {
 		if st.MessagesTotal > 0 {
 			st.Progress = min(1, float64(st.MessagesDone)/float64(st.MessagesTotal))
 		}
+		if st.MessagesDone > 0 {
+			st.EventsTotal = uint64(float64(events) / float64(st.MessagesDone) * float64(st.MessagesTotal))
+		}
 		r.mu.Unlock()
 		if len(msgs) == 0 || pending == 0 {
 			if r.trySwitch(ctx, shadow) {
@@ -158,6 +164,7 @@ func (r *runner) trySwitch(ctx context.Context, shadow *runner) bool {
 	r.mu.Lock()
 	now := time.Now().UTC()
 	r.rb.State, r.rb.Finished, r.rb.Progress, r.rb.ETASeconds = "done", &now, 1, 0
+	r.rb.Events, r.rb.EventsTotal = shadow.in, shadow.in
 	r.mu.Unlock()
 	r.log.Info("rebuild done", "generation", shadow.gen, "events", shadow.in)
 	return true

@@ -439,7 +439,7 @@ func TestRebuild(t *testing.T) {
 		}
 		return nil
 	})
-	if st.Events != 300 || st.Progress != 1 || st.MessagesTotal == 0 {
+	if st.Events != 300 || st.EventsTotal != 300 || st.Progress != 1 || st.MessagesTotal == 0 {
 		t.Fatalf("final status %+v", st)
 	}
 	all := rows(t, r.URL, "customer", "")
