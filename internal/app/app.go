@@ -15,6 +15,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/api"
 	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/collector"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/cqrs"
 	"github.com/opsgraph/ops/internal/graph"
@@ -108,7 +109,11 @@ func (a *App) defs() []Def {
 		{Name: "cqrs", Deps: []string{"bus", "api"}, New: func() (Module, error) {
 			return cqrs.New(a.graph, cqrs.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("cqrs"), Handle: a.api.Handle})
 		}},
-		{Name: "all", Deps: []string{"bus", "api", "pipeline", "views", "cqrs"}},
+		{Name: "collector", Deps: []string{"bus", "api"}, Enabled: func() bool { return len(a.cfg.Collector.WriteKeys) > 0 },
+			New: func() (Module, error) {
+				return collector.New(a.cfg.Collector, collector.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("collector"), Handle: a.api.Handle})
+			}},
+		{Name: "all", Deps: []string{"bus", "api", "pipeline", "views", "cqrs", "collector"}},
 	}
 }
 

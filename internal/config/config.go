@@ -21,6 +21,8 @@ type Config struct {
 	Events  Events `yaml:"events"`
 	Log     Log    `yaml:"log"`
 
+	Collector Collector `yaml:"collector"`
+
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
 	Aggregates []Aggregate `yaml:"aggregates" doc:"CQRS aggregate types and their commands; see docs/cqrs.md"`
@@ -65,6 +67,15 @@ type Retention struct {
 	MaxBytes ByteSize `yaml:"max_bytes" doc:"EVENTS is trimmed, oldest first, above this size; 0 is unlimited"`
 }
 
+// Collector configures the tracking API (Segment/RudderStack compatible).
+// It runs when at least one write key is set.
+type Collector struct {
+	WriteKeys     Strings  `yaml:"write_keys" doc:"write keys clients authenticate with; held hashed in memory (env: comma-separated)"`
+	CORSOrigins   Strings  `yaml:"cors_origins" doc:"browser origins allowed to call the tracking API; * for any"`
+	MaxEventBytes ByteSize `yaml:"max_event_bytes" doc:"largest tracking message (Segment's limit is 32KB)"`
+	MaxBatchBytes ByteSize `yaml:"max_batch_bytes" doc:"largest /v1/batch body after decompression (Segment's limit is 500KB)"`
+}
+
 // Events holds limits on incoming events.
 type Events struct {
 	MaxBytes ByteSize `yaml:"max_bytes" doc:"largest encoded event"`
@@ -99,8 +110,9 @@ func Default() Config {
 			MaxPayload:     8 << 20,
 			PublishTimeout: Duration(10 * time.Second),
 		},
-		Events: Events{MaxBytes: 64 << 10},
-		Log:    Log{Level: "info", Format: "text"},
+		Events:    Events{MaxBytes: 64 << 10},
+		Collector: Collector{MaxEventBytes: 32 << 10, MaxBatchBytes: 500 << 10},
+		Log:       Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -180,6 +192,17 @@ func (c *Config) Validate() Errors {
 		}
 	}
 	c.validateGraph(add)
+	for i, k := range c.Collector.WriteKeys {
+		if len(k) < 8 {
+			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")
+		}
+	}
+	if c.Collector.MaxEventBytes < 1024 || c.Collector.MaxEventBytes > c.Events.MaxBytes {
+		add("collector.max_event_bytes", "must be between 1KiB and events.max_bytes (%s)", c.Events.MaxBytes)
+	}
+	if c.Collector.MaxBatchBytes < c.Collector.MaxEventBytes || c.Collector.MaxBatchBytes > c.HTTP.MaxBodyBytes {
+		add("collector.max_batch_bytes", "must be between collector.max_event_bytes and http.max_body_bytes")
+	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", "want text or json, got %q", c.Log.Format)
 	}

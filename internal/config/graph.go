@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -54,8 +55,20 @@ type NodeDecoder interface {
 	DecodeNode(n *yaml.Node) error
 }
 
-// Strings is one string or a list of strings.
+// Strings is one string or a list of strings; from the environment or a
+// flag, a comma-separated list.
 type Strings []string
+
+func (s *Strings) Set(v string) error {
+	var out Strings
+	for _, x := range strings.Split(v, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	*s = out
+	return nil
+}
 
 func (s *Strings) DecodeNode(n *yaml.Node) error {
 	switch n.Kind {

@@ -412,6 +412,9 @@ func SetPath(c *Config, path, value string) error {
 // fileOnly reports whether a key can be set only in the file (mappings and
 // lists have no single-string form).
 func fileOnly(v reflect.Value) bool {
+	if v.CanAddr() && v.Addr().Type().Implements(setterType) {
+		return false
+	}
 	return v.Kind() == reflect.Map || v.Kind() == reflect.Slice
 }
 

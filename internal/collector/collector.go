@@ -1,0 +1,307 @@
+package collector
+
+import (
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/reply"
+)
+
+// Deps are what the collector needs.
+type Deps struct {
+	Bus    *bus.Bus
+	Logger *slog.Logger
+	Handle func(pattern string, h http.Handler)
+}
+
+// Module serves the tracking API.
+type Module struct {
+	cfg  config.Collector
+	deps Deps
+	keys map[[32]byte]bool
+	any  bool // CORS: any origin
+	orig map[string]bool
+}
+
+// New mounts the tracking routes.
+func New(cfg config.Collector, deps Deps) (*Module, error) {
+	if len(cfg.WriteKeys) == 0 {
+		return nil, errors.New("collector needs collector.write_keys")
+	}
+	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}}
+	for _, k := range cfg.WriteKeys {
+		m.keys[sha256.Sum256([]byte(k))] = true
+	}
+	for _, o := range cfg.CORSOrigins {
+		if o == "*" {
+			m.any = true
+		}
+		m.orig[strings.TrimRight(o, "/")] = true
+	}
+	h := deps.Handle
+	for typ, short := range map[string]string{"track": "t", "identify": "i", "page": "p", "screen": "s", "group": "g", "alias": "a"} {
+		handler := m.cors(m.single(typ))
+		h("/v1/"+typ, handler)
+		h("/v1/"+short, handler)
+	}
+	h("/v1/batch", m.cors(http.HandlerFunc(m.batch)))
+	h("/v1/b", m.cors(http.HandlerFunc(m.batch)))
+	h("/beacon/v1/batch", m.cors(http.HandlerFunc(m.batch)))
+	h("GET /pixel/v1/track", http.HandlerFunc(m.pixel("track")))
+	h("GET /pixel/v1/page", http.HandlerFunc(m.pixel("page")))
+	// RudderStack's server SDKs ask how many nodes serve them before they
+	// send anything; Ops answers as one node.
+	h("GET /cluster-info", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reply.JSON(w, http.StatusOK, map[string]int{"nodeCount": 1})
+	}))
+	return m, nil
+}
+
+// Run has no background work.
+func (m *Module) Run(ctx context.Context, ready func()) error {
+	ready()
+	<-ctx.Done()
+	return nil
+}
+
+func (m *Module) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if o := r.Header.Get("Origin"); o != "" && (m.any || m.orig[o]) {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", o)
+			h.Set("Access-Control-Allow-Credentials", "true")
+			h.Add("Vary", "Origin")
+			if r.Method == http.MethodOptions {
+				h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
+				h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, Content-Encoding, Anonymousid")
+				h.Set("Access-Control-Max-Age", "86400")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST, OPTIONS")
+			reply.Error(w, http.StatusMethodNotAllowed, "method", "use POST")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// keyOK checks a write key from Basic auth, the writeKey query parameter or
+// the body's writeKey.
+func (m *Module) keyOK(r *http.Request, bodyKey string) bool {
+	k := bodyKey
+	if u, _, ok := r.BasicAuth(); ok && u != "" {
+		k = u
+	} else if q := r.URL.Query().Get("writeKey"); q != "" {
+		k = q
+	}
+	return k != "" && m.keys[sha256.Sum256([]byte(k))]
+}
+
+// readBody reads a request body up to limit bytes after decompression.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *FieldError) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && mt != "text/plain") {
+			return nil, &FieldError{Index: -1, Field: "Content-Type", Msg: fmt.Sprintf("want application/json or text/plain, got %q", ct)}
+		}
+	}
+	var rd io.Reader = http.MaxBytesReader(w, r.Body, limit+1)
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "", "identity":
+	case "gzip":
+		gz, err := gzip.NewReader(rd)
+		if err != nil {
+			return nil, &FieldError{Index: -1, Field: "Content-Encoding", Msg: "body is not valid gzip: " + err.Error()}
+		}
+		defer gz.Close()
+		rd = gz
+	default:
+		return nil, &FieldError{Index: -1, Field: "Content-Encoding", Msg: fmt.Sprintf("unsupported encoding %q (gzip or none)", enc)}
+	}
+	b, err := io.ReadAll(io.LimitReader(rd, limit+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &FieldError{Index: -1, Field: "body", Msg: fmt.Sprintf("body over the limit of %d bytes", limit), Limit: true}
+		}
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			return nil, &FieldError{Index: -1, Field: "Content-Encoding", Msg: "body is not valid gzip: " + err.Error()}
+		}
+		return nil, &FieldError{Index: -1, Field: "body", Msg: err.Error()}
+	}
+	if int64(len(b)) > limit {
+		return nil, &FieldError{Index: -1, Field: "body", Msg: fmt.Sprintf("body over the limit of %d bytes", limit), Limit: true}
+	}
+	return b, nil
+}
+
+func writeFieldErr(w http.ResponseWriter, fe *FieldError) {
+	code := http.StatusBadRequest
+	switch {
+	case fe.Limit:
+		code = http.StatusRequestEntityTooLarge
+	case fe.Field == "Content-Type" && fe.Index < 0:
+		code = http.StatusUnsupportedMediaType
+	}
+	reply.Error(w, code, fe.Path(), fe.Error())
+}
+
+func (m *Module) publish(w http.ResponseWriter, r *http.Request, evs []event.Event) {
+	if _, err := m.deps.Bus.Publish(r.Context(), evs); err != nil {
+		m.deps.Logger.Warn("publish failed", "events", len(evs), "err", err)
+		w.Header().Set("Retry-After", "1")
+		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		return
+	}
+	reply.JSON(w, http.StatusOK, map[string]bool{"success": true})
+}
+
+func (m *Module) single(typ string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, fe := readBody(w, r, int64(m.cfg.MaxEventBytes))
+		if fe != nil {
+			writeFieldErr(w, fe)
+			return
+		}
+		var probe struct {
+			WriteKey string `json:"writeKey"`
+			SentAt   string `json:"sentAt"`
+		}
+		_ = json.Unmarshal(body, &probe)
+		if !m.keyOK(r, probe.WriteKey) {
+			reply.Error(w, http.StatusUnauthorized, "writeKey", "missing or unknown write key (HTTP Basic user, or writeKey in the body)")
+			return
+		}
+		n := &normalizer{receivedAt: time.Now().UTC(), maxBytes: int(m.cfg.MaxEventBytes)}
+		e, err := n.normalize(body, typ, -1)
+		if err != nil {
+			writeFieldErr(w, err.(*FieldError))
+			return
+		}
+		m.publish(w, r, []event.Event{e})
+	})
+}
+
+type batchBody struct {
+	Batch        []json.RawMessage `json:"batch"`
+	Context      map[string]any    `json:"context"`
+	Integrations map[string]any    `json:"integrations"`
+	SentAt       string            `json:"sentAt"`
+	WriteKey     string            `json:"writeKey"`
+}
+
+func (m *Module) batch(w http.ResponseWriter, r *http.Request) {
+	body, fe := readBody(w, r, int64(m.cfg.MaxBatchBytes))
+	if fe != nil {
+		writeFieldErr(w, fe)
+		return
+	}
+	var b batchBody
+	if err := json.Unmarshal(body, &b); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			reply.Error(w, http.StatusBadRequest, ute.Field, fmt.Sprintf("%s: wrong JSON type (want {\"batch\": [...]})", ute.Field))
+			return
+		}
+		reply.Error(w, http.StatusBadRequest, "body", "malformed JSON: "+err.Error())
+		return
+	}
+	if !m.keyOK(r, b.WriteKey) {
+		reply.Error(w, http.StatusUnauthorized, "writeKey", "missing or unknown write key (HTTP Basic user, or writeKey in the body)")
+		return
+	}
+	if len(b.Batch) == 0 {
+		reply.Error(w, http.StatusBadRequest, "batch", "required: a non-empty list of messages")
+		return
+	}
+	n := &normalizer{receivedAt: time.Now().UTC(), context: b.Context, integrations: b.Integrations, maxBytes: int(m.cfg.MaxEventBytes)}
+	if t, ok := parseTime(b.SentAt); ok {
+		n.sentAt = t
+	}
+	evs := make([]event.Event, len(b.Batch))
+	for i, raw := range b.Batch {
+		e, err := n.normalize(raw, "", i)
+		if err != nil {
+			writeFieldErr(w, err.(*FieldError))
+			return
+		}
+		evs[i] = e
+	}
+	m.publish(w, r, evs)
+}
+
+// gif is a transparent 1x1 GIF.
+var gif, _ = base64.StdEncoding.DecodeString("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+// pixel serves /pixel/v1/track and /pixel/v1/page as the RudderStack
+// gateway does: the message in the query string, a GIF back.
+func (m *Module) pixel(typ string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		msg := map[string]any{"type": typ}
+		props := map[string]any{}
+		ctx := map[string]any{}
+		for k, vs := range q {
+			v := vs[0]
+			switch {
+			case k == "writeKey":
+			case strings.HasPrefix(k, "properties."):
+				props[strings.TrimPrefix(k, "properties.")] = v
+			case strings.HasPrefix(k, "context."):
+				ctx[strings.TrimPrefix(k, "context.")] = v
+			default:
+				msg[k] = v
+			}
+		}
+		if len(props) > 0 {
+			msg["properties"] = props
+		}
+		if ua := r.UserAgent(); ua != "" {
+			ctx["userAgent"] = ua
+		}
+		msg["context"] = ctx
+		status := http.StatusOK
+		defer func() {
+			w.Header().Set("Content-Type", "image/gif")
+			w.Header().Set("Cache-Control", "no-store, no-cache, must-revalidate, max-age=0")
+			w.WriteHeader(status)
+			_, _ = w.Write(gif)
+		}()
+		if !m.keyOK(r, "") {
+			status = http.StatusUnauthorized
+			return
+		}
+		raw, _ := json.Marshal(msg)
+		n := &normalizer{receivedAt: time.Now().UTC(), maxBytes: int(m.cfg.MaxEventBytes)}
+		e, err := n.normalize(raw, typ, -1)
+		if err != nil {
+			status = http.StatusBadRequest
+			return
+		}
+		if _, err := m.deps.Bus.Publish(r.Context(), []event.Event{e}); err != nil {
+			status = http.StatusServiceUnavailable
+		}
+	}
+}
+

@@ -1,0 +1,38 @@
+package collector
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// FuzzNormalize feeds arbitrary tracking messages through validation and
+// normalization: never a panic, and whatever is accepted is a valid event
+// with JSON data that keeps the message's identity.
+func FuzzNormalize(f *testing.F) {
+	f.Add([]byte(`{"type":"track","userId":"u","event":"E","properties":{"a":1}}`), "")
+	f.Add([]byte(`{"anonymousId":"a","originalTimestamp":"2026-01-01T00:00:00Z","sentAt":"2026-01-01T00:00:05Z"}`), "page")
+	f.Add([]byte(`{"type":"alias","userId":1,"previousId":"p","context":{"ip":"1.2.3.4"}}`), "")
+	f.Add([]byte(`{"userId":"u","groupId":"g","timestamp":"2026-01-01T00:00:00.123+02:00"}`), "group")
+	f.Fuzz(func(t *testing.T, raw []byte, typ string) {
+		n := &normalizer{receivedAt: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC), maxBytes: 32 << 10,
+			context: map[string]any{"library": "x"}, sentAt: time.Date(2026, 11, 27, 12, 0, 1, 0, time.UTC)}
+		e, err := n.normalize(raw, typ, 0)
+		if err != nil {
+			if fe, ok := err.(*FieldError); !ok || fe.Msg == "" {
+				t.Fatalf("error without a message: %v", err)
+			}
+			return
+		}
+		if err := e.Validate(); err != nil {
+			t.Fatalf("accepted message makes an invalid event: %v", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(e.Data, &m); err != nil {
+			t.Fatalf("data is not JSON: %v", err)
+		}
+		if m["messageId"] != e.ID || !Types[m["type"].(string)] || m["receivedAt"] == nil {
+			t.Fatalf("normalized message lost its identity: %v", m)
+		}
+	})
+}
