@@ -13,6 +13,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"flag"
 	"fmt"
@@ -52,11 +53,15 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		ops, err := opsIngest(mode)
+		ops, err := opsIngest(mode, false)
 		if err != nil {
 			fail(err)
 		}
 		results = append(results, result{mode, raw, ops, detail})
+	}
+	collect, err := opsIngest("always", true)
+	if err != nil {
+		fail(err)
 	}
 	fmt.Printf("\nDurable ingest, %d-event batches over loopback, %d clients, %d events a run (2 cores shared by server and load)\n", *batch, *conc, *events)
 	fmt.Printf("%-14s %16s %22s %8s\n", "bus.sync", "ops events/s", "raw JetStream msg/s", "ratio")
@@ -67,7 +72,9 @@ func main() {
 	for _, r := range results {
 		fmt.Printf("raw JetStream, sync %s, one message per event:%s\n", r.mode, r.rawDetail)
 	}
-	fmt.Println("targets: always >= 50000 events/s; 1s >= 0.70x the fastest raw JetStream publisher")
+	fmt.Printf("\nTracking API /v1/batch, 100 Segment track messages a request, gzip, %d clients, bus.sync=always:\n", *conc)
+	fmt.Printf("%-14s %16.0f %22.0f %7.2fx\n", "always", collect, results[0].raw, collect/results[0].raw)
+	fmt.Println("targets: always >= 50000 events/s; 1s >= 0.70x the fastest raw JetStream publisher; /v1/batch >= 50000 events/s")
 }
 
 func fail(err error) {
@@ -170,10 +177,30 @@ func rawRun(mode string, async, msgID bool) (float64, string, error) {
 
 var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
 
-func opsIngest(mode string) (float64, error) {
+const benchKey = "wk_bench_0123456789"
+
+// segmentBatch is a gzip'd /v1/batch body of n track messages.
+func segmentBatch(r, n int) []byte {
+	var b bytes.Buffer
+	gz := gzip.NewWriter(&b)
+	fmt.Fprint(gz, `{"batch":[`)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			fmt.Fprint(gz, ",")
+		}
+		fmt.Fprintf(gz, `{"type":"track","event":"Page Viewed","anonymousId":"a-%d","messageId":%q,"properties":{"path":"/p/%d"},"originalTimestamp":"2026-11-27T12:00:00Z"}`,
+			(r*n+i)%5000, uuid.Must(uuid.NewV7()).String(), i)
+	}
+	fmt.Fprint(gz, `],"sentAt":"2026-11-27T12:00:01Z"}`)
+	gz.Close()
+	return b.Bytes()
+}
+
+func opsIngest(mode string, collector bool) (float64, error) {
 	dir, _ := os.MkdirTemp("", "opsbench")
 	defer os.RemoveAll(dir)
-	cmd := exec.Command(*opsBin, "serve", "--data-dir", dir, "--http-listen", "127.0.0.1:0", "--bus-sync", mode, "--log-level", "warn", "--set", "log.modules.api=info")
+	cmd := exec.Command(*opsBin, "serve", "--data-dir", dir, "--http-listen", "127.0.0.1:0", "--bus-sync", mode, "--log-level", "warn", "--set", "log.modules.api=info",
+		"--set", "collector.write_keys="+benchKey)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		return 0, err
@@ -192,6 +219,9 @@ func opsIngest(mode string) (float64, error) {
 	select {
 	case a := <-addrc:
 		url = "http://" + a + "/api/v1/events"
+		if collector {
+			url = "http://" + a + "/v1/batch"
+		}
 	case <-time.After(20 * time.Second):
 		return 0, fmt.Errorf("ops did not start")
 	}
@@ -199,6 +229,10 @@ func opsIngest(mode string) (float64, error) {
 	nreq := *events / *batch
 	bodies := make([][]byte, nreq)
 	for r := range bodies {
+		if collector {
+			bodies[r] = segmentBatch(r, *batch)
+			continue
+		}
 		var b bytes.Buffer
 		b.WriteByte('[')
 		for i := 0; i < *batch; i++ {
@@ -226,7 +260,14 @@ func opsIngest(mode string) (float64, error) {
 				if i >= nreq {
 					return
 				}
-				resp, err := client.Post(url, "application/cloudevents-batch+json", bytes.NewReader(bodies[i]))
+				req, _ := http.NewRequest("POST", url, bytes.NewReader(bodies[i]))
+				req.Header.Set("Content-Type", "application/cloudevents-batch+json")
+				if collector {
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("Content-Encoding", "gzip")
+					req.SetBasicAuth(benchKey, "")
+				}
+				resp, err := client.Do(req)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -246,6 +287,6 @@ func opsIngest(mode string) (float64, error) {
 	if f := failed.Load(); f > 0 {
 		return 0, fmt.Errorf("ops %s: %d requests failed, first: %v", mode, f, firstErr.Load())
 	}
-	fmt.Fprintf(os.Stderr, "ops bus.sync=%s: %d events in %v\n", mode, nreq**batch, el.Round(time.Millisecond))
+	fmt.Fprintf(os.Stderr, "ops bus.sync=%s collector=%v: %d events in %v\n", mode, collector, nreq**batch, el.Round(time.Millisecond))
 	return float64(nreq**batch) / el.Seconds(), nil
 }

@@ -304,4 +304,3 @@ func (m *Module) pixel(typ string) http.HandlerFunc {
 		}
 	}
 }
-
