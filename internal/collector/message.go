@@ -2,9 +2,7 @@ package collector
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/opsgraph/ops/internal/event"
@@ -59,19 +57,16 @@ func parseTime(v any) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-func str(v any) (string, bool) {
-	switch x := v.(type) {
-	case string:
-		return x, x != ""
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64), true
-	}
-	return "", false
-}
+// overridden are keys normalize writes itself; the rest of a message is
+// copied through byte for byte.
+var overridden = map[string]bool{"type": true, "messageId": true, "receivedAt": true, "timestamp": true,
+	"sentAt": true, "context": true, "integrations": true, "writeKey": true}
 
 // normalize validates one message, fills what Segment fills (messageId,
 // receivedAt, a corrected timestamp, batch context) and returns its event.
 // typ is the endpoint's type, or "" for a batch item (which names its own).
+// It scans the message's top level once and copies the fields it does not
+// change as they are: properties and traits are never decoded.
 func (n *normalizer) normalize(raw []byte, typ string, idx int) (event.Event, error) {
 	fail := func(field, format string, a ...any) error {
 		return &FieldError{Index: idx, Field: field, Msg: fmt.Sprintf(format, a...)}
@@ -79,15 +74,44 @@ func (n *normalizer) normalize(raw []byte, typ string, idx int) (event.Event, er
 	if len(raw) > n.maxBytes {
 		return event.Event{}, &FieldError{Index: idx, Msg: fmt.Sprintf("message is %d bytes, over the limit of %d (collector.max_event_bytes)", len(raw), n.maxBytes), Limit: true}
 	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		var ute *json.UnmarshalTypeError
-		if errors.As(err, &ute) {
-			return event.Event{}, fail("", "a message must be a JSON object")
-		}
-		return event.Event{}, fail("", "malformed JSON: %v", err)
+	if !json.Valid(raw) {
+		var x any
+		return event.Event{}, fail("", "malformed JSON: %v", json.Unmarshal(raw, &x))
 	}
-	if t, ok := m["type"].(string); ok && t != "" {
+	type kv struct {
+		k string
+		v []byte
+	}
+	var keep []kv
+	vals := map[string][]byte{}
+	err := event.ScanObject(raw, func(k string, v []byte) error {
+		if overridden[k] || k == "userId" || k == "anonymousId" || k == "event" || k == "name" ||
+			k == "groupId" || k == "previousId" || k == "originalTimestamp" {
+			vals[k] = v
+		}
+		if !overridden[k] {
+			keep = append(keep, kv{k, v})
+		}
+		return nil
+	})
+	if err != nil {
+		return event.Event{}, fail("", "a message must be a JSON object")
+	}
+	sval := func(k string) (string, bool) {
+		v, ok := vals[k]
+		if !ok {
+			return "", false
+		}
+		switch {
+		case len(v) > 0 && v[0] == '"':
+			s, err := event.Unquote(v)
+			return s, err == nil && s != ""
+		case len(v) > 0 && (v[0] == '-' || v[0] >= '0' && v[0] <= '9'):
+			return string(v), true // numeric ids, as Segment allows
+		}
+		return "", false
+	}
+	if t, ok := sval("type"); ok {
 		if typ != "" && t != typ {
 			return event.Event{}, fail("type", "is %q but the endpoint is /v1/%s", t, typ)
 		}
@@ -99,51 +123,55 @@ func (n *normalizer) normalize(raw []byte, typ string, idx int) (event.Event, er
 	if !Types[typ] {
 		return event.Event{}, fail("type", "unknown type %q: want track, identify, page, screen, group or alias", typ)
 	}
-	m["type"] = typ
-	uid, hasUID := str(m["userId"])
-	aid, hasAID := str(m["anonymousId"])
+	uid, hasUID := sval("userId")
+	aid, hasAID := sval("anonymousId")
 	if !hasUID && !hasAID {
 		return event.Event{}, fail("userId", "userId or anonymousId is required")
 	}
 	var subject string
 	switch typ {
 	case "track":
-		name, ok := m["event"].(string)
-		if !ok || name == "" {
+		name, ok := sval("event")
+		if !ok || vals["event"][0] != '"' {
 			return event.Event{}, fail("event", "required for track: the event's name")
 		}
 		subject = name
 	case "page", "screen":
-		subject, _ = m["name"].(string)
+		subject, _ = sval("name")
 	case "group":
-		if _, ok := str(m["groupId"]); !ok {
+		if _, ok := sval("groupId"); !ok {
 			return event.Event{}, fail("groupId", "required for group")
 		}
 	case "alias":
-		if _, ok := str(m["previousId"]); !ok {
+		if _, ok := sval("previousId"); !ok {
 			return event.Event{}, fail("previousId", "required for alias")
 		}
 		if !hasUID {
 			return event.Event{}, fail("userId", "required for alias")
 		}
 	}
-	id, _ := m["messageId"].(string)
+	id, _ := sval("messageId")
 	if id == "" {
 		id = event.NewID()
-		m["messageId"] = id
 	} else if len(id) > 256 {
 		return event.Event{}, fail("messageId", "longer than 256 characters")
 	}
 	// Time, as Segment and RudderStack compute it: the client's clock is
 	// corrected by how far its sentAt is from our receivedAt.
-	m["receivedAt"] = n.receivedAt.Format(time.RFC3339Nano)
-	ts, hasTS := parseTime(m["timestamp"])
-	if _, present := m["timestamp"]; present && !hasTS {
-		return event.Event{}, fail("timestamp", "want an ISO 8601 time, got %v", m["timestamp"])
-	}
-	if !hasTS {
-		orig, hasOrig := parseTime(m["originalTimestamp"])
-		sent, hasSent := parseTime(m["sentAt"])
+	tsRaw, hasTSKey := vals["timestamp"]
+	var ts time.Time
+	if hasTSKey {
+		s, _ := sval("timestamp")
+		t, ok := parseTime(s)
+		if !ok {
+			return event.Event{}, fail("timestamp", "want an ISO 8601 time, got %s", tsRaw)
+		}
+		ts = t
+	} else {
+		o, _ := sval("originalTimestamp")
+		orig, hasOrig := parseTime(o)
+		st, _ := sval("sentAt")
+		sent, hasSent := parseTime(st)
 		if !hasSent && !n.sentAt.IsZero() {
 			sent, hasSent = n.sentAt, true
 		}
@@ -155,36 +183,79 @@ func (n *normalizer) normalize(raw []byte, typ string, idx int) (event.Event, er
 		default:
 			ts = n.receivedAt
 		}
-		m["timestamp"] = ts.Format(time.RFC3339Nano)
 	}
-	if !n.sentAt.IsZero() {
-		if _, ok := m["sentAt"]; !ok {
-			m["sentAt"] = n.sentAt.Format(time.RFC3339Nano)
-		}
+
+	out := make([]byte, 0, len(raw)+256)
+	out = append(out, '{')
+	for _, p := range keep {
+		out = event.AppendString(out, p.k)
+		out = append(out, ':')
+		out = append(out, p.v...)
+		out = append(out, ',')
 	}
-	m["context"] = mergeMaps(n.context, m["context"])
-	if n.integrations != nil {
-		m["integrations"] = mergeMaps(n.integrations, m["integrations"])
+	field := func(k string, v []byte) {
+		out = event.AppendString(out, k)
+		out = append(out, ':')
+		out = append(out, v...)
+		out = append(out, ',')
 	}
-	delete(m, "writeKey")
-	data, err := json.Marshal(m)
+	strField := func(k, v string) { field(k, event.AppendString(nil, v)) }
+	strField("type", typ)
+	strField("messageId", id)
+	strField("receivedAt", n.receivedAt.Format(time.RFC3339Nano))
+	if hasTSKey {
+		field("timestamp", tsRaw)
+	} else {
+		strField("timestamp", ts.Format(time.RFC3339Nano))
+	}
+	if v, ok := vals["sentAt"]; ok {
+		field("sentAt", v)
+	} else if !n.sentAt.IsZero() {
+		strField("sentAt", n.sentAt.Format(time.RFC3339Nano))
+	}
+	ctx, err := mergeRaw(n.context, vals["context"])
 	if err != nil {
-		return event.Event{}, fail("", "%v", err)
+		return event.Event{}, fail("context", "%v", err)
 	}
+	field("context", ctx)
+	if n.integrations != nil || vals["integrations"] != nil {
+		in, err := mergeRaw(n.integrations, vals["integrations"])
+		if err != nil {
+			return event.Event{}, fail("integrations", "%v", err)
+		}
+		field("integrations", in)
+	}
+	out[len(out)-1] = '}'
 	e := event.Event{
 		SpecVersion: event.SpecVersion, ID: id, Source: "/collector", Type: "track." + typ,
-		Subject: subject, Time: ts, DataContentType: "application/json", Data: data,
+		Subject: subject, Time: ts, DataContentType: "application/json", Data: out,
 	}
-	if hasUID || hasAID {
-		e.Extensions = map[string]any{}
-		if hasUID {
-			e.Extensions["userid"] = uid
-		}
-		if hasAID {
-			e.Extensions["anonymousid"] = aid
-		}
+	e.Extensions = map[string]any{}
+	if hasUID {
+		e.Extensions["userid"] = uid
+	}
+	if hasAID {
+		e.Extensions["anonymousid"] = aid
 	}
 	return e, nil
+}
+
+// mergeRaw merges a batch-level object under a message's own (raw JSON);
+// without a batch-level one the message's is copied as is.
+func mergeRaw(base map[string]any, own []byte) ([]byte, error) {
+	if len(base) == 0 {
+		if len(own) == 0 || string(own) == "null" {
+			return []byte("{}"), nil
+		}
+		return own, nil
+	}
+	var o any
+	if len(own) > 0 {
+		if err := json.Unmarshal(own, &o); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(mergeMaps(base, o))
 }
 
 // mergeMaps is base with over's keys on top; over wins. Non-objects in

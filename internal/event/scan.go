@@ -303,3 +303,15 @@ func parseExtension(v []byte) (any, error) {
 }
 
 var _ = utf8.RuneError
+
+// ScanObject calls fn with each top-level key of a JSON object and the raw
+// bytes of its value, in one pass. Nested values are skipped by bracket
+// matching, not validated: check the whole input with json.Valid when that
+// matters.
+func ScanObject(b []byte, fn func(key string, val []byte) error) error { return scanObject(b, fn) }
+
+// Unquote decodes a JSON string value.
+func Unquote(v []byte) (string, error) { return unquote(v) }
+
+// AppendString appends s as a JSON string.
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
