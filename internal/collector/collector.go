@@ -63,6 +63,9 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	h("/beacon/v1/batch", m.cors(http.HandlerFunc(m.batch)))
 	h("GET /pixel/v1/track", http.HandlerFunc(m.pixel("track")))
 	h("GET /pixel/v1/page", http.HandlerFunc(m.pixel("page")))
+	h("/v1/traces", http.HandlerFunc(m.traces))
+	h("/v1/metrics", http.HandlerFunc(m.metrics))
+	h("/v1/logs", http.HandlerFunc(m.logs))
 	// RudderStack's server SDKs ask how many nodes serve them before they
 	// send anything; Ops answers as one node.
 	h("GET /cluster-info", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,12 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	collogs "go.opentelemetry.io/proto/slim/otlp/collector/logs/v1"
+	colmetrics "go.opentelemetry.io/proto/slim/otlp/collector/metrics/v1"
+	coltrace "go.opentelemetry.io/proto/slim/otlp/collector/trace/v1"
+
+	"github.com/opsgraph/ops/internal/event"
 )
 
 // FuzzNormalize feeds arbitrary tracking messages through validation and
@@ -35,4 +41,43 @@ func FuzzNormalize(f *testing.F) {
 			t.Fatalf("normalized message lost its identity: %v", m)
 		}
 	})
+}
+
+// FuzzOTLP decodes arbitrary bytes as OTLP protobuf and JSON requests of all
+// three signals and maps what decodes: never a panic, and every event made
+// is valid.
+func FuzzOTLP(f *testing.F) {
+	f.Add([]byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"x"}]}]}]}`))
+	f.Add([]byte(`{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","sum":{"dataPoints":[{"asInt":"3"}],"isMonotonic":true}}]}]}]}`))
+	f.Add([]byte(`{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"x"}}]}]}]}`))
+	f.Add([]byte{0x0a, 0x02, 0x0a, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, isJSON := range []bool{true, false} {
+			var tr coltrace.ExportTraceServiceRequest
+			if decodeOTLP(b, isJSON, &tr) == nil {
+				evs, _, _ := spanEvents(&tr, isJSON)
+				checkAll(t, evs)
+			}
+			var lg collogs.ExportLogsServiceRequest
+			if decodeOTLP(b, isJSON, &lg) == nil {
+				checkAll(t, logEvents(&lg, isJSON))
+			}
+			var mt colmetrics.ExportMetricsServiceRequest
+			if decodeOTLP(b, isJSON, &mt) == nil {
+				evs, _ := metricEvents(&mt)
+				checkAll(t, evs)
+			}
+		}
+	})
+}
+
+func checkAll(t *testing.T, evs []event.Event) {
+	for _, e := range evs {
+		if err := e.Validate(); err != nil {
+			t.Fatalf("invalid event %+v: %v", e, err)
+		}
+		if !json.Valid(e.Data) {
+			t.Fatal("data is not JSON")
+		}
+	}
 }
