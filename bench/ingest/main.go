@@ -192,7 +192,9 @@ func segmentBatch(r, n int) []byte {
 			(r*n+i)%5000, uuid.Must(uuid.NewV7()).String(), i)
 	}
 	fmt.Fprint(gz, `],"sentAt":"2026-11-27T12:00:01Z"}`)
-	gz.Close()
+	if err := gz.Close(); err != nil {
+		panic(err)
+	}
 	return b.Bytes()
 }
 

@@ -173,7 +173,9 @@ func TestGzipCORSAndPixel(t *testing.T) {
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
 	fmt.Fprintf(gz, `{"batch":[{"type":"page","name":"Home","anonymousId":"a9","messageId":"gz-1"}]}`)
-	gz.Close()
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
 	req, _ := http.NewRequest("POST", r.URL+"/v1/batch", &buf)
 	req.SetBasicAuth(key, "")
 	req.Header.Set("Content-Encoding", "gzip")
