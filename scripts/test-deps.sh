@@ -3,8 +3,8 @@
 # Idempotent: it checks before it installs.
 set -euo pipefail
 need=()
-# (none yet: the foundation's tests use the embedded NATS server and the
-# real ops binary built by the tests themselves)
+command -v chromium >/dev/null || need+=(chromium)
+# chromium: the browser tracker test (internal/collector) drives it headless.
 if ((${#need[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "test-deps: missing ${need[*]}; run as root or install them" >&2

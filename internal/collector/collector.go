@@ -30,11 +30,12 @@ type Deps struct {
 
 // Module serves the tracking API.
 type Module struct {
-	cfg  config.Collector
-	deps Deps
-	keys map[[32]byte]bool
-	any  bool // CORS: any origin
-	orig map[string]bool
+	cfg   config.Collector
+	deps  Deps
+	keys  map[[32]byte]bool
+	any   bool // CORS: any origin
+	orig  map[string]bool
+	salts *salts
 }
 
 // New mounts the tracking routes.
@@ -42,7 +43,7 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	if len(cfg.WriteKeys) == 0 {
 		return nil, errors.New("collector needs collector.write_keys")
 	}
-	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}}
+	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}, salts: &salts{b: deps.Bus}}
 	for _, k := range cfg.WriteKeys {
 		m.keys[sha256.Sum256([]byte(k))] = true
 	}
@@ -61,6 +62,7 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	h("/v1/batch", m.cors(http.HandlerFunc(m.batch)))
 	h("/v1/b", m.cors(http.HandlerFunc(m.batch)))
 	h("/beacon/v1/batch", m.cors(http.HandlerFunc(m.batch)))
+	h("GET /ops.js", http.HandlerFunc(serveJS))
 	h("GET /pixel/v1/track", http.HandlerFunc(m.pixel("track")))
 	h("GET /pixel/v1/page", http.HandlerFunc(m.pixel("page")))
 	h("/v1/traces", http.HandlerFunc(m.traces))
@@ -239,6 +241,17 @@ func (m *Module) batch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n := &normalizer{receivedAt: time.Now().UTC(), context: b.Context, integrations: b.Integrations, maxBytes: int(m.cfg.MaxEventBytes)}
+	if browser(r) {
+		// ops.js sends no ids of its own (no cookies, no storage): the
+		// visitor is derived here, once per request.
+		n.visitor = func() (string, error) {
+			salt, err := m.salts.today(r.Context())
+			if err != nil {
+				return "", err
+			}
+			return visitorID(salt, r), nil
+		}
+	}
 	if t, ok := parseTime(b.SentAt); ok {
 		n.sentAt = t
 	}
@@ -306,4 +319,10 @@ func (m *Module) pixel(typ string) http.HandlerFunc {
 			status = http.StatusServiceUnavailable
 		}
 	}
+}
+
+// browser reports whether a batch came from the browser endpoints (the
+// tracker's beacon and the short form), where cookieless ids are derived.
+func browser(r *http.Request) bool {
+	return r.URL.Path == "/beacon/v1/batch" || r.URL.Path == "/v1/b"
 }

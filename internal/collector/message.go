@@ -42,6 +42,10 @@ type normalizer struct {
 	context      map[string]any
 	integrations map[string]any
 	maxBytes     int
+	// visitor derives an anonymousId for messages with no id (browser
+	// requests); nil elsewhere.
+	visitor   func() (string, error)
+	visitorID string
 }
 
 func parseTime(v any) (time.Time, bool) {
@@ -125,6 +129,17 @@ func (n *normalizer) normalize(raw []byte, typ string, idx int) (event.Event, er
 	}
 	uid, hasUID := sval("userId")
 	aid, hasAID := sval("anonymousId")
+	derived := false
+	if !hasAID && n.visitor != nil {
+		if n.visitorID == "" {
+			v, err := n.visitor()
+			if err != nil {
+				return event.Event{}, fail("anonymousId", "cannot derive a visitor id: %v", err)
+			}
+			n.visitorID = v
+		}
+		aid, hasAID, derived = n.visitorID, true, true
+	}
 	if !hasUID && !hasAID {
 		return event.Event{}, fail("userId", "userId or anonymousId is required")
 	}
@@ -202,6 +217,9 @@ func (n *normalizer) normalize(raw []byte, typ string, idx int) (event.Event, er
 	strField := func(k, v string) { field(k, event.AppendString(nil, v)) }
 	strField("type", typ)
 	strField("messageId", id)
+	if derived {
+		strField("anonymousId", aid)
+	}
 	strField("receivedAt", n.receivedAt.Format(time.RFC3339Nano))
 	if hasTSKey {
 		field("timestamp", tsRaw)
