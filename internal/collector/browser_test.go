@@ -77,8 +77,8 @@ func TestBrowserTracker(t *testing.T) {
 	}
 	type msg struct {
 		Type, Event, AnonymousID string
-		Properties             map[string]any
-		Context                struct {
+		Properties               map[string]any
+		Context                  struct {
 			Page     struct{ Path, Referrer string }
 			Campaign map[string]string
 			ClickIDs map[string]string `json:"click_ids"`
@@ -97,7 +97,7 @@ func TestBrowserTracker(t *testing.T) {
 		}
 		return nil
 	})
-	var pages, paths []string
+	var pages []string
 	visitors := map[string]bool{}
 	var outbound, chosen bool
 	for _, m := range got {
@@ -105,7 +105,6 @@ func TestBrowserTracker(t *testing.T) {
 		switch {
 		case m.Type == "page":
 			pages = append(pages, m.Context.Page.Path)
-			paths = append(paths, m.Context.Page.Referrer)
 		case m.Event == "Outbound Link Clicked":
 			outbound = strings.HasSuffix(fmt.Sprint(m.Properties["href"]), "/healthz")
 		case m.Event == "Plan Chosen":
