@@ -36,6 +36,7 @@ type Module struct {
 	any   bool // CORS: any origin
 	orig  map[string]bool
 	salts *salts
+	out   *outreach
 }
 
 // New mounts the tracking routes.
@@ -44,6 +45,7 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 		return nil, errors.New("collector needs collector.write_keys")
 	}
 	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}, salts: &salts{b: deps.Bus}}
+	m.out = &outreach{m: m}
 	for _, k := range cfg.WriteKeys {
 		m.keys[sha256.Sum256([]byte(k))] = true
 	}
@@ -63,6 +65,10 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	h("/v1/b", m.cors(http.HandlerFunc(m.batch)))
 	h("/beacon/v1/batch", m.cors(http.HandlerFunc(m.batch)))
 	h("GET /ops.js", http.HandlerFunc(serveJS))
+	h("POST /api/v1/campaigns", http.HandlerFunc(m.out.create))
+	h("POST /api/v1/campaigns/{id}/links", http.HandlerFunc(m.out.links))
+	h("GET /c/{token}", http.HandlerFunc(m.out.click))
+	h("GET /o/{token}", http.HandlerFunc(m.out.open))
 	h("GET /pixel/v1/track", http.HandlerFunc(m.pixel("track")))
 	h("GET /pixel/v1/page", http.HandlerFunc(m.pixel("page")))
 	h("/v1/traces", http.HandlerFunc(m.traces))
@@ -263,6 +269,9 @@ func (m *Module) batch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		evs[i] = e
+	}
+	if n.visitorID != "" {
+		m.out.attribute(r.Context(), n.visitorID, evs)
 	}
 	m.publish(w, r, evs)
 }

@@ -1,7 +1,9 @@
 package collector
 
 import (
+	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,4 +82,26 @@ func checkAll(t *testing.T, evs []event.Event) {
 			t.Fatal("data is not JSON")
 		}
 	}
+}
+
+// FuzzToken: arbitrary link tokens never verify unless signed with the key,
+// and never panic.
+func FuzzToken(f *testing.F) {
+	o := &outreach{secret: []byte("0123456789abcdef0123456789abcdef")}
+	good, _ := o.sign(context.Background(), linkToken{C: "c", U: "https://x.example/", R: "r"})
+	f.Add(good)
+	f.Add("eyJjIjoiYyJ9.AAAA")
+	f.Add(".")
+	f.Fuzz(func(t *testing.T, tok string) {
+		lt, err := o.verify(context.Background(), tok)
+		if err != nil {
+			return
+		}
+		again, _ := o.sign(context.Background(), lt)
+		p1, _, _ := strings.Cut(tok, ".")
+		p2, _, _ := strings.Cut(again, ".")
+		if lt.C == "" || (p1 == p2 && again != tok) {
+			t.Fatalf("accepted a token that is not ours: %q", tok)
+		}
+	})
 }
