@@ -4,7 +4,9 @@
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
-# chromium: the browser tracker test (internal/collector) drives it headless.
+command -v coap-client-notls >/dev/null || need+=(libcoap3-bin)
+# chromium: the browser tracker test drives it headless; libcoap3-bin: the CoAP
+# test runs its coap-client-notls (both in internal/collector).
 if ((${#need[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "test-deps: missing ${need[*]}; run as root or install them" >&2

@@ -113,7 +113,11 @@ func (a *App) defs() []Def {
 			New: func() (Module, error) {
 				return collector.New(a.cfg.Collector, collector.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("collector"), Handle: a.api.Handle})
 			}},
-		{Name: "all", Deps: []string{"bus", "api", "pipeline", "views", "cqrs", "collector"}},
+		{Name: "coap", Deps: []string{"bus"}, Enabled: func() bool { return a.cfg.CoAP.Listen != "" },
+			New: func() (Module, error) {
+				return collector.NewCoAP(a.cfg.CoAP.Listen, a.cfg.Collector, a.bus.Bus(), a.logs.Logger("coap")), nil
+			}},
+		{Name: "all", Deps: []string{"bus", "api", "pipeline", "views", "cqrs", "collector", "coap"}},
 	}
 }
 

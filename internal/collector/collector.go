@@ -335,3 +335,5 @@ func (m *Module) pixel(typ string) http.HandlerFunc {
 func browser(r *http.Request) bool {
 	return r.URL.Path == "/beacon/v1/batch" || r.URL.Path == "/v1/b"
 }
+
+func sha256Sum(k string) [32]byte { return sha256.Sum256([]byte(k)) }

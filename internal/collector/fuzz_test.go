@@ -105,3 +105,25 @@ func FuzzToken(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCBOR: arbitrary CoAP payloads in CBOR either fail cleanly or become
+// valid JSON that the normalizer can take.
+func FuzzCBOR(f *testing.F) {
+	f.Add([]byte{0xa2, 0x65, 'e', 'v', 'e', 'n', 't', 0x61, 'E', 0x6b, 'a', 'n', 'o', 'n', 'y', 'm', 'o', 'u', 's', 'I', 'd', 0x61, 'a'})
+	f.Add([]byte{0xff})
+	f.Add([]byte{0x9f, 0x01, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		js, code, err := payloadJSON(60, b)
+		if err != nil {
+			if code == 0 || err.Error() == "" {
+				t.Fatalf("error without a code or message: %v", err)
+			}
+			return
+		}
+		if !json.Valid(js) {
+			t.Fatalf("CBOR became invalid JSON: %q", js)
+		}
+		n := &normalizer{receivedAt: time.Now(), maxBytes: 32 << 10}
+		_, _ = n.normalize(js, "track", -1)
+	})
+}

@@ -22,6 +22,7 @@ type Config struct {
 	Log     Log    `yaml:"log"`
 
 	Collector Collector `yaml:"collector"`
+	CoAP      CoAP      `yaml:"coap"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -74,6 +75,11 @@ type Collector struct {
 	CORSOrigins   Strings  `yaml:"cors_origins" doc:"browser origins allowed to call the tracking API; * for any"`
 	MaxEventBytes ByteSize `yaml:"max_event_bytes" doc:"largest tracking message (Segment's limit is 32KB)"`
 	MaxBatchBytes ByteSize `yaml:"max_batch_bytes" doc:"largest /v1/batch body after decompression (Segment's limit is 500KB)"`
+}
+
+// CoAP configures the CoAP (RFC 7252) collector for devices.
+type CoAP struct {
+	Listen string `yaml:"listen" doc:"UDP address, e.g. :5683; empty (the default) keeps CoAP off; needs collector.write_keys"`
 }
 
 // Events holds limits on incoming events.
@@ -195,6 +201,14 @@ func (c *Config) Validate() Errors {
 	for i, k := range c.Collector.WriteKeys {
 		if len(k) < 8 {
 			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")
+		}
+	}
+	if c.CoAP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.CoAP.Listen); err != nil {
+			add("coap.listen", "want host:port or :port, got %q", c.CoAP.Listen)
+		}
+		if len(c.Collector.WriteKeys) == 0 {
+			add("coap.listen", "CoAP authenticates with write keys: set collector.write_keys")
 		}
 	}
 	if c.Collector.MaxEventBytes < 1024 || c.Collector.MaxEventBytes > c.Events.MaxBytes {
