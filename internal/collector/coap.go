@@ -57,7 +57,7 @@ func (c *CoAP) Run(ctx context.Context, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("coap listen %s: %w", c.listen, err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	r := mux.NewRouter()
 	for typ := range Types {
 		_ = r.Handle("/"+typ, c.handler(typ))
@@ -73,7 +73,9 @@ func (c *CoAP) Run(ctx context.Context, ready func()) error {
 	select {
 	case <-ctx.Done():
 		s.Stop()
-		<-errc
+		if err := <-errc; err != nil && ctx.Err() == nil {
+			return err
+		}
 		return nil
 	case err := <-errc:
 		return fmt.Errorf("coap: %w", err)

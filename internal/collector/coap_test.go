@@ -26,7 +26,7 @@ func freeUDP(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	return c.LocalAddr().String()
 }
 
@@ -40,7 +40,9 @@ func startCoAP(t *testing.T) (*testutil.Running, string) {
 	return r, addr
 }
 
-func keyOpt() message.Option { return message.Option{ID: message.URIQuery, Value: []byte("key=" + key)} }
+func keyOpt() message.Option {
+	return message.Option{ID: message.URIQuery, Value: []byte("key=" + key)}
+}
 
 // go-coap's client: JSON and CBOR, confirmable and not, block-wise.
 func TestCoAPClient(t *testing.T) {
@@ -51,7 +53,7 @@ func TestCoAPClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer co.Close()
+	defer func() { _ = co.Close() }()
 	post := func(path string, f message.MediaType, body []byte, opts ...message.Option) (codes.Code, string) {
 		resp, err := co.Post(ctx, path, f, bytes.NewReader(body), opts...)
 		if err != nil {
