@@ -310,6 +310,14 @@ func TestCLIAgainstServer(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[250]), &last); err != nil || last.Subject != "ev.cli.line" || string(last.Event.Data) != `{"i":249}` {
 		t.Fatalf("last tailed: %v %s", err, lines[250])
 	}
+	out, err = run("", "keys", "create", "--name", "cli test")
+	if err != nil || !strings.HasPrefix(out, "wk_") {
+		t.Fatalf("keys create: %v %s", err, out)
+	}
+	out, err = run("", "keys", "ls")
+	if err != nil || !strings.Contains(out, "cli test") {
+		t.Fatalf("keys ls: %v %s", err, out)
+	}
 	out, err = run("", "streams", "-o", "csv")
 	if err != nil || !strings.Contains(out, "EVENTS,ev.>,") {
 		t.Fatalf("streams: %v %s", err, out)

@@ -51,7 +51,7 @@ func rootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.server, "server", def, "Ops server URL for client commands (env OPS_SERVER)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format where tabular: table, json or csv")
-	root.AddCommand(serveCmd(), versionCmd(), checkConfigCmd(), publishCmd(g), tailCmd(g), streamsCmd(g), graphCmd(), viewsCmd(g))
+	root.AddCommand(serveCmd(), versionCmd(), checkConfigCmd(), publishCmd(g), tailCmd(g), streamsCmd(g), graphCmd(), viewsCmd(g), keysCmd(g))
 	return root
 }
 

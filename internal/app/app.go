@@ -109,7 +109,8 @@ func (a *App) defs() []Def {
 		{Name: "cqrs", Deps: []string{"bus", "api"}, New: func() (Module, error) {
 			return cqrs.New(a.graph, cqrs.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("cqrs"), Handle: a.api.Handle})
 		}},
-		{Name: "collector", Deps: []string{"bus", "api"}, Enabled: func() bool { return len(a.cfg.Collector.WriteKeys) > 0 },
+		// The collector always runs: write keys may come from the API.
+		{Name: "collector", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {
 				return collector.New(a.cfg.Collector, collector.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("collector"), Handle: a.api.Handle})
 			}},

@@ -36,12 +36,13 @@ type CoAP struct {
 	bus    *bus.Bus
 	log    *slog.Logger
 	keys   map[[32]byte]bool
+	api    *apiKeys
 	addr   chan string
 }
 
 // NewCoAP prepares the CoAP collector.
 func NewCoAP(listen string, cfg config.Collector, b *bus.Bus, log *slog.Logger) *CoAP {
-	c := &CoAP{cfg: cfg, listen: listen, bus: b, log: log, keys: map[[32]byte]bool{}, addr: make(chan string, 1)}
+	c := &CoAP{cfg: cfg, listen: listen, bus: b, log: log, keys: map[[32]byte]bool{}, api: &apiKeys{b: b}, addr: make(chan string, 1)}
 	for _, k := range cfg.WriteKeys {
 		c.keys[sha256Sum(k)] = true
 	}
@@ -53,6 +54,9 @@ func (c *CoAP) Addr() <-chan string { return c.addr }
 
 // Run serves until ctx ends.
 func (c *CoAP) Run(ctx context.Context, ready func()) error {
+	if err := c.api.open(ctx); err != nil {
+		return err
+	}
 	l, err := coapnet.NewListenUDP("udp", c.listen)
 	if err != nil {
 		return fmt.Errorf("coap listen %s: %w", c.listen, err)
@@ -120,7 +124,7 @@ func (c *CoAP) handler(typ string) mux.Handler {
 		ok := false
 		for _, q := range qs {
 			k, v, _ := strings.Cut(q, "=")
-			if (k == "key" || k == "writeKey") && c.keys[sha256Sum(v)] {
+			if h := sha256Sum(v); (k == "key" || k == "writeKey") && (c.keys[h] || c.api.valid(h)) {
 				ok = true
 			}
 		}

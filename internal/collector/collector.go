@@ -37,14 +37,12 @@ type Module struct {
 	orig  map[string]bool
 	salts *salts
 	out   *outreach
+	api   *apiKeys
 }
 
 // New mounts the tracking routes.
 func New(cfg config.Collector, deps Deps) (*Module, error) {
-	if len(cfg.WriteKeys) == 0 {
-		return nil, errors.New("collector needs collector.write_keys")
-	}
-	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}, salts: &salts{b: deps.Bus}}
+	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}, salts: &salts{b: deps.Bus}, api: &apiKeys{b: deps.Bus}}
 	m.out = &outreach{m: m}
 	for _, k := range cfg.WriteKeys {
 		m.keys[sha256.Sum256([]byte(k))] = true
@@ -65,6 +63,9 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	h("/v1/b", m.cors(http.HandlerFunc(m.batch)))
 	h("/beacon/v1/batch", m.cors(http.HandlerFunc(m.batch)))
 	h("GET /ops.js", http.HandlerFunc(serveJS))
+	h("POST /api/v1/keys", http.HandlerFunc(m.api.create))
+	h("GET /api/v1/keys", http.HandlerFunc(m.api.list))
+	h("DELETE /api/v1/keys/{id}", http.HandlerFunc(m.api.remove))
 	h("POST /api/v1/campaigns", http.HandlerFunc(m.out.create))
 	h("POST /api/v1/campaigns/{id}/links", http.HandlerFunc(m.out.links))
 	h("GET /c/{token}", http.HandlerFunc(m.out.click))
@@ -82,8 +83,11 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	return m, nil
 }
 
-// Run has no background work.
+// Run follows the write keys created through the API.
 func (m *Module) Run(ctx context.Context, ready func()) error {
+	if err := m.api.open(ctx); err != nil {
+		return err
+	}
 	ready()
 	<-ctx.Done()
 	return nil
@@ -126,7 +130,11 @@ func (m *Module) keyOK(r *http.Request, bodyKey string) bool {
 	} else if q := r.URL.Query().Get("writeKey"); q != "" {
 		k = q
 	}
-	return k != "" && m.keys[sha256.Sum256([]byte(k))]
+	if k == "" {
+		return false
+	}
+	h := sha256.Sum256([]byte(k))
+	return m.keys[h] || m.api.valid(h)
 }
 
 // readBody reads a request body up to limit bytes after decompression.

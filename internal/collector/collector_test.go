@@ -294,3 +294,47 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("bad requests stored %d events", n)
 	}
 }
+
+// Write keys created through the API work at once, are listed without the
+// key itself, and stop working when deleted.
+func TestWriteKeysThroughTheAPI(t *testing.T) {
+	r := start(t)
+	code, m := post(t, r.URL, "/api/v1/keys", `{"name":"mobile app"}`, nil)
+	newKey, _ := m["key"].(string)
+	if code != 201 || !strings.HasPrefix(newKey, "wk_") {
+		t.Fatalf("create: %d %v", code, m)
+	}
+	id := m["info"].(map[string]any)["id"].(string)
+	track := func() int {
+		req, _ := http.NewRequest("POST", r.URL+"/v1/track", strings.NewReader(`{"userId":"u","event":"E"}`))
+		req.SetBasicAuth(newKey, "")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := track(); c != 200 {
+		t.Fatalf("track with the new key: %d", c)
+	}
+	resp, _ := http.Get(r.URL + "/api/v1/keys")
+	var list struct{ Keys []map[string]any }
+	_ = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if len(list.Keys) != 1 || list.Keys[0]["name"] != "mobile app" || strings.Contains(fmt.Sprint(list.Keys), newKey) {
+		t.Fatalf("list: %v", list)
+	}
+	req, _ := http.NewRequest("DELETE", r.URL+"/api/v1/keys/"+id, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 204 {
+		t.Fatalf("delete: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if c := track(); c != 401 {
+		t.Fatalf("track with a deleted key: %d", c)
+	}
+	if code, m := post(t, r.URL, "/api/v1/keys", `{"name":""}`, nil); code != 400 || m["field"] != "name" {
+		t.Fatalf("bad name: %d %v", code, m)
+	}
+}

@@ -69,7 +69,7 @@ type Retention struct {
 }
 
 // Collector configures the tracking API (Segment/RudderStack compatible).
-// It runs when at least one write key is set.
+// Write keys come from here and from the API (ops keys create).
 type Collector struct {
 	WriteKeys     Strings  `yaml:"write_keys" doc:"write keys clients authenticate with; held hashed in memory (env: comma-separated)"`
 	CORSOrigins   Strings  `yaml:"cors_origins" doc:"browser origins allowed to call the tracking API; * for any"`
@@ -79,7 +79,7 @@ type Collector struct {
 
 // CoAP configures the CoAP (RFC 7252) collector for devices.
 type CoAP struct {
-	Listen string `yaml:"listen" doc:"UDP address, e.g. :5683; empty (the default) keeps CoAP off; needs collector.write_keys"`
+	Listen string `yaml:"listen" doc:"UDP address, e.g. :5683; empty (the default) keeps CoAP off; clients authenticate with write keys"`
 }
 
 // Events holds limits on incoming events.
@@ -206,9 +206,6 @@ func (c *Config) Validate() Errors {
 	if c.CoAP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.CoAP.Listen); err != nil {
 			add("coap.listen", "want host:port or :port, got %q", c.CoAP.Listen)
-		}
-		if len(c.Collector.WriteKeys) == 0 {
-			add("coap.listen", "CoAP authenticates with write keys: set collector.write_keys")
 		}
 	}
 	if c.Collector.MaxEventBytes < 1024 || c.Collector.MaxEventBytes > c.Events.MaxBytes {

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/opsgraph/ops/internal/client"
+)
+
+func keysCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Manage write keys for the tracking API, OTLP and CoAP"}
+	var name string
+	create := &cobra.Command{
+		Use:     "create",
+		Short:   "Create a write key; it is shown once",
+		Example: "  ops keys create --name 'mobile app'",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			body, _ := json.Marshal(map[string]string{"name": name})
+			var res struct {
+				Key  string
+				Info struct{ ID string }
+			}
+			if err := send(cmd.Context(), g.server, "POST", "/api/v1/keys", body, &res); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Key)
+			fmt.Fprintf(cmd.ErrOrStderr(), "id %s; this is the only time the key is shown\n", res.Info.ID)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "what the key is for")
+	_ = create.MarkFlagRequired("name")
+	cmd.AddCommand(create, &cobra.Command{
+		Use:   "ls",
+		Short: "List write keys created through the API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct {
+				Keys []struct {
+					ID, Name, Prefix string
+					Created          time.Time
+				}
+			}
+			if err := client.New(g.server).Get(cmd.Context(), "/api/v1/keys", &res); err != nil {
+				return err
+			}
+			rows := [][]string{{"ID", "NAME", "PREFIX", "CREATED"}}
+			for _, k := range res.Keys {
+				rows = append(rows, []string{k.ID, k.Name, k.Prefix + "...", k.Created.Format(time.RFC3339)})
+			}
+			return writeTable(cmd.OutOrStdout(), g.output, rows, res)
+		},
+	}, &cobra.Command{
+		Use:   "rm <id>",
+		Short: "Delete a write key; it stops working at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return send(cmd.Context(), g.server, "DELETE", "/api/v1/keys/"+args[0], nil, nil)
+		},
+	})
+	return cmd
+}
+
+// send makes a request with a JSON body and decodes a JSON answer.
+func send(ctx context.Context, server, method, path string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(server, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error, Field string }
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("%s: %s", resp.Status, e.Error)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
