@@ -213,6 +213,16 @@ func TestGzipCORSAndPixel(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/gif" || !bytes.HasPrefix(img, []byte("GIF89a")) {
 		t.Fatalf("pixel: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
+	for q, want := range map[string]int{"writeKey=wrong-key-123&anonymousId=p&event=E": 401, "writeKey=" + key + "&event=E": 400} {
+		resp, err := http.Get(r.URL + "/pixel/v1/track?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || resp.Header.Get("Content-Type") != "image/gif" {
+			t.Errorf("pixel %s: %d %s", q, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
 	evs := waitTracked(t, r.URL, 2)
 	var px map[string]any
 	for _, e := range evs {
