@@ -275,7 +275,7 @@ func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			// it whole rather than block the processor.
 			evs = nil
 			groups = append(groups, bus.Group{Subject: "ev.deadletter." + name, MsgID: fmt.Sprintf("d:%s:%d", name, md.Sequence.Stream),
-				Events: []event.Event{deadLetter(name, "decode", err, event.Event{ID: strconv.FormatUint(md.Sequence.Stream, 10)}, nil)}})
+				Events: []event.Event{DeadLetter(name, "decode", err, event.Event{ID: strconv.FormatUint(md.Sequence.Stream, 10)})}})
 			failed++
 		}
 		bySubject := map[string][]event.Event{}
@@ -287,7 +287,7 @@ func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			switch {
 			case err != nil:
 				failed++
-				dead = append(dead, deadLetter(name, stage, err, evs[i], nil))
+				dead = append(dead, DeadLetter(name, stage, err, evs[i]))
 			case o == nil:
 				filtered++
 			default:
@@ -389,13 +389,11 @@ func DerivedID(node, inputID string) string {
 	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 }
 
-// deadLetter wraps a failed event with the error.
-func deadLetter(node, stage string, err error, orig event.Event, extra map[string]any) event.Event {
-	payload := map[string]any{"node": node, "stage": stage, "error": err.Error(), "event": orig}
-	for k, v := range extra {
-		payload[k] = v
-	}
-	data, _ := json.Marshal(payload)
+// DeadLetter wraps an event a node could not handle, with the stage and the
+// error, for ev.deadletter.<node>. Its id is derived from the node and the
+// input, so a retried failure is stored once.
+func DeadLetter(node, stage string, err error, orig event.Event) event.Event {
+	data, _ := json.Marshal(map[string]any{"node": node, "stage": stage, "error": err.Error(), "event": orig})
 	return event.Event{
 		SpecVersion: event.SpecVersion, ID: DerivedID("deadletter/"+node, orig.ID), Source: "/ops/" + node,
 		Type: "deadletter." + node, Time: time.Now().UTC(), DataContentType: "application/json", Data: data,

@@ -397,10 +397,10 @@ func (r *runner) fold(ctx context.Context, cons jetstream.Consumer, msgs []jetst
 				return err
 			case err != nil:
 				errN++
-				dead = append(dead, deadLetter(name, stage, err, *e))
+				dead = append(dead, pipeline.DeadLetter(name, stage, err, *e))
 			case reason == "late":
 				lateN++
-				dead = append(dead, deadLetter(name, "late", fmt.Errorf("event time %s is before window end + lateness, watermark %s",
+				dead = append(dead, pipeline.DeadLetter(name, "late", fmt.Errorf("event time %s is before window end + lateness, watermark %s",
 					e.Time.Format(time.RFC3339), wm.Format(time.RFC3339)), *e))
 			case reason == "applied":
 				appliedN++
@@ -635,15 +635,6 @@ func (r *runner) write(ctx context.Context, rows map[string]*touched, order []st
 		}
 	}
 	return nil
-}
-
-func deadLetter(view, stage string, err error, orig event.Event) event.Event {
-	payload := map[string]any{"node": view, "stage": stage, "error": err.Error(), "event": orig}
-	data, _ := json.Marshal(payload)
-	return event.Event{
-		SpecVersion: event.SpecVersion, ID: pipeline.DerivedID("deadletter/"+view, orig.ID), Source: "/ops/view/" + view,
-		Type: "deadletter." + view, Time: orig.Time, DataContentType: "application/json", Data: data,
-	}
 }
 
 // expireLoop deletes windowed rows older than keep, once a minute.
