@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -30,20 +31,26 @@ type Deps struct {
 
 // Module serves the tracking API.
 type Module struct {
-	cfg   config.Collector
-	deps  Deps
-	keys  map[[32]byte]bool
-	any   bool // CORS: any origin
-	orig  map[string]bool
-	salts *salts
-	out   *outreach
-	api   *apiKeys
+	cfg     config.Collector
+	deps    Deps
+	keys    map[[32]byte]bool
+	any     bool // CORS: any origin
+	orig    map[string]bool
+	salts   *salts
+	out     *outreach
+	api     *apiKeys
+	trusted []netip.Prefix
 }
 
 // New mounts the tracking routes.
 func New(cfg config.Collector, deps Deps) (*Module, error) {
 	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}, salts: &salts{b: deps.Bus}, api: &apiKeys{b: deps.Bus}}
 	m.out = &outreach{m: m}
+	for _, p := range cfg.TrustedProxies {
+		if pf, err := netip.ParsePrefix(p); err == nil {
+			m.trusted = append(m.trusted, pf)
+		}
+	}
 	for _, k := range cfg.WriteKeys {
 		m.keys[sha256.Sum256([]byte(k))] = true
 	}
@@ -258,12 +265,16 @@ func (m *Module) batch(w http.ResponseWriter, r *http.Request) {
 	if browser(r) {
 		// ops.js sends no ids of its own (no cookies, no storage): the
 		// visitor is derived here, once per request.
+		client := clientAddr(r, m.trusted)
 		n.visitor = func() (string, error) {
 			salt, err := m.salts.today(r.Context())
 			if err != nil {
 				return "", err
 			}
-			return visitorID(salt, r), nil
+			return visitorID(salt, r, client), nil
+		}
+		if m.cfg.StoreIP && client.IsValid() {
+			n.context = mergeMaps(n.context, map[string]any{"ip": client.String()}).(map[string]any)
 		}
 	}
 	if t, ok := parseTime(b.SentAt); ok {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/testutil"
 )
 
@@ -148,4 +149,29 @@ func TestOutreach(t *testing.T) {
 
 func errorf(format string, a ...any) error {
 	return fmt.Errorf(format, a...)
+}
+
+// store_ip puts the browser client's address (behind a trusted proxy, the
+// forwarded one) into context.ip; by default no address is stored.
+func TestStoreIP(t *testing.T) {
+	for _, store := range []bool{false, true} {
+		r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+			c.Collector.WriteKeys = config.Strings{key}
+			c.Collector.StoreIP = store
+			c.Collector.TrustedProxies = config.Strings{"127.0.0.1/32"}
+		})
+		req, _ := http.NewRequest("POST", r.URL+"/beacon/v1/batch?writeKey="+key, strings.NewReader(`{"batch":[{"type":"page"}]}`))
+		req.Header.Set("X-Forwarded-For", "198.51.100.7")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		evs := waitTracked(t, r.URL, 1)
+		var d struct{ Context map[string]any }
+		_ = json.Unmarshal(evs[0].Event.Data, &d)
+		if got, want := d.Context["ip"], map[bool]any{false: nil, true: "198.51.100.7"}[store]; got != want {
+			t.Fatalf("store_ip=%v: context.ip = %v", store, got)
+		}
+	}
 }

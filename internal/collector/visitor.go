@@ -104,7 +104,7 @@ func (s *salts) today(ctx context.Context) ([]byte, error) {
 // visitorID derives a browser's anonymous id from the day's salt, the site,
 // the client's truncated address and its user agent. The raw address is used
 // here and stored nowhere.
-func visitorID(salt []byte, r *http.Request) string {
+func visitorID(salt []byte, r *http.Request, client netip.Addr) string {
 	site := ""
 	for _, h := range []string{r.Header.Get("Origin"), r.Header.Get("Referer")} {
 		if u, err := url.Parse(h); err == nil && u.Host != "" {
@@ -112,12 +112,8 @@ func visitorID(salt []byte, r *http.Request) string {
 			break
 		}
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
 	ip := ""
-	if a, err := netip.ParseAddr(host); err == nil {
+	if a := client; a.IsValid() {
 		a = a.Unmap()
 		bits := 24
 		if a.Is6() {
@@ -134,4 +130,43 @@ func visitorID(salt []byte, r *http.Request) string {
 		h.Write([]byte(p))
 	}
 	return "v_" + hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// clientAddr is the request's client: the connection's address, or, when
+// that is a trusted proxy, the nearest untrusted address in
+// X-Forwarded-For (read right to left, as proxies append).
+func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	a = a.Unmap()
+	isTrusted := func(x netip.Addr) bool {
+		for _, p := range trusted {
+			if p.Contains(x) {
+				return true
+			}
+		}
+		return false
+	}
+	if !isTrusted(a) {
+		return a
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return a // a malformed hop: trust nothing beyond the proxy
+		}
+		h = h.Unmap()
+		if !isTrusted(h) {
+			return h
+		}
+		a = h
+	}
+	return a
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -71,10 +72,12 @@ type Retention struct {
 // Collector configures the tracking API (Segment/RudderStack compatible).
 // Write keys come from here and from the API (ops keys create).
 type Collector struct {
-	WriteKeys     Strings  `yaml:"write_keys" doc:"write keys clients authenticate with; held hashed in memory (env: comma-separated)"`
-	CORSOrigins   Strings  `yaml:"cors_origins" doc:"browser origins allowed to call the tracking API; * for any"`
-	MaxEventBytes ByteSize `yaml:"max_event_bytes" doc:"largest tracking message (Segment's limit is 32KB)"`
-	MaxBatchBytes ByteSize `yaml:"max_batch_bytes" doc:"largest /v1/batch body after decompression (Segment's limit is 500KB)"`
+	WriteKeys      Strings  `yaml:"write_keys" doc:"write keys clients authenticate with; held hashed in memory (env: comma-separated)"`
+	CORSOrigins    Strings  `yaml:"cors_origins" doc:"browser origins allowed to call the tracking API; * for any"`
+	MaxEventBytes  ByteSize `yaml:"max_event_bytes" doc:"largest tracking message (Segment's limit is 32KB)"`
+	MaxBatchBytes  ByteSize `yaml:"max_batch_bytes" doc:"largest /v1/batch body after decompression (Segment's limit is 500KB)"`
+	TrustedProxies Strings  `yaml:"trusted_proxies" doc:"CIDRs of proxies whose X-Forwarded-For names the client, e.g. 127.0.0.1/32"`
+	StoreIP        bool     `yaml:"store_ip" doc:"also store the browser client's full address as context.ip (off: only a salted hash of its /24 or /48 is used)"`
 }
 
 // CoAP configures the CoAP (RFC 7252) collector for devices.
@@ -206,6 +209,11 @@ func (c *Config) Validate() Errors {
 	if c.CoAP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.CoAP.Listen); err != nil {
 			add("coap.listen", "want host:port or :port, got %q", c.CoAP.Listen)
+		}
+	}
+	for i, p := range c.Collector.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			add(fmt.Sprintf("collector.trusted_proxies[%d]", i), "want a CIDR such as 10.0.0.0/8, got %q", p)
 		}
 	}
 	if c.Collector.MaxEventBytes < 1024 || c.Collector.MaxEventBytes > c.Events.MaxBytes {
