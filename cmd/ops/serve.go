@@ -73,7 +73,7 @@ func serveCmd() *cobra.Command {
 		},
 	}
 	cf.register(cmd)
-	cmd.Flags().StringVar(&targets, "target", "all", "modules to run, comma-separated (bus, api, all)")
+	cmd.Flags().StringVar(&targets, "target", "all", "modules to run, comma-separated: bus, api, pipeline, views, cqrs, collector, coap, or all")
 	return cmd
 }
 
