@@ -26,11 +26,14 @@ import (
 var opsJS []byte
 
 var (
+	opsJSOnce sync.Once
 	opsJSGz   []byte
 	opsJSETag string
 )
 
-func init() {
+// prepareJS compresses the tracker once, on first request rather than at
+// start (the compressor's state is most of a megabyte while it works).
+func prepareJS() {
 	var b bytes.Buffer
 	gz, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
 	_, _ = gz.Write(opsJS)
@@ -42,6 +45,7 @@ func init() {
 
 // serveJS serves the browser tracker, gzip'd when the browser accepts it.
 func serveJS(w http.ResponseWriter, r *http.Request) {
+	opsJSOnce.Do(prepareJS)
 	h := w.Header()
 	h.Set("Content-Type", "text/javascript; charset=utf-8")
 	h.Set("Cache-Control", "public, max-age=3600")
