@@ -227,3 +227,14 @@ func (s *memoryStore) Put(visitor string, st SessionState) {
 		delete(s.m, old.Value.(*memoryEntry).visitor)
 	}
 }
+
+// UseStore replaces the session store, for a processor that keeps sessions
+// in the bus so they survive restarts.
+func (s *Session) UseStore(st SessionStore) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.store = st
+}
+
+// Timeout is the inactivity that ends a session.
+func (s *Session) Timeout() time.Duration { return s.timeout }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/enrich"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/graph"
 )
@@ -130,6 +131,14 @@ func (m *Module) apply(ctx context.Context, store *graph.Store, c graph.Change) 
 
 func (m *Module) start(ctx context.Context, p *graph.Processor) error {
 	r := &runner{p: p, bus: m.deps.Bus, log: m.deps.Logger.With("processor", p.Spec.Name), m: m.metrics}
+	if s, ok := p.Enricher.(*enrich.Session); ok {
+		store, err := openSessions(ctx, m.deps.Bus, p.Spec.Name, s.Timeout())
+		if err != nil {
+			return fmt.Errorf("processor %s: %w", p.Spec.Name, err)
+		}
+		s.UseStore(store)
+		r.flush = store.flush
+	}
 	if err := r.open(ctx); err != nil {
 		return fmt.Errorf("processor %s: %w", p.Spec.Name, err)
 	}
@@ -193,6 +202,8 @@ type runner struct {
 	log  *slog.Logger
 	m    *metrics
 	cons jetstream.Consumer
+	// flush stores enricher state (sessions) before a batch is acked.
+	flush func(context.Context) error
 
 	mu                          sync.Mutex
 	in, out, filtered, errCount uint64
@@ -307,6 +318,11 @@ func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	}
 	if err := r.bus.PublishGroups(ctx, groups); err != nil {
 		return err
+	}
+	if r.flush != nil {
+		if err := r.flush(ctx); err != nil {
+			return err
+		}
 	}
 	// Acks go out in order; waiting for the last one's confirmation means
 	// the server has recorded the batch, so a restart does not redeliver it.
