@@ -144,14 +144,28 @@ func (m *Module) keyOK(r *http.Request, bodyKey string) bool {
 	return m.keys[h] || m.api.valid(h)
 }
 
-// readBody reads a request body up to limit bytes after decompression.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *FieldError) {
+// trackingType checks a tracking request's content type: JSON, or the
+// text/plain browsers send without a preflight (or none).
+func trackingType(r *http.Request) *FieldError {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && mt != "text/plain") {
-			return nil, &FieldError{Index: -1, Field: "Content-Type", Msg: fmt.Sprintf("want application/json or text/plain, got %q", ct)}
+			return &FieldError{Index: -1, Field: "Content-Type", Msg: fmt.Sprintf("want application/json or text/plain, got %q", ct)}
 		}
 	}
+	return nil
+}
+
+// readTracking reads a tracking request's body after checking its type.
+func readTracking(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *FieldError) {
+	if fe := trackingType(r); fe != nil {
+		return nil, fe
+	}
+	return readBody(w, r, limit)
+}
+
+// readBody reads a request body up to limit bytes after decompression.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *FieldError) {
 	var rd io.Reader = http.MaxBytesReader(w, r.Body, limit+1)
 	switch enc := r.Header.Get("Content-Encoding"); enc {
 	case "", "identity":
@@ -205,7 +219,7 @@ func (m *Module) publish(w http.ResponseWriter, r *http.Request, evs []event.Eve
 
 func (m *Module) single(typ string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, fe := readBody(w, r, int64(m.cfg.MaxEventBytes))
+		body, fe := readTracking(w, r, int64(m.cfg.MaxEventBytes))
 		if fe != nil {
 			writeFieldErr(w, fe)
 			return
@@ -238,7 +252,7 @@ type batchBody struct {
 }
 
 func (m *Module) batch(w http.ResponseWriter, r *http.Request) {
-	body, fe := readBody(w, r, int64(m.cfg.MaxBatchBytes))
+	body, fe := readTracking(w, r, int64(m.cfg.MaxBatchBytes))
 	if fe != nil {
 		writeFieldErr(w, fe)
 		return

@@ -50,7 +50,6 @@ func (m *Module) otlpBody(w http.ResponseWriter, r *http.Request) ([]byte, bool,
 		reply.Error(w, http.StatusUnsupportedMediaType, "Content-Type", fmt.Sprintf("want %s or %s, got %q", ctProto, ctJSON, r.Header.Get("Content-Type")))
 		return nil, false, false
 	}
-	r.Header.Del("Content-Type") // readBody checks tracking content types
 	body, fe := readBody(w, r, int64(m.cfg.MaxBatchBytes)*8)
 	if fe != nil {
 		writeFieldErr(w, fe)
