@@ -224,12 +224,17 @@ func (m *Module) single(typ string) http.Handler {
 			writeFieldErr(w, fe)
 			return
 		}
-		var probe struct {
-			WriteKey string `json:"writeKey"`
-			SentAt   string `json:"sentAt"`
+		// The key usually comes as Basic auth; only a body key needs the body
+		// decoded before normalize scans it.
+		ok := m.keyOK(r, "")
+		if !ok {
+			var probe struct {
+				WriteKey string `json:"writeKey"`
+			}
+			_ = json.Unmarshal(body, &probe)
+			ok = m.keyOK(r, probe.WriteKey)
 		}
-		_ = json.Unmarshal(body, &probe)
-		if !m.keyOK(r, probe.WriteKey) {
+		if !ok {
 			reply.Error(w, http.StatusUnauthorized, "writeKey", "missing or unknown write key (HTTP Basic user, or writeKey in the body)")
 			return
 		}
