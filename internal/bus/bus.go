@@ -331,3 +331,33 @@ func (b *Bus) Resume(ctx context.Context, stream string, cfg jetstream.ConsumerC
 	}
 	return b.Durable(ctx, stream, cfg)
 }
+
+// WatchKV calls fn for every change of kv (after the current values unless
+// UpdatesOnly is given) in a goroutine that ends with ctx; fn gets the key
+// and whether the key now holds a value (false for deletes and purges). The
+// returned channel closes when the goroutine has ended, so fn runs no more.
+func WatchKV(ctx context.Context, kv jetstream.KeyValue, fn func(key string, present bool), opts ...jetstream.WatchOpt) (<-chan struct{}, error) {
+	w, err := kv.WatchAll(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil { // nil marks the end of the initial values
+					fn(e.Key(), e.Operation() == jetstream.KeyValuePut)
+				}
+			}
+		}
+	}()
+	return done, nil
+}

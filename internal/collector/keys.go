@@ -46,33 +46,15 @@ func (k *apiKeys) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return err
-	}
 	k.mu.Lock()
 	k.kv, k.have = kv, map[string]bool{}
 	k.mu.Unlock()
-	go func() {
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					continue
-				}
-				k.mu.Lock()
-				k.have[e.Key()] = e.Operation() == jetstream.KeyValuePut
-				k.mu.Unlock()
-			}
-		}
-	}()
-	return nil
+	_, err = bus.WatchKV(ctx, kv, func(key string, present bool) {
+		k.mu.Lock()
+		k.have[key] = present
+		k.mu.Unlock()
+	})
+	return err
 }
 
 func (k *apiKeys) valid(h [32]byte) bool {

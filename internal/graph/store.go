@@ -198,35 +198,19 @@ type Change struct {
 // Watch reports API changes (after the ones present at start, which
 // Effective already includes) until ctx ends.
 func (s *Store) Watch(ctx context.Context) (<-chan Change, error) {
-	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	out := make(chan Change, 16)
+	done, err := bus.WatchKV(ctx, s.kv, func(key string, present bool) {
+		kind, name, _ := strings.Cut(key, ".")
+		select {
+		case out <- Change{Kind: map[string]string{"p": "processor", "v": "view"}[kind], Name: name, Deleted: !present}:
+		case <-ctx.Done():
+		}
+	}, jetstream.UpdatesOnly())
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan Change, 16)
-	go func() {
-		defer close(out)
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					continue
-				}
-				kind, name, _ := strings.Cut(e.Key(), ".")
-				c := Change{Kind: map[string]string{"p": "processor", "v": "view"}[kind], Name: name,
-					Deleted: e.Operation() != jetstream.KeyValuePut}
-				select {
-				case out <- c:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
+	// The modules range over the channel until ctx ends; it closes only after
+	// the watch stopped sending.
+	go func() { <-done; close(out) }()
 	return out, nil
 }
