@@ -47,6 +47,19 @@ func (f *configFlags) load() (*config.Config, error) {
 	return config.Load(config.Options{File: f.file, Env: os.Environ(), Set: sets})
 }
 
+// loadGraph loads the config and compiles its graph; either failing is an
+// invalid config (exit 2).
+func (f *configFlags) loadGraph() (*config.Config, *graph.Graph, error) {
+	cfg, err := f.load()
+	if err == nil {
+		var g *graph.Graph
+		if g, err = graph.Compile(cfg); err == nil {
+			return cfg, g, nil
+		}
+	}
+	return nil, nil, &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
+}
+
 func serveCmd() *cobra.Command {
 	var cf configFlags
 	var targets string
@@ -101,13 +114,9 @@ func checkConfigCmd() *cobra.Command {
 		Short: "Validate the configuration and print every error",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cf.load()
+			cfg, g, err := cf.loadGraph()
 			if err != nil {
-				return &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
-			}
-			g, err := graph.Compile(cfg)
-			if err != nil {
-				return &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
+				return err
 			}
 			src := cf.file
 			if src == "" {
@@ -132,13 +141,9 @@ func graphCmd() *cobra.Command {
   ops graph -c ops.yaml --format dot | dot -Tsvg > graph.svg`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := cf.load()
+			_, g, err := cf.loadGraph()
 			if err != nil {
-				return &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
-			}
-			g, err := graph.Compile(cfg)
-			if err != nil {
-				return &exitError{2, fmt.Errorf("config is invalid:\n%w", err)}
+				return err
 			}
 			out := cmd.OutOrStdout()
 			switch format {
