@@ -146,36 +146,14 @@ func postBatch(ctx context.Context, url string, ids []string) error {
 	return nil
 }
 
+// readAllIDs counts how often each ev.crash event id is stored.
 func readAllIDs(t *testing.T, url string) map[string]int {
 	t.Helper()
 	counts := map[string]int{}
-	since := ""
-	for {
-		u := url + "/api/v1/events?subject=ev.crash.>&limit=10000"
-		if since != "" {
-			u += "&since=" + since
-		}
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p struct {
-			Events []api.StoredEvent
-			Next   string
-		}
-		err = json.NewDecoder(resp.Body).Decode(&p)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range p.Events {
-			counts[e.Event.ID]++
-		}
-		if len(p.Events) == 0 {
-			return counts
-		}
-		since = p.Next
+	for _, e := range readEvents(t, url, "ev.crash.>") {
+		counts[e.Event.ID]++
 	}
+	return counts
 }
 
 // TestCrashLosesNothingAcknowledged kills a real ops process with SIGKILL
