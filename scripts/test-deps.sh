@@ -5,8 +5,17 @@ set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v coap-client-notls >/dev/null || need+=(libcoap3-bin)
+[ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapadd >/dev/null || need+=(ldap-utils)
+[ -x /usr/sbin/krb5kdc ] || need+=(krb5-kdc)
+[ -x /usr/sbin/kadmin.local ] || need+=(krb5-admin-server)
+command -v kinit >/dev/null || need+=(krb5-user)
+command -v curl >/dev/null || need+=(curl)
 # chromium: the browser tracker test drives it headless; libcoap3-bin: the CoAP
-# test runs its coap-client-notls (both in internal/collector).
+# test runs its coap-client-notls (both in internal/collector); slapd and
+# ldap-utils: a real OpenLDAP for internal/identity; krb5-kdc, krb5-admin-server
+# and krb5-user: a throwaway Kerberos realm for the SPNEGO tests (kinit + curl
+# --negotiate).
 if ((${#need[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "test-deps: missing ${need[*]}; run as root or install them" >&2

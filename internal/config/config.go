@@ -24,6 +24,7 @@ type Config struct {
 
 	Collector Collector `yaml:"collector"`
 	CoAP      CoAP      `yaml:"coap"`
+	Identity  Identity  `yaml:"identity"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -122,6 +123,7 @@ func Default() Config {
 		Events:    Events{MaxBytes: 64 << 10},
 		Collector: Collector{MaxEventBytes: 32 << 10, MaxBatchBytes: 500 << 10},
 		Log:       Log{Level: "info", Format: "text"},
+		Identity:  defaultIdentity(),
 	}
 }
 
@@ -222,6 +224,7 @@ func (c *Config) Validate() Errors {
 	if c.Collector.MaxBatchBytes < c.Collector.MaxEventBytes || c.Collector.MaxBatchBytes > c.HTTP.MaxBodyBytes {
 		add("collector.max_batch_bytes", "must be between collector.max_event_bytes and http.max_body_bytes")
 	}
+	c.Identity.validate(add)
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", "want text or json, got %q", c.Log.Format)
 	}
