@@ -36,7 +36,7 @@ func publishCmd(g *globals) *cobra.Command {
   generate-events | ops publish -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := client.New(g.server)
+			c := g.client()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if file == "" {
@@ -248,7 +248,7 @@ func tailCmd(g *globals) *cobra.Command {
 			n := 0
 			enc := json.NewEncoder(out)
 			enc.SetEscapeHTML(false)
-			err := client.New(g.server).Tail(ctx, subject, since, func(s api.StoredEvent) error {
+			err := g.client().Tail(ctx, subject, since, func(s api.StoredEvent) error {
 				switch g.output {
 				case "json":
 					_ = enc.Encode(s)
@@ -298,7 +298,7 @@ func streamsCmd(g *globals) *cobra.Command {
 			var res struct {
 				Streams []map[string]any `json:"streams"`
 			}
-			if err := client.New(g.server).Get(cmd.Context(), "/api/v1/streams", &res); err != nil {
+			if err := g.client().Get(cmd.Context(), "/api/v1/streams", &res); err != nil {
 				return err
 			}
 			rows := [][]string{{"NAME", "SUBJECTS", "MESSAGES", "BYTES", "FIRST", "LAST", "CONSUMERS", "MAX_AGE"}}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/opsgraph/ops/internal/api"
 	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/identity"
+	"github.com/opsgraph/ops/internal/testutil"
 )
 
 var (
@@ -51,11 +53,12 @@ func opsBinary(t *testing.T) string {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	url  string
-	logs *bytes.Buffer
-	mu   *sync.Mutex
-	eof  chan struct{} // closed when the process's stderr is fully read
+	cmd   *exec.Cmd
+	url   string
+	token string // the first-run admin token
+	logs  *bytes.Buffer
+	mu    *sync.Mutex
+	eof   chan struct{} // closed when the process's stderr is fully read
 }
 
 var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
@@ -105,6 +108,11 @@ func startOps(t *testing.T, dataDir string, extra ...string) *proc {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
+				// The first-run admin token: the default client sends it.
+				if b, err := os.ReadFile(filepath.Join(dataDir, identity.AdminTokenFile)); err == nil {
+					p.token = strings.TrimSpace(string(b))
+					testutil.Authorize(p.url, p.token)
+				}
 				return p
 			}
 		}
@@ -253,9 +261,12 @@ func TestCLIAgainstServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a real process")
 	}
-	p := startOps(t, t.TempDir())
+	dataDir := t.TempDir()
+	p := startOps(t, dataDir)
 	run := func(stdin string, args ...string) (string, error) {
 		cmd := exec.Command(opsBinary(t), append([]string{"--server", p.url}, args...)...)
+		// The CLI finds the first-run admin token in the data directory.
+		cmd.Env = append(os.Environ(), "OPS_DATA_DIR="+dataDir, "OPS_TOKEN=")
 		cmd.Stdin = strings.NewReader(stdin)
 		out, err := cmd.CombinedOutput()
 		return string(out), err

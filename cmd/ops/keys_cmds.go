@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/opsgraph/ops/internal/client"
 )
 
 func keysCmd(g *globals) *cobra.Command {
@@ -49,7 +47,7 @@ func keysCmd(g *globals) *cobra.Command {
 					Created          time.Time
 				}
 			}
-			if err := client.New(g.server).Get(cmd.Context(), "/api/v1/keys", &res); err != nil {
+			if err := g.client().Get(cmd.Context(), "/api/v1/keys", &res); err != nil {
 				return err
 			}
 			rows := [][]string{{"ID", "NAME", "PREFIX", "CREATED"}}

@@ -4,10 +4,15 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/opsgraph/ops/internal/app"
+	"github.com/opsgraph/ops/internal/client"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/identity"
 )
 
 func main() {
@@ -33,8 +38,24 @@ func exitCode(err error) int {
 }
 
 type globals struct {
-	server string
-	output string
+	server  string
+	output  string
+	token   string
+	dataDir string
+}
+
+// client talks to --server with a token from --token, OPS_TOKEN, or the
+// first-run admin token in the data directory (so the CLI on the server's
+// own machine needs no set-up).
+func (g *globals) client() *client.Client {
+	c := g.client()
+	c.Token = g.token
+	if c.Token == "" {
+		if b, err := os.ReadFile(filepath.Join(g.dataDir, identity.AdminTokenFile)); err == nil {
+			c.Token = strings.TrimSpace(string(b))
+		}
+	}
+	return c
 }
 
 func rootCmd() *cobra.Command {
@@ -50,6 +71,12 @@ func rootCmd() *cobra.Command {
 		def = "http://127.0.0.1:7070"
 	}
 	root.PersistentFlags().StringVar(&g.server, "server", def, "Ops server URL for client commands (env OPS_SERVER)")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("OPS_TOKEN"), "API token for client commands (env OPS_TOKEN; default: data-dir/admin.token when readable)")
+	dd := os.Getenv("OPS_DATA_DIR")
+	if dd == "" {
+		dd = config.Default().DataDir
+	}
+	g.dataDir = dd
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format where tabular: table, json or csv")
 	root.AddCommand(serveCmd(), versionCmd(), checkConfigCmd(), publishCmd(g), tailCmd(g), streamsCmd(g), graphCmd(), viewsCmd(g), keysCmd(g))
 	return root

@@ -20,8 +20,11 @@ func TestViewsAndGraphCLI(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(crashGraph), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	token := ""
 	run := func(args ...string) (string, error) {
-		out, err := exec.Command(opsBinary(t), args...).CombinedOutput()
+		cmd := exec.Command(opsBinary(t), args...)
+		cmd.Env = append(os.Environ(), "OPS_TOKEN="+token)
+		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
 	out, err := run("graph", "-c", cfgFile)
@@ -40,7 +43,9 @@ func TestViewsAndGraphCLI(t *testing.T) {
 	for i := 0; i < 90; i++ {
 		fmt.Fprintf(&nd, `{"type":"gc.in","data":{"k":"k%d","v":1}}`+"\n", i%3)
 	}
+	token = p.token
 	cmd := exec.Command(opsBinary(t), "--server", p.url, "publish", "-f", "-")
+	cmd.Env = append(os.Environ(), "OPS_TOKEN="+token)
 	cmd.Stdin = strings.NewReader(nd.String())
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("publish: %v %s", err, b)

@@ -36,7 +36,7 @@ func viewsCmd(g *globals) *cobra.Command {
 					LastError                   string `json:"last_error"`
 				}
 			}
-			if err := client.New(g.server).Get(cmd.Context(), "/api/v1/views", &res); err != nil {
+			if err := g.client().Get(cmd.Context(), "/api/v1/views", &res); err != nil {
 				return err
 			}
 			rows := [][]string{{"NAME", "KEY", "WINDOW", "ROWS", "LAG", "EVENTS", "LATE", "ERRORS"}}
@@ -70,7 +70,7 @@ func viewsCmd(g *globals) *cobra.Command {
 			}
 			if g.output == "csv" {
 				q.Set("format", "csv")
-				return client.New(g.server).Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?"+q.Encode(), cmd.OutOrStdout())
+				return g.client().Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?"+q.Encode(), cmd.OutOrStdout())
 			}
 			var res struct {
 				Rows []struct {
@@ -81,7 +81,7 @@ func viewsCmd(g *globals) *cobra.Command {
 				Total  int
 				Cursor string
 			}
-			if err := client.New(g.server).Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?"+q.Encode(), &res); err != nil {
+			if err := g.client().Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?"+q.Encode(), &res); err != nil {
 				return err
 			}
 			if g.output == "json" {
@@ -152,7 +152,7 @@ func viewsCmd(g *globals) *cobra.Command {
 				w = io.MultiWriter(w, bar)
 			}
 			cw := &countWriter{w: w}
-			c := client.New(g.server)
+			c := g.client()
 			c.HTTP.Timeout = 0 // an export may take a while
 			if err := c.Get(cmd.Context(), "/api/v1/views/"+url.PathEscape(args[0])+"?format=csv", cw); err != nil {
 				return err
@@ -194,7 +194,7 @@ func rebuildCmd(g *globals) *cobra.Command {
 		Short: "Rebuild a view from the first stored event, with progress; queries use the old state until it is done",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := client.New(g.server)
+			c := g.client()
 			path := "/api/v1/views/" + url.PathEscape(args[0]) + "/rebuild"
 			var st rebuildStatus
 			if err := c.Post(cmd.Context(), path, &st); err != nil {

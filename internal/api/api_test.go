@@ -272,7 +272,7 @@ func testOpsEndpoints(t *testing.T, url string) {
 		Status  string `json:"status"`
 		Modules []struct{ Name, State string }
 	}
-	if code := getJSON(t, url+"/readyz", &ready); code != 200 || ready.Status != "ready" || len(ready.Modules) != 6 || ready.Modules[0].Name != "bus" || ready.Modules[1].State != "running" {
+	if code := getJSON(t, url+"/readyz", &ready); code != 200 || ready.Status != "ready" || len(ready.Modules) != 8 || ready.Modules[0].Name != "bus" || ready.Modules[1].State != "running" {
 		t.Fatalf("readyz %d %+v", code, ready)
 	}
 	var st api.Status
@@ -387,8 +387,8 @@ func TestTargets(t *testing.T) {
 	r := testutil.StartApp(t, []string{"api"}, nil)
 	var ready struct{ Modules []struct{ Name string } }
 	getJSON(t, r.URL+"/readyz", &ready)
-	if len(ready.Modules) != 2 {
-		t.Fatalf("target api should pull in bus: %+v", ready)
+	if len(ready.Modules) != 3 || ready.Modules[0].Name != "bus" || ready.Modules[1].Name != "identity" {
+		t.Fatalf("target api should pull in bus and identity: %+v", ready)
 	}
 }
 

@@ -32,6 +32,14 @@ type Deps struct {
 	MaxEventSz int
 	// Graph returns the event graph as JSON.
 	Graph func() ([]byte, error)
+	// Auth guards every route with the permission it declares.
+	Auth Authorizer
+}
+
+// Authorizer wraps a handler so that it runs only for callers holding perm
+// ("public" lets anyone through). The identity module implements it.
+type Authorizer interface {
+	Require(perm string, h http.Handler) http.Handler
 }
 
 // Status is the body of GET /api/v1/status.
@@ -73,6 +81,9 @@ func New(cfg config.HTTP, deps Deps) (*Module, error) {
 	if deps.Bus == nil {
 		return nil, errors.New("api needs the bus")
 	}
+	if deps.Auth == nil {
+		return nil, errors.New("api needs an authorizer (the identity module)")
+	}
 	m := &Module{cfg: cfg, deps: deps, log: deps.Logger, mux: http.NewServeMux(), streams: make(chan struct{})}
 	m.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ops_http_requests_total", Help: "HTTP requests by route pattern and status code.",
@@ -98,29 +109,33 @@ func New(cfg config.HTTP, deps Deps) (*Module, error) {
 }
 
 func (m *Module) routes() {
-	m.mux.HandleFunc("GET /healthz", m.healthz)
-	m.mux.HandleFunc("GET /readyz", m.readyz)
+	hf := func(pattern, perm string, f http.HandlerFunc) { m.Handle(pattern, perm, f) }
+	hf("GET /healthz", "public", m.healthz)
+	hf("GET /readyz", "public", m.readyz)
 	var reg prometheus.Gatherer = prometheus.DefaultGatherer
 	if m.deps.Registry != nil {
 		reg = m.deps.Registry
 	}
-	m.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	m.mux.HandleFunc("POST /api/v1/events", m.postEvents)
-	m.mux.HandleFunc("GET /api/v1/events", m.getEvents)
-	m.mux.HandleFunc("GET /api/v1/events/stream", m.streamEvents)
-	m.mux.HandleFunc("GET /api/v1/streams", m.getStreams)
-	m.mux.HandleFunc("GET /api/v1/status", m.getStatus)
-	m.mux.HandleFunc("GET /api/v1/graph", m.getGraph)
-	m.mux.HandleFunc("GET /api/v1/log-level", m.getLogLevels)
-	m.mux.HandleFunc("PUT /api/v1/log-level", m.putLogLevel)
-	m.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+	m.Handle("GET /metrics", "metrics:read", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	hf("POST /api/v1/events", "events:write", m.postEvents)
+	hf("GET /api/v1/events", "events:read", m.getEvents)
+	hf("GET /api/v1/events/stream", "events:read", m.streamEvents)
+	hf("GET /api/v1/streams", "events:read", m.getStreams)
+	hf("GET /api/v1/status", "system:read", m.getStatus)
+	hf("GET /api/v1/graph", "graph:read", m.getGraph)
+	hf("GET /api/v1/log-level", "system:read", m.getLogLevels)
+	hf("PUT /api/v1/log-level", "system:write", m.putLogLevel)
+	hf("/api/", "public", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path", fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})
 }
 
-// Handle mounts another module's handler on the main listener. It is safe
-// to call while the server runs.
-func (m *Module) Handle(pattern string, h http.Handler) { m.mux.Handle(pattern, h) }
+// Handle mounts a handler on the main listener behind the permission it
+// needs (see docs/identity.md for the table). It is safe to call while the
+// server runs.
+func (m *Module) Handle(pattern, perm string, h http.Handler) {
+	m.mux.Handle(pattern, m.deps.Auth.Require(perm, h))
+}
 
 // Addr is the bound listen address, once running.
 func (m *Module) Addr() net.Addr {

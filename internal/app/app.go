@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"time"
@@ -19,8 +20,10 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/cqrs"
 	"github.com/opsgraph/ops/internal/graph"
+	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/logging"
 	"github.com/opsgraph/ops/internal/pipeline"
+	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/views"
 )
 
@@ -55,8 +58,9 @@ type App struct {
 	graph   *graph.Graph
 	started time.Time
 
-	bus *bus.Module
-	api *api.Module
+	bus      *bus.Module
+	identity *identity.Module
+	api      *api.Module
 	// apiReady is closed when the api module is constructed, for Addr.
 	apiReady chan struct{}
 }
@@ -85,16 +89,36 @@ func (a *App) defs() []Def {
 			a.bus = m
 			return m, err
 		}},
-		{Name: "api", Deps: []string{"bus"}, New: func() (Module, error) {
+		{Name: "identity", Deps: []string{"bus"}, New: func() (Module, error) {
+			m, err := identity.New(a.cfg.Identity, identity.Deps{
+				Bus: a.bus.Bus(), Logger: a.logs.Logger("identity"), Registry: a.reg, DataDir: a.cfg.DataDir, Trusted: a.cfg.Collector.TrustedProxies,
+			})
+			a.identity = m
+			return m, err
+		}},
+		{Name: "api", Deps: []string{"bus", "identity"}, New: func() (Module, error) {
 			m, err := api.New(a.cfg.HTTP, api.Deps{
 				Bus: a.bus.Bus(), Logger: a.logs.Logger("api"), Logs: a.logs, Registry: a.reg,
 				Status: a.status, Ready: a.ready, MaxEventSz: int(a.cfg.Events.MaxBytes), Graph: a.graphJSON,
+				Auth: a.identity,
 			})
 			if err == nil {
 				a.api = m
+				a.identity.Mount(m.Handle)
 				close(a.apiReady)
 			}
 			return m, err
+		}},
+		// policy applies ev.policy.* to the POLICY bucket that logins (and
+		// the proxy) consult.
+		{Name: "policy", Deps: []string{"bus", "api"}, New: func() (Module, error) {
+			return policy.New(policy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("policy"), Handle: a.api.Handle,
+				Actor: func(r *http.Request) string {
+					if id := identity.FromContext(r.Context()); id != nil {
+						return id.User
+					}
+					return ""
+				}})
 		}},
 		// pipeline and views always run: nodes can be created through the
 		// API at any time. Idle, each is one KV watch.
@@ -118,7 +142,7 @@ func (a *App) defs() []Def {
 			New: func() (Module, error) {
 				return collector.NewCoAP(a.cfg.CoAP.Listen, a.cfg.Collector, a.bus.Bus(), a.logs.Logger("coap")), nil
 			}},
-		{Name: "all", Deps: []string{"bus", "api", "pipeline", "views", "cqrs", "collector", "coap"}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "pipeline", "views", "cqrs", "collector", "coap"}},
 	}
 }
 

@@ -21,8 +21,9 @@ import (
 
 // Client talks to one server.
 type Client struct {
-	Base string
-	HTTP *http.Client
+	Base  string
+	Token string // sent as Authorization: Bearer when set
+	HTTP  *http.Client
 }
 
 // New returns a client for base (http://127.0.0.1:7070).
@@ -60,6 +61,7 @@ func (c *Client) do(ctx context.Context, method, path, ct string, body io.Reader
 	if ct != "" {
 		req.Header.Set("Content-Type", ct)
 	}
+	c.authorize(req)
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, c.Base+path, err)
@@ -139,6 +141,9 @@ func (c *Client) tailOnce(ctx context.Context, subject, since string, last *stri
 		q.Set("since", since)
 	}
 	req, err := http.NewRequestWithContext(ctx, "GET", c.Base+"/api/v1/events/stream?"+q.Encode(), nil)
+	if err == nil {
+		c.authorize(req)
+	}
 	if err != nil {
 		return err
 	}
@@ -179,4 +184,23 @@ func (c *Client) tailOnce(ctx context.Context, subject, since string, last *stri
 		}
 	}
 	return sc.Err()
+}
+
+func (c *Client) authorize(req *http.Request) {
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+}
+
+// Send makes a JSON request (body may be nil) and decodes the answer into out.
+func (c *Client) Send(ctx context.Context, method, path string, body, out any) error {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r = bytes.NewReader(b)
+	}
+	return c.do(ctx, method, path, "application/json", r, out)
 }

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/reply"
 )
 
@@ -26,7 +28,7 @@ import (
 type Deps struct {
 	Bus    *bus.Bus
 	Logger *slog.Logger
-	Handle func(pattern string, h http.Handler)
+	Handle func(pattern, perm string, h http.Handler)
 }
 
 // Module serves the tracking API.
@@ -63,28 +65,28 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	h := deps.Handle
 	for typ, short := range map[string]string{"track": "t", "identify": "i", "page": "p", "screen": "s", "group": "g", "alias": "a"} {
 		handler := m.cors(m.single(typ))
-		h("/v1/"+typ, handler)
-		h("/v1/"+short, handler)
+		h("/v1/"+typ, identity.Public, handler)
+		h("/v1/"+short, identity.Public, handler)
 	}
-	h("/v1/batch", m.cors(http.HandlerFunc(m.batch)))
-	h("/v1/b", m.cors(http.HandlerFunc(m.batch)))
-	h("/beacon/v1/batch", m.cors(http.HandlerFunc(m.batch)))
-	h("GET /ops.js", http.HandlerFunc(serveJS))
-	h("POST /api/v1/keys", http.HandlerFunc(m.api.create))
-	h("GET /api/v1/keys", http.HandlerFunc(m.api.list))
-	h("DELETE /api/v1/keys/{id}", http.HandlerFunc(m.api.remove))
-	h("POST /api/v1/campaigns", http.HandlerFunc(m.out.create))
-	h("POST /api/v1/campaigns/{id}/links", http.HandlerFunc(m.out.links))
-	h("GET /c/{token}", http.HandlerFunc(m.out.click))
-	h("GET /o/{token}", http.HandlerFunc(m.out.open))
-	h("GET /pixel/v1/track", http.HandlerFunc(m.pixel("track")))
-	h("GET /pixel/v1/page", http.HandlerFunc(m.pixel("page")))
-	h("/v1/traces", http.HandlerFunc(m.traces))
-	h("/v1/metrics", http.HandlerFunc(m.metrics))
-	h("/v1/logs", http.HandlerFunc(m.logs))
+	h("/v1/batch", identity.Public, m.cors(http.HandlerFunc(m.batch)))
+	h("/v1/b", identity.Public, m.cors(http.HandlerFunc(m.batch)))
+	h("/beacon/v1/batch", identity.Public, m.cors(http.HandlerFunc(m.batch)))
+	h("GET /ops.js", identity.Public, http.HandlerFunc(serveJS))
+	h("POST /api/v1/keys", "keys:write", http.HandlerFunc(m.api.create))
+	h("GET /api/v1/keys", "keys:read", http.HandlerFunc(m.api.list))
+	h("DELETE /api/v1/keys/{id}", "keys:write", http.HandlerFunc(m.api.remove))
+	h("POST /api/v1/campaigns", "campaigns:write", http.HandlerFunc(m.out.create))
+	h("POST /api/v1/campaigns/{id}/links", "campaigns:write", http.HandlerFunc(m.out.links))
+	h("GET /c/{token}", identity.Public, http.HandlerFunc(m.out.click))
+	h("GET /o/{token}", identity.Public, http.HandlerFunc(m.out.open))
+	h("GET /pixel/v1/track", identity.Public, http.HandlerFunc(m.pixel("track")))
+	h("GET /pixel/v1/page", identity.Public, http.HandlerFunc(m.pixel("page")))
+	h("/v1/traces", identity.Public, http.HandlerFunc(m.traces))
+	h("/v1/metrics", identity.Public, http.HandlerFunc(m.metrics))
+	h("/v1/logs", identity.Public, http.HandlerFunc(m.logs))
 	// RudderStack's server SDKs ask how many nodes serve them before they
 	// send anything; Ops answers as one node.
-	h("GET /cluster-info", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h("GET /cluster-info", identity.Public, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reply.JSON(w, http.StatusOK, map[string]int{"nodeCount": 1})
 	}))
 	return m, nil
@@ -284,7 +286,7 @@ func (m *Module) batch(w http.ResponseWriter, r *http.Request) {
 	if browser(r) {
 		// ops.js sends no ids of its own (no cookies, no storage): the
 		// visitor is derived here, once per request.
-		client := clientAddr(r, m.trusted)
+		client := clientip.From(r, m.trusted)
 		n.visitor = func() (string, error) {
 			salt, err := m.salts.today(r.Context())
 			if err != nil {

@@ -9,7 +9,6 @@ import (
 	_ "embed"
 	"encoding/hex"
 	"errors"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -134,43 +133,4 @@ func visitorID(salt []byte, r *http.Request, client netip.Addr) string {
 		h.Write([]byte(p))
 	}
 	return "v_" + hex.EncodeToString(h.Sum(nil)[:12])
-}
-
-// clientAddr is the request's client: the connection's address, or, when
-// that is a trusted proxy, the nearest untrusted address in
-// X-Forwarded-For (read right to left, as proxies append).
-func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}
-	}
-	a = a.Unmap()
-	isTrusted := func(x netip.Addr) bool {
-		for _, p := range trusted {
-			if p.Contains(x) {
-				return true
-			}
-		}
-		return false
-	}
-	if !isTrusted(a) {
-		return a
-	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return a // a malformed hop: trust nothing beyond the proxy
-		}
-		h = h.Unmap()
-		if !isTrusted(h) {
-			return h
-		}
-		a = h
-	}
-	return a
 }

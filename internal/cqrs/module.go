@@ -21,7 +21,7 @@ import (
 type Deps struct {
 	Bus    *bus.Bus
 	Logger *slog.Logger
-	Handle func(pattern string, h http.Handler)
+	Handle func(pattern, perm string, h http.Handler)
 }
 
 // Module serves the aggregate API.
@@ -38,9 +38,9 @@ func New(g *graph.Graph, deps Deps) (*Module, error) {
 		m.types[a.Type] = a
 	}
 	if deps.Handle != nil {
-		deps.Handle("POST /api/v1/aggregates/{type}/{id}/events", http.HandlerFunc(m.append))
-		deps.Handle("POST /api/v1/aggregates/{type}/{id}/commands/{name}", http.HandlerFunc(m.command))
-		deps.Handle("GET /api/v1/aggregates/{type}/{id}", http.HandlerFunc(m.get))
+		deps.Handle("POST /api/v1/aggregates/{type}/{id}/events", "aggregates:write", http.HandlerFunc(m.append))
+		deps.Handle("POST /api/v1/aggregates/{type}/{id}/commands/{name}", "aggregates:write", http.HandlerFunc(m.command))
+		deps.Handle("GET /api/v1/aggregates/{type}/{id}", "aggregates:read", http.HandlerFunc(m.get))
 	}
 	return m, nil
 }

@@ -34,7 +34,7 @@ type Deps struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 	// Handle mounts HTTP handlers on the main listener; may be nil.
-	Handle func(pattern string, h http.Handler)
+	Handle func(pattern, perm string, h http.Handler)
 }
 
 // Module runs every processor of the graph: those of ops.yaml and those
@@ -62,10 +62,10 @@ const BatchSize = 256
 func New(g *graph.Graph, deps Deps) (*Module, error) {
 	m := &Module{deps: deps, metrics: newMetrics(deps.Registry), running: map[string]*proc{}}
 	if deps.Handle != nil {
-		deps.Handle("GET /api/v1/processors", http.HandlerFunc(m.list))
-		deps.Handle("PUT /api/v1/processors/{name}", graph.PutHandler("processor", m.store.Load,
+		deps.Handle("GET /api/v1/processors", "graph:read", http.HandlerFunc(m.list))
+		deps.Handle("PUT /api/v1/processors/{name}", "graph:write", graph.PutHandler("processor", m.store.Load,
 			func(p *config.Processor) *string { return &p.Name }, (*graph.Store).PutProcessor))
-		deps.Handle("DELETE /api/v1/processors/{name}", graph.DeleteHandler("processor", m.store.Load))
+		deps.Handle("DELETE /api/v1/processors/{name}", "graph:write", graph.DeleteHandler("processor", m.store.Load))
 	}
 	return m, nil
 }

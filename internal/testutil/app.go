@@ -5,21 +5,25 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/opsgraph/ops/internal/app"
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/logging"
 )
 
 // Running is an app started by StartApp.
 type Running struct {
-	URL  string
-	App  *app.App
-	Cfg  *config.Config
-	stop func() error
+	URL   string
+	Token string // the first-run admin token, when the app wrote one
+	App   *app.App
+	Cfg   *config.Config
+	stop  func() error
 }
 
 // Stop stops the app (as SIGTERM would) and returns Run's error.
@@ -103,6 +107,10 @@ func StartApp(t testing.TB, targets []string, mod func(*config.Config)) *Running
 		}
 		return nil
 	})
+	if b, err := os.ReadFile(filepath.Join(c.DataDir, identity.AdminTokenFile)); err == nil {
+		r.Token = strings.TrimSpace(string(b))
+		Authorize(url, r.Token)
+	}
 	return r
 }
 

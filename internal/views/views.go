@@ -30,7 +30,7 @@ type Deps struct {
 	Config   *config.Config // the file's views are read-only through the API
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
-	Handle   func(pattern string, h http.Handler)
+	Handle   func(pattern, perm string, h http.Handler)
 }
 
 // Module folds every view of the graph (ops.yaml's and the API's) and
@@ -62,13 +62,13 @@ const metaKey = "_meta"
 func New(g *graph.Graph, deps Deps) (*Module, error) {
 	m := &Module{deps: deps, byName: map[string]*vrun{}, metrics: newMetrics(deps.Registry)}
 	if deps.Handle != nil {
-		deps.Handle("GET /api/v1/views", http.HandlerFunc(m.list))
-		deps.Handle("GET /api/v1/views/{name}", http.HandlerFunc(m.query))
-		deps.Handle("PUT /api/v1/views/{name}", graph.PutHandler("view", m.store.Load,
+		deps.Handle("GET /api/v1/views", "views:read", http.HandlerFunc(m.list))
+		deps.Handle("GET /api/v1/views/{name}", "views:read", http.HandlerFunc(m.query))
+		deps.Handle("PUT /api/v1/views/{name}", "graph:write", graph.PutHandler("view", m.store.Load,
 			func(v *config.View) *string { return &v.Name }, (*graph.Store).PutView))
-		deps.Handle("DELETE /api/v1/views/{name}", graph.DeleteHandler("view", m.store.Load))
-		deps.Handle("POST /api/v1/views/{name}/rebuild", http.HandlerFunc(m.rebuild))
-		deps.Handle("GET /api/v1/views/{name}/rebuild", http.HandlerFunc(m.rebuildStatus))
+		deps.Handle("DELETE /api/v1/views/{name}", "graph:write", graph.DeleteHandler("view", m.store.Load))
+		deps.Handle("POST /api/v1/views/{name}/rebuild", "views:write", http.HandlerFunc(m.rebuild))
+		deps.Handle("GET /api/v1/views/{name}/rebuild", "views:read", http.HandlerFunc(m.rebuildStatus))
 	}
 	return m, nil
 }

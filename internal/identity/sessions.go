@@ -1,0 +1,161 @@
+package identity
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A browser session is a record in OPS_AUTH_SESSIONS keyed by a random id;
+// the cookie carries that id sealed with AES-GCM under a key kept in the
+// OPS_AUTH bucket (created once, shared by every node). Sealing makes a
+// tampered or forged cookie fail before any lookup; the server-side record
+// makes logout and expiry final.
+
+const (
+	sessionsBucket = "OPS_AUTH_SESSIONS"
+	authBucket     = "OPS_AUTH"
+	cookieName     = "ops_session"
+	csrfHeader     = "X-CSRF-Token"
+	// seenEvery bounds writes: last-use is recorded at most this often, so
+	// the idle limit is exact to within it.
+	seenEvery = time.Minute
+)
+
+// Session is the stored record of a signed-in browser.
+type Session struct {
+	ID       string    `json:"-"`
+	User     string    `json:"user"`
+	Name     string    `json:"name,omitempty"`
+	Email    string    `json:"email,omitempty"`
+	Groups   []string  `json:"groups,omitempty"`
+	Roles    []string  `json:"roles,omitempty"` // the provider's own roles (local users)
+	Provider string    `json:"provider"`
+	Created  time.Time `json:"created"`
+	Seen     time.Time `json:"seen"`
+	CSRF     string    `json:"csrf"`
+}
+
+type sessions struct {
+	kv       jetstream.KeyValue
+	aead     cipher.AEAD
+	idle     time.Duration
+	absolute time.Duration
+}
+
+// loadKey reads the cookie key, creating it if this is the first node.
+func loadKey(ctx context.Context, kv jetstream.KeyValue) (cipher.AEAD, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if _, err := kv.Create(ctx, "cookie-key", key); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, fmt.Errorf("create cookie key: %w", err)
+	}
+	e, err := kv.Get(ctx, "cookie-key")
+	if err != nil {
+		return nil, fmt.Errorf("read cookie key: %w", err)
+	}
+	if len(e.Value()) != 32 {
+		return nil, errors.New("cookie key in OPS_AUTH is not 32 bytes")
+	}
+	blk, err := aes.NewCipher(e.Value())
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(blk)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// create stores a session for id and returns the cookie value.
+func (s *sessions) create(ctx context.Context, id *Identity) (*Session, string, error) {
+	now := time.Now().UTC()
+	sess := &Session{
+		ID: randHex(16), User: id.User, Name: id.Name, Email: id.Email, Groups: id.Groups, Roles: id.Roles,
+		Provider: id.Provider, Created: now, Seen: now, CSRF: randHex(16),
+	}
+	b, _ := json.Marshal(sess)
+	if _, err := s.kv.Create(ctx, sess.ID, b); err != nil {
+		return nil, "", fmt.Errorf("store session: %w: %v", ErrUnavailable, err)
+	}
+	return sess, s.seal(sess.ID), nil
+}
+
+func (s *sessions) seal(sid string) string {
+	nonce := make([]byte, s.aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(sid), []byte(cookieName)))
+}
+
+// open returns the session id in a cookie value, or false if it was not
+// sealed by this deployment.
+func (s *sessions) open(v string) (string, bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(v)
+	ns := s.aead.NonceSize()
+	if err != nil || len(raw) < ns+s.aead.Overhead() {
+		return "", false
+	}
+	sid, err := s.aead.Open(nil, raw[:ns], raw[ns:], []byte(cookieName))
+	if err != nil || len(sid) != 32 {
+		return "", false
+	}
+	return string(sid), true
+}
+
+// get returns the live session a cookie names. It ends sessions past their
+// idle or absolute limit and records use at most once per seenEvery.
+func (s *sessions) get(ctx context.Context, cookie string) (*Session, error) {
+	sid, ok := s.open(cookie)
+	if !ok {
+		return nil, ErrInvalid
+	}
+	e, err := s.kv.Get(ctx, sid)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrInvalid
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sessions: %w: %v", ErrUnavailable, err)
+	}
+	var sess Session
+	if err := json.Unmarshal(e.Value(), &sess); err != nil {
+		return nil, ErrInvalid
+	}
+	sess.ID = sid
+	now := time.Now()
+	if now.Sub(sess.Seen) > s.idle || now.Sub(sess.Created) > s.absolute {
+		_ = s.kv.Purge(ctx, sid)
+		return nil, ErrInvalid
+	}
+	if now.Sub(sess.Seen) > seenEvery {
+		sess.Seen = now.UTC()
+		b, _ := json.Marshal(&sess)
+		// Update by revision: a concurrent logout (purge) wins over this.
+		_, _ = s.kv.Update(ctx, sid, b, e.Revision())
+	}
+	return &sess, nil
+}
+
+func (s *sessions) end(ctx context.Context, sid string) error { return s.kv.Purge(ctx, sid) }
+
+// cookie builds the session cookie; secure follows identity.session.secure.
+func (s *sessions) cookie(value string, secure bool, maxAge time.Duration) *http.Cookie {
+	return &http.Cookie{
+		Name: cookieName, Value: value, Path: "/", HttpOnly: true, Secure: secure,
+		SameSite: http.SameSiteLaxMode, MaxAge: int(maxAge / time.Second),
+	}
+}

@@ -1,0 +1,243 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/reply"
+)
+
+// Deps are what the policy module needs.
+type Deps struct {
+	Bus    *bus.Bus
+	Logger *slog.Logger
+	// Handle mounts a route with the permission it needs.
+	Handle func(pattern, perm string, h http.Handler)
+	// Actor names who made a request, for the entry's By.
+	Actor func(*http.Request) string
+}
+
+// Module applies ev.policy.set and ev.policy.clear events to the bucket and
+// serves /api/v1/policy.
+type Module struct {
+	deps  Deps
+	log   *slog.Logger
+	store *Store
+}
+
+// Change is the data of ev.policy.set and ev.policy.clear: one of user or
+// ip, and for set an action, a reason and how long it lasts.
+type Change struct {
+	User   string `json:"user,omitempty"`
+	IP     string `json:"ip,omitempty"`
+	Action string `json:"action,omitempty"`
+	For    string `json:"for,omitempty"` // a duration; empty lasts until cleared
+	Reason string `json:"reason,omitempty"`
+}
+
+// Entry turns a change into an entry, naming the field at fault.
+func (c Change) Entry(now time.Time) (Entry, error) {
+	e := Entry{Action: c.Action, Reason: c.Reason, Set: now.UTC()}
+	switch {
+	case c.User != "" && c.IP != "":
+		return e, errors.New("user, ip: set one, not both")
+	case c.User != "":
+		e.Kind, e.Subject = User, c.User
+		if e.Action == "" {
+			e.Action = "lock"
+		}
+	case c.IP != "":
+		e.Kind, e.Subject = IP, c.IP
+		if e.Action == "" {
+			e.Action = "block"
+		}
+	default:
+		return e, errors.New("user or ip: one is required")
+	}
+	if e.Action != "lock" && e.Action != "block" {
+		return e, fmt.Errorf("action: want lock or block, got %q", e.Action)
+	}
+	if c.For != "" {
+		d, err := config.ParseDuration(c.For)
+		if err != nil || d <= 0 {
+			return e, fmt.Errorf("for: want a positive duration such as 15m, got %q", c.For)
+		}
+		e.Until = e.Set.Add(d)
+	}
+	return e, nil
+}
+
+// New opens the bucket and mounts the API.
+func New(deps Deps) (*Module, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := Open(ctx, deps.Bus)
+	if err != nil {
+		return nil, err
+	}
+	m := &Module{deps: deps, log: deps.Logger, store: s}
+	deps.Handle("GET /api/v1/policy", "policy:read", http.HandlerFunc(m.list))
+	deps.Handle("PUT /api/v1/policy/{kind}/{subject}", "policy:write", http.HandlerFunc(m.put))
+	deps.Handle("DELETE /api/v1/policy/{kind}/{subject}", "policy:write", http.HandlerFunc(m.clear))
+	return m, nil
+}
+
+// Run applies policy events until ctx ends.
+func (m *Module) Run(ctx context.Context, ready func()) error {
+	cfg := jetstream.ConsumerConfig{
+		Durable: "policy", Description: "ops policy: ev.policy.* -> POLICY bucket",
+		FilterSubjects: []string{"ev.policy.set", "ev.policy.clear"},
+		AckPolicy:      jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxAckPending: 1000,
+	}
+	cons, err := m.deps.Bus.Resume(ctx, bus.EventsStream, cfg)
+	if err != nil {
+		return fmt.Errorf("policy consumer: %w", err)
+	}
+	ready()
+	bus.Batches{
+		Size:     100,
+		Consumer: func() jetstream.Consumer { return cons },
+		Handle: func(ctx context.Context, _ jetstream.Consumer, msgs []jetstream.Msg) error {
+			for _, msg := range msgs {
+				if err := m.apply(ctx, msg); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Fail: func(err error) { m.log.Warn("policy apply failed", "err", err) },
+		Recover: func(ctx context.Context) {
+			if c, err := m.deps.Bus.Resume(ctx, bus.EventsStream, cfg); err == nil {
+				cons = c
+			}
+		},
+	}.Run(ctx)
+	return nil
+}
+
+// apply stores one message's changes and acks it. Applying twice (after a
+// crash before the ack) writes the same decision again, which is harmless.
+func (m *Module) apply(ctx context.Context, msg jetstream.Msg) error {
+	evs, err := event.Decode(msg.Data())
+	if err != nil {
+		m.log.Warn("policy: undecodable message skipped", "err", err)
+		return msg.Ack()
+	}
+	for _, ev := range evs {
+		var c Change
+		if err := json.Unmarshal(ev.Data, &c); err != nil {
+			m.log.Warn("policy: event data is not a policy change", "id", ev.ID, "err", err)
+			continue
+		}
+		if ev.Type == "policy.clear" {
+			kind, sub := User, c.User
+			if c.IP != "" {
+				kind, sub = IP, c.IP
+			}
+			if err := m.store.Clear(ctx, kind, sub); err != nil && !isBadInput(err) {
+				return err
+			} else if err != nil {
+				m.log.Warn("policy: bad clear event", "id", ev.ID, "err", err)
+			}
+			continue
+		}
+		e, err := c.Entry(ev.Time)
+		if err != nil {
+			m.log.Warn("policy: bad set event", "id", ev.ID, "err", err)
+			continue
+		}
+		e.By = "event " + ev.ID
+		if _, err := m.store.Put(ctx, e); err != nil {
+			if isBadInput(err) {
+				m.log.Warn("policy: bad set event", "id", ev.ID, "err", err)
+				continue
+			}
+			return err
+		}
+		m.log.Info("policy set", "kind", e.Kind, "subject", e.Subject, "action", e.Action, "until", e.Until, "reason", e.Reason)
+	}
+	return msg.DoubleAck(ctx)
+}
+
+func isBadInput(err error) bool { return errors.Is(err, errKind) || errors.Is(err, errSubject) }
+
+func (m *Module) list(w http.ResponseWriter, r *http.Request) {
+	es, err := m.store.List(r.Context())
+	if err != nil {
+		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		return
+	}
+	now := time.Now()
+	out := make([]map[string]any, 0, len(es))
+	for _, e := range es {
+		out = append(out, map[string]any{"kind": e.Kind, "subject": e.Subject, "action": e.Action, "reason": e.Reason,
+			"set": e.Set, "until": e.Until, "by": e.By, "active": e.Active(now)})
+	}
+	reply.JSON(w, http.StatusOK, map[string]any{"entries": out})
+}
+
+func (m *Module) put(w http.ResponseWriter, r *http.Request) {
+	var c Change
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&c); err != nil {
+		reply.Error(w, http.StatusBadRequest, "body", "want JSON {\"action\", \"for\", \"reason\"}: "+err.Error())
+		return
+	}
+	switch r.PathValue("kind") {
+	case User:
+		c.User, c.IP = r.PathValue("subject"), ""
+	case IP:
+		c.IP, c.User = r.PathValue("subject"), ""
+	default:
+		reply.Error(w, http.StatusBadRequest, "kind", "want user or ip")
+		return
+	}
+	e, err := c.Entry(time.Now())
+	if err != nil {
+		reply.Error(w, http.StatusBadRequest, fieldOf(err), err.Error())
+		return
+	}
+	if m.deps.Actor != nil {
+		e.By = m.deps.Actor(r)
+	}
+	if e, err = m.store.Put(r.Context(), e); err != nil {
+		if isBadInput(err) {
+			reply.Error(w, http.StatusBadRequest, "subject", err.Error())
+			return
+		}
+		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		return
+	}
+	reply.JSON(w, http.StatusOK, e)
+}
+
+func (m *Module) clear(w http.ResponseWriter, r *http.Request) {
+	if err := m.store.Clear(r.Context(), r.PathValue("kind"), r.PathValue("subject")); err != nil {
+		if isBadInput(err) {
+			reply.Error(w, http.StatusBadRequest, fieldOf(err), err.Error())
+			return
+		}
+		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func fieldOf(err error) string {
+	s := err.Error()
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			return s[:i]
+		}
+	}
+	return ""
+}

@@ -1,0 +1,170 @@
+// Package policy is the POLICY bucket: decisions that the analytics side
+// makes and the edge enforces (locked users, blocked client addresses, and
+// later paths, rate overrides and maintenance mode for the proxy).
+//
+// Entries are written by the policy module from ev.policy.set and
+// ev.policy.clear events (so a processor in the event graph can lock an
+// account), and by admins through /api/v1/policy. Readers check an entry's
+// Until themselves, so an expired lock ends on time without a sweeper.
+//
+// Keys are <kind>.<subject as unpadded base64url>, since user names and IPv6
+// addresses hold characters that bucket keys may not. Addresses are stored
+// anonymised (/24, /48), the form every Ops event carries them in.
+package policy
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/clientip"
+)
+
+// Bucket is the KV bucket's name.
+const Bucket = "POLICY"
+
+// Kinds of subject a policy entry is about.
+const (
+	User = "user"
+	IP   = "ip"
+)
+
+// Entry is one decision.
+type Entry struct {
+	Kind    string    `json:"kind"`
+	Subject string    `json:"subject"`
+	Action  string    `json:"action"` // lock (user), block (ip)
+	Reason  string    `json:"reason,omitempty"`
+	Set     time.Time `json:"set"`
+	Until   time.Time `json:"until,omitzero"` // zero: until cleared
+	By      string    `json:"by,omitempty"`
+}
+
+// Active reports whether the entry is in force at t.
+func (e Entry) Active(t time.Time) bool { return e.Until.IsZero() || t.Before(e.Until) }
+
+// Store reads and writes the bucket.
+type Store struct{ kv jetstream.KeyValue }
+
+// Open opens (or creates) the bucket.
+func Open(ctx context.Context, b *bus.Bus) (*Store, error) {
+	kv, err := b.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: Bucket, Description: "edge and login policy written by the graph and admins", History: 5})
+	if err != nil {
+		return nil, err
+	}
+	return &Store{kv: kv}, nil
+}
+
+// KV is the underlying bucket, for watchers.
+func (s *Store) KV() jetstream.KeyValue { return s.kv }
+
+var (
+	errKind    = errors.New("kind: want user or ip")
+	errSubject = errors.New("subject")
+)
+
+// Normalize checks kind and subject and returns the subject's stored form.
+func Normalize(kind, subject string) (string, error) {
+	switch kind {
+	case User:
+		if subject == "" || len(subject) > 256 {
+			return "", fmt.Errorf("%w: want a user name of 1 to 256 bytes", errSubject)
+		}
+		return subject, nil
+	case IP:
+		a, err := netip.ParseAddr(strings.TrimSpace(subject))
+		if err != nil {
+			return "", fmt.Errorf("%w: %q is not an IP address", errSubject, subject)
+		}
+		return clientip.Anonymize(a).String(), nil
+	}
+	return "", fmt.Errorf("%w, got %q", errKind, kind)
+}
+
+// Key is the bucket key for a normalized subject.
+func Key(kind, subject string) string {
+	return kind + "." + base64.RawURLEncoding.EncodeToString([]byte(subject))
+}
+
+// Put stores e (normalising its subject).
+func (s *Store) Put(ctx context.Context, e Entry) (Entry, error) {
+	sub, err := Normalize(e.Kind, e.Subject)
+	if err != nil {
+		return e, err
+	}
+	e.Subject = sub
+	if e.Set.IsZero() {
+		e.Set = time.Now().UTC()
+	}
+	b, _ := json.Marshal(e)
+	_, err = s.kv.Put(ctx, Key(e.Kind, sub), b)
+	return e, err
+}
+
+// Clear removes the entry for kind and subject.
+func (s *Store) Clear(ctx context.Context, kind, subject string) error {
+	sub, err := Normalize(kind, subject)
+	if err != nil {
+		return err
+	}
+	err = s.kv.Delete(ctx, Key(kind, sub))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return err
+}
+
+// Get returns the active entry for kind and subject, if any.
+func (s *Store) Get(ctx context.Context, kind, subject string) (Entry, bool, error) {
+	sub, err := Normalize(kind, subject)
+	if err != nil {
+		return Entry{}, false, err
+	}
+	v, err := s.kv.Get(ctx, Key(kind, sub))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Entry{}, false, nil
+	}
+	if err != nil {
+		return Entry{}, false, err
+	}
+	var e Entry
+	if err := json.Unmarshal(v.Value(), &e); err != nil {
+		return Entry{}, false, fmt.Errorf("policy %s: %w", v.Key(), err)
+	}
+	return e, e.Active(time.Now()), nil
+}
+
+// List returns every entry, active or not, sorted by kind and subject.
+func (s *Store) List(ctx context.Context) ([]Entry, error) {
+	keys, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []Entry{}
+	for k := range keys.Keys() {
+		v, err := s.kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var e Entry
+		if json.Unmarshal(v.Value(), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b Entry) int {
+		if c := strings.Compare(a.Kind, b.Kind); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Subject, b.Subject)
+	})
+	return out, nil
+}
