@@ -272,7 +272,8 @@ func TestCLIAgainstServer(t *testing.T) {
 		return string(out), err
 	}
 	out, err := run("", "publish", "--type", "cli.order", "--data", `{"total":3}`)
-	if err != nil || !strings.Contains(out, "ev.cli.order seq 1") {
+	// seq 1 is the first run's ev.auth.token_created.
+	if err != nil || !strings.Contains(out, "ev.cli.order seq 2") {
 		t.Fatalf("publish: %v %s", err, out)
 	}
 	var nd strings.Builder
@@ -310,6 +311,64 @@ func TestCLIAgainstServer(t *testing.T) {
 	out, err = run("", "streams", "-o", "csv")
 	if err != nil || !strings.Contains(out, "EVENTS,ev.>,") {
 		t.Fatalf("streams: %v %s", err, out)
+	}
+
+	// Identity from the CLI: tokens, users, and what a role may do.
+	as := func(token, stdin string, args ...string) (string, error) {
+		cmd := exec.Command(opsBinary(t), append([]string{"--server", p.url}, args...)...)
+		cmd.Env = append(os.Environ(), "OPS_DATA_DIR="+t.TempDir(), "OPS_TOKEN="+token)
+		cmd.Stdin = strings.NewReader(stdin)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	out, err = as("", "", "streams")
+	if err == nil || !strings.Contains(out, "401") || !strings.Contains(out, "ops token create") {
+		t.Fatalf("no token should be refused with a hint: %v %s", err, out)
+	}
+	out, err = run("", "token", "create", "--name", "ci", "--role", "viewer", "--expires", "1h")
+	viewer := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+	if err != nil || !strings.HasPrefix(viewer, "ops_") || !strings.Contains(out, "only time the token is shown") {
+		t.Fatalf("token create: %v %s", err, out)
+	}
+	if out, err = as(viewer, "", "streams"); err != nil {
+		t.Fatalf("viewer token reads: %v %s", err, out)
+	}
+	out, err = as(viewer, "", "publish", "--type", "cli.denied")
+	if err == nil || !strings.Contains(out, "403") || !strings.Contains(out, "events:write") {
+		t.Fatalf("viewer publish should be forbidden: %v %s", err, out)
+	}
+	if out, err = run("s3cret-password\n", "user", "add", "erin", "--role", "editor", "--email", "erin@example.com"); err != nil {
+		t.Fatalf("user add: %v %s", err, out)
+	}
+	out, err = run("", "user", "ls", "-o", "csv")
+	if err != nil || !strings.Contains(out, "erin,erin@example.com,editor,,api") {
+		t.Fatalf("user ls: %v %s", err, out)
+	}
+	out, err = run("", "token", "ls", "-o", "csv")
+	if err != nil || !strings.Contains(out, ",ci,viewer,") || strings.Contains(out, viewer[len(viewer)-20:]) {
+		t.Fatalf("token ls: %v %s", err, out)
+	}
+	id := strings.Split(viewer, "_")[1]
+	if out, err = run("", "token", "rm", id); err != nil {
+		t.Fatalf("token rm: %v %s", err, out)
+	}
+	if out, err = as(viewer, "", "streams"); err == nil || !strings.Contains(out, "401") {
+		t.Fatalf("revoked token still works: %v %s", err, out)
+	}
+	if out, err = run("", "policy", "set", "user", "erin", "--for", "10m", "--reason", "cli test"); err != nil {
+		t.Fatalf("policy set: %v %s", err, out)
+	}
+	out, err = run("", "policy", "ls", "-o", "csv")
+	if err != nil || !strings.Contains(out, "user,erin,lock,true,") {
+		t.Fatalf("policy ls: %v %s", err, out)
+	}
+	out, err = run("x\n", "user", "hash")
+	if err == nil || !strings.Contains(out, "at least 8") {
+		t.Fatalf("short password should be refused: %v %s", err, out)
+	}
+	out, err = run("long enough\n", "user", "hash")
+	if err != nil || !strings.HasPrefix(out, "$2a$") {
+		t.Fatalf("user hash: %v %s", err, out)
 	}
 }
 

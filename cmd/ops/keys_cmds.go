@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"strings"
+	"net/url"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,12 +17,11 @@ func keysCmd(g *globals) *cobra.Command {
 		Example: "  ops keys create --name 'mobile app'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			body, _ := json.Marshal(map[string]string{"name": name})
 			var res struct {
 				Key  string
 				Info struct{ ID string }
 			}
-			if err := send(cmd.Context(), g.server, "POST", "/api/v1/keys", body, &res); err != nil {
+			if err := g.client().Send(cmd.Context(), "POST", "/api/v1/keys", map[string]string{"name": name}, &res); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), res.Key)
@@ -61,31 +56,8 @@ func keysCmd(g *globals) *cobra.Command {
 		Short: "Delete a write key; it stops working at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return send(cmd.Context(), g.server, "DELETE", "/api/v1/keys/"+args[0], nil, nil)
+			return g.client().Send(cmd.Context(), "DELETE", "/api/v1/keys/"+url.PathEscape(args[0]), nil, nil)
 		},
 	})
 	return cmd
-}
-
-// send makes a request with a JSON body and decodes a JSON answer.
-func send(ctx context.Context, server, method, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(server, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var e struct{ Error, Field string }
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("%s: %s", resp.Status, e.Error)
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	return nil
 }

@@ -48,7 +48,7 @@ type globals struct {
 // first-run admin token in the data directory (so the CLI on the server's
 // own machine needs no set-up).
 func (g *globals) client() *client.Client {
-	c := g.client()
+	c := client.New(g.server)
 	c.Token = g.token
 	if c.Token == "" {
 		if b, err := os.ReadFile(filepath.Join(g.dataDir, identity.AdminTokenFile)); err == nil {
@@ -78,7 +78,7 @@ func rootCmd() *cobra.Command {
 	}
 	g.dataDir = dd
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format where tabular: table, json or csv")
-	root.AddCommand(serveCmd(), versionCmd(), checkConfigCmd(), publishCmd(g), tailCmd(g), streamsCmd(g), graphCmd(), viewsCmd(g), keysCmd(g))
+	root.AddCommand(serveCmd(), versionCmd(), checkConfigCmd(), publishCmd(g), tailCmd(g), streamsCmd(g), graphCmd(), viewsCmd(g), keysCmd(g), userCmd(g), tokenCmd(g), policyCmd(g))
 	return root
 }
 

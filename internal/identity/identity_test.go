@@ -408,3 +408,84 @@ func TestBrowserFlow(t *testing.T) {
 		}
 	}
 }
+
+// TestBruteForceExample runs examples/bruteforce.yaml: five failed logins
+// lock the user through views, a processor and the POLICY bucket; twenty
+// from one address block it.
+func TestBruteForceExample(t *testing.T) {
+	raw, err := os.ReadFile("../../examples/bruteforce.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := config.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, _ := identity.HashPassword("correct horse")
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.Views, c.Processors = ex.Views, ex.Processors
+		c.Identity.Users = []config.User{
+			{Name: "frank", PasswordHash: hash, Roles: config.Strings{"viewer"}},
+			{Name: "grace", PasswordHash: hash, Roles: config.Strings{"viewer"}},
+			{Name: "admin", PasswordHash: hash, Roles: config.Strings{"admin"}},
+		}
+	})
+	for i := 0; i < 4; i++ {
+		if code, _ := login(t, jar(t), r.URL, "frank", "guess"); code != 401 {
+			t.Fatalf("failure %d: %d", i, code)
+		}
+	}
+	// Four failures: not locked yet (give the graph time to act on them).
+	time.Sleep(300 * time.Millisecond)
+	if code, _ := login(t, jar(t), r.URL, "frank", "correct horse"); code != 200 {
+		t.Fatalf("locked too early: %d", code)
+	}
+	if code, _ := login(t, jar(t), r.URL, "frank", "guess"); code != 401 {
+		t.Fatal(code)
+	}
+	// The fifth failure locks frank, even with the right password.
+	var e errBody
+	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		resp := call(t, nil, "POST", r.URL+"/api/v1/login", "", map[string]string{"user": "frank", "password": "correct horse"}, &e)
+		if resp.StatusCode != 403 {
+			return &statusErr{resp.StatusCode}
+		}
+		return nil
+	})
+	if !strings.Contains(e.Error, "5 failed logins within 10 minutes") {
+		t.Fatalf("lock reason: %+v", e)
+	}
+	// grace is not locked.
+	if code, _ := login(t, jar(t), r.URL, "grace", "correct horse"); code != 200 {
+		t.Fatalf("grace: %d", code)
+	}
+	// An admin unlocks frank early.
+	ac := jar(t)
+	_, csrf := login(t, ac, r.URL, "admin", "correct horse")
+	if resp := call(t, ac, "DELETE", r.URL+"/api/v1/policy/user/frank", "", nil, nil, "X-CSRF-Token", csrf); resp.StatusCode != 204 {
+		t.Fatalf("unlock: %d", resp.StatusCode)
+	}
+	if code, _ := login(t, jar(t), r.URL, "frank", "correct horse"); code != 200 {
+		t.Fatalf("after unlock: %d", code)
+	}
+	// 20 failures from 127.0.0.1 (spread over users, so no user lock
+	// explains it) block the address for everyone.
+	for i := 5; i < 20; i++ {
+		login(t, jar(t), r.URL, "nobody"+string(rune('a'+i)), "guess")
+	}
+	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		resp := call(t, nil, "POST", r.URL+"/api/v1/login", "", map[string]string{"user": "grace", "password": "correct horse"}, &e)
+		if resp.StatusCode != 403 {
+			return &statusErr{resp.StatusCode}
+		}
+		return nil
+	})
+	if !strings.Contains(e.Error, "address block") {
+		t.Fatalf("block reason: %+v", e)
+	}
+	var pol struct{ Entries []map[string]any }
+	call(t, ac, "GET", r.URL+"/api/v1/policy", "", nil, &pol)
+	if len(pol.Entries) != 1 || pol.Entries[0]["subject"] != "127.0.0.0" || pol.Entries[0]["kind"] != "ip" {
+		t.Fatalf("policy: %+v", pol)
+	}
+}

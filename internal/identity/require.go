@@ -107,11 +107,10 @@ func (m *Module) Require(perm string, h http.Handler) http.Handler {
 				return
 			}
 		}
-		if req.method == "negotiate" {
-			// Sign the browser in so later requests need no new ticket.
-			if req.id.Provider == "kerberos" {
-				m.startSession(w, r, req.id, "negotiate")
-			}
+		// Sign a browser in so its later requests need no new ticket; API
+		// clients that negotiate on every request get no session to pile up.
+		if req.method == "negotiate" && browserNavigation(r) {
+			m.startSession(w, r, req.id, "negotiate")
 		}
 		m.resolve(req.id)
 		if perm != Authenticated && !m.roles.Allows(req.id.Roles, perm) {
