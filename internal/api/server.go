@@ -137,6 +137,10 @@ func (m *Module) Handle(pattern, perm string, h http.Handler) {
 	m.mux.Handle(pattern, m.deps.Auth.Require(perm, h))
 }
 
+// Handler serves every mounted route (with auth and metrics), for the
+// proxy's first-party /_ops/ paths.
+func (m *Module) Handler() http.Handler { return m.srv.Handler }
+
 // Addr is the bound listen address, once running.
 func (m *Module) Addr() net.Addr {
 	m.mu.Lock()

@@ -24,6 +24,7 @@ import (
 	"github.com/opsgraph/ops/internal/logging"
 	"github.com/opsgraph/ops/internal/pipeline"
 	"github.com/opsgraph/ops/internal/policy"
+	"github.com/opsgraph/ops/internal/proxy"
 	"github.com/opsgraph/ops/internal/views"
 )
 
@@ -60,6 +61,7 @@ type App struct {
 
 	bus      *bus.Module
 	identity *identity.Module
+	proxy    *proxy.Module
 	api      *api.Module
 	// apiReady is closed when the api module is constructed, for Addr.
 	apiReady chan struct{}
@@ -142,7 +144,14 @@ func (a *App) defs() []Def {
 			New: func() (Module, error) {
 				return collector.NewCoAP(a.cfg.CoAP.Listen, a.cfg.Collector, a.bus.Bus(), a.logs.Logger("coap")), nil
 			}},
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "pipeline", "views", "cqrs", "collector", "coap"}},
+		{Name: "proxy", Deps: []string{"bus", "identity", "api", "collector"}, Enabled: func() bool { return len(a.cfg.Proxy.Routes) > 0 },
+			New: func() (Module, error) {
+				m, err := proxy.New(a.cfg.Proxy, proxy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("proxy"), Registry: a.reg,
+					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler()})
+				a.proxy = m
+				return m, err
+			}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap"}},
 	}
 }
 
@@ -231,3 +240,6 @@ func (a *App) graphJSON() ([]byte, error) {
 	}
 	return g.JSON()
 }
+
+// Proxy returns the proxy module once constructed (nil when not running).
+func (a *App) Proxy() *proxy.Module { return a.proxy }

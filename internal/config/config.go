@@ -25,6 +25,7 @@ type Config struct {
 	Collector Collector `yaml:"collector"`
 	CoAP      CoAP      `yaml:"coap"`
 	Identity  Identity  `yaml:"identity"`
+	Proxy     Proxy     `yaml:"proxy"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -124,6 +125,7 @@ func Default() Config {
 		Collector: Collector{MaxEventBytes: 32 << 10, MaxBatchBytes: 500 << 10},
 		Log:       Log{Level: "info", Format: "text"},
 		Identity:  defaultIdentity(),
+		Proxy:     defaultProxy(),
 	}
 }
 
@@ -225,6 +227,7 @@ func (c *Config) Validate() Errors {
 		add("collector.max_batch_bytes", "must be between collector.max_event_bytes and http.max_body_bytes")
 	}
 	c.Identity.validate(add)
+	c.Proxy.validate(add)
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", "want text or json, got %q", c.Log.Format)
 	}

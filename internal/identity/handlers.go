@@ -101,7 +101,7 @@ func (m *Module) postLogin(w http.ResponseWriter, r *http.Request) {
 		if form {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			w.WriteHeader(code)
-			m.loginPage(w, next, msg)
+			m.loginPage(w, r, next, msg)
 			return
 		}
 		if code == http.StatusServiceUnavailable {
@@ -195,7 +195,7 @@ func (m *Module) logout(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, m.sessions.cookie("", m.secure(r), -time.Second))
 	m.emit(r.Context(), "auth.logout", map[string]any{"user": id.User, "ip": m.anonIP(r)})
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		http.Redirect(w, r, "/login", http.StatusSeeOther)
+		http.Redirect(w, r, prefixOf(r)+"/login", http.StatusSeeOther)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -217,7 +217,7 @@ func (m *Module) me(w http.ResponseWriter, r *http.Request) {
 func (m *Module) sso(w http.ResponseWriter, r *http.Request) {
 	next := safeNext(r.URL.Query().Get("next"))
 	if m.kerberos == nil {
-		http.Redirect(w, r, "/login?next="+url.QueryEscape(next), http.StatusSeeOther)
+		http.Redirect(w, r, prefixOf(r)+"/login?next="+url.QueryEscape(next), http.StatusSeeOther)
 		return
 	}
 	id, resp, err := m.kerberos.Verify(r)
@@ -228,7 +228,7 @@ func (m *Module) sso(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", "Negotiate")
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.WriteHeader(http.StatusUnauthorized)
-		m.loginPage(w, next, "")
+		m.loginPage(w, r, next, "")
 		return
 	}
 	if why, err := m.locked(r.Context(), id.User, m.ClientIP(r)); err != nil || why != "" {
@@ -252,27 +252,27 @@ var loginTmpl = template.Must(template.New("login").Parse(`<!doctype html>
 form{background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px #0002;min-width:18rem}
 label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.5rem;box-sizing:border-box}
 button{margin-top:1.2rem;width:100%;padding:.6rem}.err{color:#b00020}</style></head>
-<body><form method="post" action="/api/v1/login"><h1>Ops</h1>
+<body><form method="post" action="{{.Prefix}}/api/v1/login"><h1>Ops</h1>
 {{if .Error}}<p class="err" role="alert">{{.Error}}</p>{{end}}
 <input type="hidden" name="next" value="{{.Next}}">
 <label for="user">User</label><input id="user" name="user" autocomplete="username" required autofocus>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
-{{if .SSO}}<p><a href="/login/sso?next={{.Next}}">Sign in with Windows / Kerberos</a></p>{{end}}
+{{if .SSO}}<p><a href="{{.Prefix}}/login/sso?next={{.Next}}">Sign in with Windows / Kerberos</a></p>{{end}}
 </form></body></html>
 `))
 
 func (m *Module) getLogin(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	m.loginPage(w, safeNext(r.URL.Query().Get("next")), "")
+	m.loginPage(w, r, safeNext(r.URL.Query().Get("next")), "")
 }
 
-func (m *Module) loginPage(w http.ResponseWriter, next, msg string) {
+func (m *Module) loginPage(w http.ResponseWriter, r *http.Request, next, msg string) {
 	// The page must not be framed (clickjacking a login form).
 	w.Header().Set("X-Frame-Options", "DENY")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
-	_ = loginTmpl.Execute(w, map[string]any{"Next": next, "Error": msg, "SSO": m.kerberos != nil})
+	_ = loginTmpl.Execute(w, map[string]any{"Next": next, "Error": msg, "SSO": m.kerberos != nil, "Prefix": prefixOf(r)})
 }
 
 // actor names who made a request, for audit events.

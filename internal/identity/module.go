@@ -9,8 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -265,13 +263,4 @@ func (m *Module) anonIP(r *http.Request) string {
 	return clientip.Anonymize(a).String()
 }
 
-func hasRole(roles []string, want ...string) bool {
-	for _, w := range want {
-		if slices.Contains(roles, w) {
-			return true
-		}
-	}
-	return false
-}
-
-func lower(s string) string { return strings.ToLower(s) }
+var netipZero netip.Addr

@@ -152,7 +152,7 @@ func (m *Module) refuse(w http.ResponseWriter, r *http.Request, err error) {
 			// Browsers that cannot negotiate show this body: the form.
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			w.WriteHeader(http.StatusUnauthorized)
-			m.loginPage(w, r.URL.RequestURI(), "")
+			m.loginPage(w, r, r.URL.RequestURI(), "")
 			return
 		}
 		http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)

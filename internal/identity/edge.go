@@ -1,0 +1,78 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/opsgraph/ops/internal/reply"
+)
+
+// The proxy fronts other hosts and serves the login pages there under a
+// prefix (/_ops); these are its hooks.
+
+type prefixKey struct{}
+
+// WithPrefix marks a request as served under prefix, so that the login
+// form and its links point at the prefixed paths.
+func WithPrefix(ctx context.Context, prefix string) context.Context {
+	return context.WithValue(ctx, prefixKey{}, prefix)
+}
+
+func prefixOf(r *http.Request) string {
+	p, _ := r.Context().Value(prefixKey{}).(string)
+	return p
+}
+
+// ErrUnauthenticated is returned by Identify when the request carries no
+// credentials.
+var ErrUnauthenticated = errNoCredentials
+
+// Identify authenticates a request for the proxy and resolves its roles.
+// Errors: ErrUnauthenticated, ErrInvalid (refused credentials),
+// ErrUnavailable (cannot check now).
+func (m *Module) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error) {
+	req, err := m.authenticate(w, r)
+	if err != nil {
+		return nil, err
+	}
+	if req.method == "negotiate" && browserNavigation(r) {
+		m.startSession(w, r, req.id, "negotiate")
+	}
+	m.resolve(req.id)
+	return req.id, nil
+}
+
+// Unauthenticated answers a request Identify refused: 503 when the check
+// could not be made; a browser page load goes to prefix+/login (or is
+// offered Negotiate with the form as body); other clients get 401.
+func (m *Module) Unauthenticated(w http.ResponseWriter, r *http.Request, prefix string, err error) {
+	if errors.Is(err, ErrUnavailable) {
+		w.Header().Set("Retry-After", "5")
+		reply.Error(w, http.StatusServiceUnavailable, "", "cannot check credentials now")
+		return
+	}
+	if m.kerberos != nil {
+		w.Header().Add("WWW-Authenticate", "Negotiate")
+	}
+	w.Header().Add("WWW-Authenticate", `Bearer realm="ops"`)
+	if r.Method == http.MethodGet && strings.Contains(r.Header.Get("Accept"), "text/html") {
+		if m.kerberos != nil {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.WriteHeader(http.StatusUnauthorized)
+			m.loginPage(w, r.WithContext(WithPrefix(r.Context(), prefix)), r.URL.RequestURI(), "")
+			return
+		}
+		http.Redirect(w, r, prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+		return
+	}
+	reply.Error(w, http.StatusUnauthorized, "authorization", "authentication required")
+}
+
+// Locked reports a POLICY lock on the user (for the proxy's checks of
+// already signed-in users).
+func (m *Module) Locked(ctx context.Context, user string) (string, error) {
+	return m.locked(ctx, user, netipZero)
+}

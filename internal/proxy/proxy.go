@@ -1,0 +1,261 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/identity"
+)
+
+// Authenticator is the identity module as the proxy sees it.
+type Authenticator interface {
+	Identify(w http.ResponseWriter, r *http.Request) (*identity.Identity, error)
+	Unauthenticated(w http.ResponseWriter, r *http.Request, prefix string, err error)
+}
+
+// Deps are what the proxy needs from the app.
+type Deps struct {
+	Bus      *bus.Bus
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	DataDir  string
+	Auth     Authenticator
+	// Local serves /_ops/ paths (the API module's handler, in process).
+	Local http.Handler
+}
+
+// Module is the edge proxy.
+type Module struct {
+	deps    Deps
+	log     *slog.Logger
+	cfg     atomic.Pointer[config.Proxy]
+	table   atomic.Pointer[table]
+	track   *tracker
+	policy  *policyCache
+	metrics *metrics
+
+	mu       sync.Mutex
+	addrs    []net.Addr
+	stopOld  context.CancelFunc // ends the current table's health checks
+	runCtx   context.Context
+	servers  []*http.Server
+	redacted map[string]bool
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	aclHits  *prometheus.CounterVec
+	limited  *prometheus.CounterVec
+	upstream *prometheus.GaugeVec
+}
+
+// New builds the proxy from cfg.
+func New(cfg config.Proxy, deps Deps) (*Module, error) {
+	if deps.Bus == nil || deps.Auth == nil || deps.Local == nil {
+		return nil, errors.New("proxy needs the bus, identity and the API handler")
+	}
+	m := &Module{deps: deps, log: deps.Logger}
+	m.metrics = &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_requests_total", Help: "Proxied requests by route and status code."}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ops_proxy_request_seconds", Help: "Time from request to the end of the response, by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 3, 10)}, []string{"route"}),
+		aclHits:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_acl_hits_total", Help: "ACL decisions by route, rule index (default for none) and action."}, []string{"route", "rule", "action"}),
+		limited:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_rate_limited_total", Help: "Requests refused with 429 by route and key kind."}, []string{"route", "by"}),
+		upstream: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ops_proxy_upstream_up", Help: "1 when an upstream passes health checks."}, []string{"route", "upstream"}),
+	}
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(m.metrics.requests, m.metrics.latency, m.metrics.aclHits, m.metrics.limited, m.metrics.upstream)
+	}
+	t, err := newTracker(deps.Bus, deps.Logger.With("part", "tracking"), filepath.Join(deps.DataDir, "proxy-spool"),
+		cfg.Tracking.Queue, cfg.Tracking.Batch, cfg.Tracking.Flush.D(), int64(cfg.Tracking.SpoolMax), deps.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("proxy spool: %w", err)
+	}
+	m.track = t
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if m.policy, err = openPolicy(ctx, deps.Bus, deps.Logger); err != nil {
+		return nil, err
+	}
+	tb, err := m.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m.cfg.Store(&cfg)
+	m.table.Store(tb)
+	return m, nil
+}
+
+// Run listens on proxy.listen and proxy.tls_listen until ctx ends, then
+// drains in-flight requests and publishes the queued events.
+func (m *Module) Run(ctx context.Context, ready func()) error {
+	cfg := m.cfg.Load()
+	tctx, tcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer tcancel()
+	trackDone := make(chan struct{})
+	go func() { defer close(trackDone); m.track.run(tctx) }()
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	go m.policy.watch(pctx)
+
+	m.mu.Lock()
+	m.runCtx = ctx
+	m.startChecks(m.table.Load())
+	m.mu.Unlock()
+
+	errc := make(chan error, 2)
+	var lns []net.Listener
+	listen := func(addr string, tlsCfg *tls.Config) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("proxy listen %s: %w", addr, err)
+		}
+		if tlsCfg != nil {
+			ln = tls.NewListener(ln, tlsCfg)
+		}
+		srv := &http.Server{
+			Handler: m, ReadHeaderTimeout: cfg.ReadHeaderTimeout.D(), IdleTimeout: cfg.IdleTimeout.D(),
+			MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelWarn), TLSConfig: tlsCfg,
+		}
+		lns = append(lns, ln)
+		m.mu.Lock()
+		m.addrs = append(m.addrs, ln.Addr())
+		m.servers = append(m.servers, srv)
+		m.mu.Unlock()
+		go func() { errc <- srv.Serve(ln) }()
+		m.log.Info("proxy listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
+		return nil
+	}
+	if cfg.Listen != "" {
+		if err := listen(cfg.Listen, nil); err != nil {
+			return err
+		}
+	}
+	if cfg.TLSListen != "" {
+		tc, err := tlsConfig(cfg.Certificates)
+		if err != nil {
+			return err
+		}
+		if err := listen(cfg.TLSListen, tc); err != nil {
+			return err
+		}
+	}
+	ready()
+	var runErr error
+	select {
+	case err := <-errc:
+		runErr = fmt.Errorf("proxy server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m.mu.Lock()
+	servers := m.servers
+	m.mu.Unlock()
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			s.Close()
+		}
+	}
+	tcancel()
+	<-trackDone
+	return runErr
+}
+
+// Addrs are the bound listen addresses, once running.
+func (m *Module) Addrs() []net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]net.Addr(nil), m.addrs...)
+}
+
+// Reload swaps in the routes of cfg; listeners stay as they are (changing
+// them needs a restart). In-flight requests finish on the table they
+// started with.
+func (m *Module) Reload(cfg config.Proxy) error {
+	tb, err := m.build(cfg)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := m.cfg.Load()
+	cfg.Listen, cfg.TLSListen, cfg.Certificates = old.Listen, old.TLSListen, old.Certificates
+	m.cfg.Store(&cfg)
+	m.table.Store(tb)
+	if m.runCtx != nil {
+		m.startChecks(tb)
+	}
+	m.log.Info("proxy routes reloaded", "routes", len(tb.routes))
+	return nil
+}
+
+// startChecks runs the active health checks of tb, ending the previous
+// table's. Call with m.mu held.
+func (m *Module) startChecks(tb *table) {
+	if m.stopOld != nil {
+		m.stopOld()
+	}
+	ctx, cancel := context.WithCancel(m.runCtx)
+	m.stopOld = cancel
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, rt := range tb.routes {
+		for _, u := range rt.pool.ups {
+			m.metrics.upstream.WithLabelValues(rt.cfg.Name, u.url.String()).Set(1)
+		}
+		go rt.pool.check(ctx, rt.cfg.Health, client, func(u *upstream, healthy bool) {
+			v := 0.0
+			if healthy {
+				v = 1
+			}
+			m.metrics.upstream.WithLabelValues(rt.cfg.Name, u.url.String()).Set(v)
+			m.log.Warn("upstream health changed", "route", rt.cfg.Name, "upstream", u.url.String(), "healthy", healthy)
+		})
+	}
+}
+
+func tlsConfig(pairs []config.CertPair) (*tls.Config, error) {
+	var certs []tls.Certificate
+	for i, p := range pairs {
+		c, err := tls.LoadX509KeyPair(p.Cert, p.Key)
+		if err != nil {
+			return nil, fmt.Errorf("proxy.certificates[%d]: %w", i, err)
+		}
+		certs = append(certs, c)
+	}
+	// With several certificates, crypto/tls picks by SNI from each
+	// certificate's names; the first is the fallback.
+	return &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}, nil
+}
+
+func trustedPrefixes(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func mustURL(s string) *url.URL {
+	u, _ := url.Parse(strings.TrimRight(s, "/"))
+	return u
+}

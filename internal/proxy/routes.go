@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"time"
+
+	"github.com/opsgraph/ops/internal/config"
+)
+
+// table is an immutable set of compiled routes, swapped whole on reload.
+type table struct {
+	routes    []*route
+	trusted   []netip.Prefix
+	redact    map[string]bool
+	idHeaders []string
+	cfg       *config.Proxy
+}
+
+type route struct {
+	cfg     config.Route
+	hosts   []string // lower case; "*.x" wildcard
+	pool    *pool
+	acl     *acl
+	ipRate  *limiter
+	usrRate *limiter
+	rp      *httputil.ReverseProxy
+}
+
+// build compiles cfg; cfg has been validated (and route defaults filled).
+func (m *Module) build(cfg config.Proxy) (*table, error) {
+	tb := &table{trusted: trustedPrefixes(cfg.TrustedProxies), redact: map[string]bool{}, cfg: &cfg}
+	for _, p := range cfg.Tracking.RedactParams {
+		tb.redact[strings.ToLower(p)] = true
+	}
+	for _, h := range []string{cfg.IdentityHeaders.User, cfg.IdentityHeaders.Groups, cfg.IdentityHeaders.Email} {
+		if h != "" {
+			tb.idHeaders = append(tb.idHeaders, http.CanonicalHeaderKey(h))
+		}
+	}
+	for i := range cfg.Routes {
+		rc := cfg.Routes[i]
+		if len(rc.Upstreams) == 0 {
+			return nil, fmt.Errorf("proxy.routes[%d]: no upstreams", i)
+		}
+		rt := &route{cfg: rc, acl: compileACL(rc.ACL)}
+		for _, h := range rc.Hosts {
+			rt.hosts = append(rt.hosts, strings.ToLower(h))
+		}
+		p := &pool{least: rc.Balance == "least_conn", passive: rc.Passive}
+		for _, u := range rc.Upstreams {
+			p.ups = append(p.ups, newUpstream(mustURL(u)))
+		}
+		rt.pool = p
+		rt.ipRate = newLimiter(rc.RateLimit.PerIP, rc.RateLimit)
+		rt.usrRate = newLimiter(rc.RateLimit.PerUser, rc.RateLimit)
+		rt.rp = m.reverseProxy(tb, rt)
+		tb.routes = append(tb.routes, rt)
+	}
+	return tb, nil
+}
+
+// match finds the first route for host and path.
+func (tb *table) match(host, path string) *route {
+	host = strings.ToLower(host)
+	if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
+		host = h
+	} else if strings.HasPrefix(host, "[") {
+		if i := strings.LastIndex(host, "]"); i > 0 {
+			host = host[1:i]
+		}
+	}
+	for _, rt := range tb.routes {
+		if !rt.matchHost(host) || !pathUnder(path, rt.cfg.Path) {
+			continue
+		}
+		return rt
+	}
+	return nil
+}
+
+func (rt *route) matchHost(host string) bool {
+	if len(rt.hosts) == 0 {
+		return true
+	}
+	for _, h := range rt.hosts {
+		if h == host {
+			return true
+		}
+		// *.example.com matches exactly one more label.
+		if rest, ok := strings.CutPrefix(h, "*"); ok && strings.HasSuffix(host, rest) {
+			label := strings.TrimSuffix(host, rest)
+			if label != "" && !strings.Contains(label, ".") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pathUnder reports whether p is prefix or below it (segment-wise: /api
+// matches /api and /api/x, not /apix).
+func pathUnder(p, prefix string) bool {
+	if prefix == "/" {
+		return true
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	return p == prefix || strings.HasPrefix(p, prefix+"/")
+}
+
+// upstreamTimeouts builds the transport a route's reverse proxy uses.
+func upstreamTransport(rc config.Route) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = rc.Timeout.D()
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	// Bodies pass through as they are; compression to clients is the
+	// proxy's own decision.
+	t.DisableCompression = true
+	return t
+}

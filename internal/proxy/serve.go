@@ -1,0 +1,415 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opsgraph/ops/internal/clientip"
+	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/identity"
+	"github.com/opsgraph/ops/internal/policy"
+)
+
+// OpsPrefix is where the proxy serves Ops's first-party endpoints on every
+// host it fronts.
+const OpsPrefix = "/_ops"
+
+// firstParty are the paths under /_ops/ that reach Ops: the tracker, the
+// collector, links and sign-in; never the rest of the API.
+var firstParty = []string{"/ops.js", "/v1/", "/beacon/", "/pixel/", "/c/", "/o/", "/cluster-info", "/login", "/api/v1/login", "/api/v1/logout", "/api/v1/me"}
+
+// pass is what one request carries from ServeHTTP to the reverse proxy.
+type pass struct {
+	up      *upstream
+	id      *identity.Identity
+	trusted bool // the client is a trusted proxy: keep its X-Forwarded-For
+	ip      netip.Addr
+	failed  bool
+}
+
+type passKey struct{}
+
+// ServeHTTP is the proxy's request path.
+func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == OpsPrefix || strings.HasPrefix(r.URL.Path, OpsPrefix+"/") {
+		m.serveOps(w, r)
+		return
+	}
+	start := time.Now()
+	tb := m.table.Load()
+	// Identity headers are the proxy's to set; a client's own are spoofs.
+	for _, h := range tb.idHeaders {
+		r.Header.Del(h)
+	}
+	rec := &recorder{ResponseWriter: w}
+	in := &countReader{rc: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = in
+	}
+	ip := clientip.From(r, tb.trusted)
+	p := &pass{ip: ip}
+	rt := tb.match(r.Host, r.URL.Path)
+	defer func() { m.finish(tb, rt, r, rec, in.n, p, start) }()
+	if rt == nil {
+		page(rec, http.StatusNotFound, "No route", "Ops has no route for this host and path.")
+		return
+	}
+	now := time.Now()
+	if ip.IsValid() {
+		anon := clientip.Anonymize(ip).String()
+		if e, ok := m.policy.active(policy.IP, anon); ok {
+			page(rec, http.StatusForbidden, "Forbidden", "Your address is blocked: "+e.Reason)
+			return
+		}
+	}
+	if rt.ipRate != nil && ip.IsValid() {
+		if ok, wait := rt.ipRate.allow(ip.String(), ip, 0, now); !ok {
+			m.metrics.limited.WithLabelValues(rt.cfg.Name, "ip").Inc()
+			tooMany(rec, wait)
+			return
+		}
+	}
+	if rt.cfg.Auth == "required" {
+		id, err := m.deps.Auth.Identify(rec, r)
+		if err != nil {
+			m.deps.Auth.Unauthenticated(rec, r.WithContext(identity.WithPrefix(r.Context(), OpsPrefix)), OpsPrefix, err)
+			return
+		}
+		if e, ok := m.policy.active(policy.User, id.User); ok {
+			page(rec, http.StatusForbidden, "Forbidden", "Your account is locked: "+e.Reason)
+			return
+		}
+		p.id = id
+	}
+	s := subject{method: r.Method, path: r.URL.Path, ip: ip, header: r.Header, now: now}
+	if p.id != nil {
+		s.user, s.groups = p.id.User, p.id.Groups
+	}
+	allowed, rule := rt.acl.decide(s)
+	ruleName := "default"
+	if rule >= 0 {
+		ruleName = strconv.Itoa(rule)
+	}
+	if !allowed {
+		m.metrics.aclHits.WithLabelValues(rt.cfg.Name, ruleName, "deny").Inc()
+		page(rec, http.StatusForbidden, "Forbidden", "You may not access this page.")
+		return
+	}
+	if rule >= 0 {
+		m.metrics.aclHits.WithLabelValues(rt.cfg.Name, ruleName, "allow").Inc()
+	}
+	if rt.usrRate != nil && p.id != nil {
+		if ok, wait := rt.usrRate.allow(p.id.User, ip, 0, now); !ok {
+			m.metrics.limited.WithLabelValues(rt.cfg.Name, "user").Inc()
+			tooMany(rec, wait)
+			return
+		}
+	}
+	if max := int64(rt.cfg.MaxBody); max > 0 {
+		if r.ContentLength > max {
+			page(rec, http.StatusRequestEntityTooLarge, "Too large", fmt.Sprintf("The request body is over %d bytes.", max))
+			return
+		}
+		in.rc = http.MaxBytesReader(rec, in.rc, max)
+	}
+	up := rt.pool.pick()
+	if up == nil {
+		page(rec, http.StatusServiceUnavailable, "Unavailable", "No healthy upstream for this route.")
+		return
+	}
+	p.up = up
+	p.trusted = trustedAddr(r, tb)
+	up.active.Add(1)
+	defer up.active.Add(-1)
+	rt.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), passKey{}, p)))
+	rt.pool.result(up, p.failed || rec.code >= 500)
+}
+
+// trustedAddr reports whether the connection comes from a trusted proxy.
+func trustedAddr(r *http.Request, tb *table) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range tb.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
+	idh := tb.cfg.IdentityHeaders
+	bufs := &sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			p := pr.In.Context().Value(passKey{}).(*pass)
+			if rt.cfg.StripPath && rt.cfg.Path != "/" {
+				pr.Out.URL.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(pr.Out.URL.Path, strings.TrimSuffix(rt.cfg.Path, "/")), "/")
+				pr.Out.URL.RawPath = ""
+			}
+			if p.trusted {
+				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			}
+			pr.SetURL(p.up.url)
+			// The upstream sees the host the client asked for, as behind
+			// Caddy; X-Forwarded-Host says the same.
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			proto := "http"
+			if pr.In.TLS != nil {
+				proto = "https"
+			}
+			fwd := fmt.Sprintf("for=%s;host=%s;proto=%s", forwardedFor(pr.In.RemoteAddr), quoteForwarded(pr.In.Host), proto)
+			if prev := pr.In.Header.Get("Forwarded"); prev != "" && p.trusted {
+				fwd = prev + ", " + fwd
+			}
+			pr.Out.Header.Set("Forwarded", fwd)
+			if p.id != nil {
+				if idh.User != "" {
+					pr.Out.Header.Set(idh.User, p.id.User)
+				}
+				if idh.Groups != "" && len(p.id.Groups) > 0 {
+					pr.Out.Header.Set(idh.Groups, strings.Join(p.id.Groups, ","))
+				}
+				if idh.Email != "" && p.id.Email != "" {
+					pr.Out.Header.Set(idh.Email, p.id.Email)
+				}
+			}
+		},
+		Transport:  upstreamTransport(rt.cfg),
+		BufferPool: bufferPool{bufs},
+		ErrorLog:   nil,
+		ModifyResponse: func(resp *http.Response) error {
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p := r.Context().Value(passKey{}).(*pass)
+			p.failed = true
+			code := http.StatusBadGateway
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+				code = http.StatusGatewayTimeout
+			}
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				p.failed = false
+				code = http.StatusRequestEntityTooLarge
+			}
+			if errors.Is(err, context.Canceled) {
+				p.failed = false // the client went away
+			}
+			m.log.Debug("upstream error", "route", rt.cfg.Name, "upstream", p.up.url.String(), "err", err)
+			page(w, code, http.StatusText(code), "The upstream server did not answer properly.")
+		},
+	}
+}
+
+type bufferPool struct{ p *sync.Pool }
+
+func (b bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b bufferPool) Put(x []byte) { b.p.Put(&x) }
+
+// forwardedFor formats a node for RFC 7239: IPv6 in quotes and brackets.
+func forwardedFor(remote string) string {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	if strings.Contains(host, ":") {
+		return `"[` + host + `]"`
+	}
+	return host
+}
+
+func quoteForwarded(s string) string {
+	if strings.ContainsAny(s, ":;,\" ") {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// serveOps hands the first-party paths to Ops's own handlers.
+func (m *Module) serveOps(w http.ResponseWriter, r *http.Request) {
+	rest := strings.TrimPrefix(r.URL.Path, OpsPrefix)
+	ok := false
+	for _, p := range firstParty {
+		if rest == p || strings.HasPrefix(rest, p) && (strings.HasSuffix(p, "/") || strings.HasPrefix(rest[len(p):], "/")) {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		page(w, http.StatusNotFound, "Not found", "No such Ops endpoint.")
+		return
+	}
+	r2 := r.WithContext(identity.WithPrefix(r.Context(), OpsPrefix))
+	u := *r.URL
+	u.Path = rest
+	u.RawPath = ""
+	r2.URL = &u
+	m.deps.Local.ServeHTTP(w, r2)
+}
+
+func tooMany(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+	page(w, http.StatusTooManyRequests, "Too many requests", "Slow down and try again shortly.")
+}
+
+// page writes a small HTML error page.
+func page(w http.ResponseWriter, code int, title, msg string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "<!doctype html><title>%d %s</title><h1>%d %s</h1><p>%s</p>\n", code, html.EscapeString(title), code, html.EscapeString(title), html.EscapeString(msg))
+}
+
+// recorder counts the status and bytes of a response.
+type recorder struct {
+	http.ResponseWriter
+	code int
+	n    int64
+}
+
+func (r *recorder) WriteHeader(c int) {
+	if r.code == 0 {
+		r.code = c
+	}
+	r.ResponseWriter.WriteHeader(c)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.n += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+type countReader struct {
+	rc io.ReadCloser
+	n  int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countReader) Close() error { return c.rc.Close() }
+
+// requestData is the data of an ev.proxy.request event.
+type requestData struct {
+	Route      string            `json:"route"`
+	Method     string            `json:"method"`
+	Host       string            `json:"host"`
+	Path       string            `json:"path"`
+	Query      string            `json:"query,omitempty"`
+	Status     int               `json:"status"`
+	BytesIn    int64             `json:"bytes_in"`
+	BytesOut   int64             `json:"bytes_out"`
+	DurationMS float64           `json:"duration_ms"`
+	Upstream   string            `json:"upstream,omitempty"`
+	Cache      string            `json:"cache"`
+	User       string            `json:"user,omitempty"`
+	IP         string            `json:"ip,omitempty"`
+	UserAgent  string            `json:"user_agent,omitempty"`
+	Referrer   string            `json:"referrer,omitempty"`
+	RefHost    string            `json:"referrer_host,omitempty"`
+	UTM        map[string]string `json:"utm,omitempty"`
+	Proto      string            `json:"proto"`
+}
+
+func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in int64, p *pass, start time.Time) {
+	d := time.Since(start)
+	name := ""
+	if rt != nil {
+		name = rt.cfg.Name
+	}
+	code := rec.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	m.metrics.requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
+	m.metrics.latency.WithLabelValues(name).Observe(d.Seconds())
+	if !tb.cfg.Tracking.Enabled {
+		return
+	}
+	data := requestData{
+		Route: name, Method: r.Method, Host: r.Host, Path: r.URL.Path, Status: code, BytesIn: in, BytesOut: rec.n,
+		DurationMS: float64(d.Microseconds()) / 1000, Cache: "none", UserAgent: r.UserAgent(), Proto: r.Proto,
+	}
+	if r.URL.RawQuery != "" {
+		data.Query, data.UTM = redactQuery(r.URL.RawQuery, tb.redact)
+	}
+	if p.up != nil {
+		data.Upstream = p.up.url.Host
+	}
+	if p.id != nil {
+		data.User = p.id.User
+	}
+	if p.ip.IsValid() {
+		data.IP = clientip.Anonymize(p.ip).String()
+	}
+	if ref := r.Referer(); ref != "" {
+		data.Referrer = ref
+		if u, err := url.Parse(ref); err == nil {
+			data.RefHost = u.Hostname()
+		}
+	}
+	ev, err := event.New("ops/proxy", "proxy.request", &data)
+	if err != nil {
+		return
+	}
+	ev.Time = start.UTC()
+	m.track.add(ev)
+}
+
+// redactQuery replaces the values of secret parameters and picks out UTM
+// parameters.
+func redactQuery(raw string, redact map[string]bool) (string, map[string]string) {
+	vals, err := url.ParseQuery(raw)
+	if err != nil {
+		return "", nil // unparseable: leave it out rather than leak it
+	}
+	var utm map[string]string
+	for k, vs := range vals {
+		lk := strings.ToLower(k)
+		if redact[lk] {
+			for i := range vs {
+				vs[i] = "REDACTED"
+			}
+		}
+		if name, ok := strings.CutPrefix(lk, "utm_"); ok && len(vs) > 0 {
+			if utm == nil {
+				utm = map[string]string{}
+			}
+			utm[name] = vs[0]
+		}
+	}
+	return vals.Encode(), utm
+}

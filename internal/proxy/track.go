@@ -1,0 +1,295 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/event"
+)
+
+// tracker publishes request events without ever holding up a request:
+// add puts an event on a bounded queue; a single goroutine publishes it in
+// batches. When the queue is full or a publish fails, events go to a spool
+// file under data_dir/proxy-spool, which is sent, oldest file first, once
+// publishing works again. Event ids travel with the events, so a batch
+// sent twice (a crash between publish and file removal) is stored once.
+type tracker struct {
+	bus   *bus.Bus
+	log   *slog.Logger
+	q     chan event.Event
+	batch int
+	flush time.Duration
+	sp    *spool
+
+	published, spooled, dropped prometheus.Counter
+	queued                      prometheus.GaugeFunc
+}
+
+func newTracker(b *bus.Bus, log *slog.Logger, dir string, queue, batch int, flush time.Duration, spoolMax int64, reg prometheus.Registerer) (*tracker, error) {
+	sp, err := openSpool(dir, spoolMax)
+	if err != nil {
+		return nil, err
+	}
+	t := &tracker{bus: b, log: log, q: make(chan event.Event, queue), batch: batch, flush: flush, sp: sp}
+	t.published = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_published_total", Help: "Request events stored on the bus."})
+	t.spooled = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_spooled_total", Help: "Request events written to the spool (queue full or bus unavailable)."})
+	t.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_dropped_total", Help: "Request events lost because the spool was full."})
+	t.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_events_queued", Help: "Request events waiting in memory."}, func() float64 { return float64(len(t.q)) })
+	spoolBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_spool_bytes", Help: "Bytes of request events waiting in the spool."}, func() float64 { return float64(sp.size()) })
+	if reg != nil {
+		reg.MustRegister(t.published, t.spooled, t.dropped, t.queued, spoolBytes)
+	}
+	return t, nil
+}
+
+// add never blocks on the bus.
+func (t *tracker) add(ev event.Event) {
+	select {
+	case t.q <- ev:
+	default:
+		t.toSpool([]event.Event{ev})
+	}
+}
+
+func (t *tracker) toSpool(evs []event.Event) {
+	n, err := t.sp.write(evs)
+	t.spooled.Add(float64(n))
+	if n < len(evs) {
+		t.dropped.Add(float64(len(evs) - n))
+	}
+	if err != nil {
+		t.log.Error("spool write failed; request events lost", "err", err, "events", len(evs)-n)
+	}
+}
+
+// run publishes until ctx ends, then publishes (or spools) what is queued.
+func (t *tracker) run(ctx context.Context) {
+	buf := make([]event.Event, 0, t.batch)
+	timer := time.NewTimer(t.flush)
+	defer timer.Stop()
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	send := func() {
+		if len(buf) == 0 {
+			return
+		}
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, err := t.bus.Publish(pctx, buf)
+		cancel()
+		if err != nil {
+			t.log.Warn("publishing request events failed; spooling", "err", err, "events", len(buf))
+			t.toSpool(buf)
+		} else {
+			t.published.Add(float64(len(buf)))
+		}
+		buf = buf[:0]
+	}
+	for {
+		select {
+		case ev := <-t.q:
+			buf = append(buf, ev)
+			if len(buf) >= t.batch {
+				send()
+			}
+		case <-timer.C:
+			send()
+			timer.Reset(t.flush)
+		case <-retry.C:
+			if t.sp.size() > 0 {
+				t.replay(ctx)
+			}
+		case <-ctx.Done():
+			for {
+				select {
+				case ev := <-t.q:
+					buf = append(buf, ev)
+					if len(buf) >= t.batch {
+						send()
+					}
+					continue
+				default:
+				}
+				break
+			}
+			send()
+			t.sp.close()
+			return
+		}
+	}
+}
+
+// replay sends spooled files, oldest first, and removes each once stored.
+func (t *tracker) replay(ctx context.Context) {
+	for _, f := range t.sp.sealed() {
+		evs, err := readSpool(f)
+		if err != nil {
+			t.log.Error("unreadable spool file set aside", "file", f, "err", err)
+			_ = os.Rename(f, f+".bad")
+			t.sp.forget(f)
+			continue
+		}
+		for i := 0; i < len(evs); i += t.batch {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := t.bus.Publish(pctx, evs[i:min(i+t.batch, len(evs))])
+			cancel()
+			if err != nil {
+				return // still away; the whole file is sent again later
+			}
+		}
+		t.published.Add(float64(len(evs)))
+		if err := os.Remove(f); err != nil {
+			t.log.Error("remove sent spool file", "file", f, "err", err)
+		}
+		t.sp.forget(f)
+		t.log.Info("spooled request events sent", "file", filepath.Base(f), "events", len(evs))
+	}
+}
+
+// spool is a directory of NDJSON files of events; the newest one is open
+// for appending, the others are sealed and wait to be sent.
+type spool struct {
+	dir   string
+	max   int64
+	mu    sync.Mutex
+	cur   *os.File
+	w     *bufio.Writer
+	files map[string]int64 // path -> size, sealed and current
+}
+
+func openSpool(dir string, max int64) (*spool, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	s := &spool{dir: dir, max: max, files: map[string]int64{}}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".ndjson") {
+			if fi, err := e.Info(); err == nil {
+				s.files[filepath.Join(dir, e.Name())] = fi.Size()
+			}
+		}
+	}
+	return s, nil
+}
+
+func (s *spool) size() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, sz := range s.files {
+		n += sz
+	}
+	return n
+}
+
+// write appends events and syncs; it returns how many fit under max.
+func (s *spool) write(evs []event.Event) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var total int64
+	for _, sz := range s.files {
+		total += sz
+	}
+	if s.cur == nil {
+		name := filepath.Join(s.dir, fmt.Sprintf("%020d.ndjson", time.Now().UnixNano()))
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return 0, err
+		}
+		s.cur, s.w = f, bufio.NewWriterSize(f, 64<<10)
+		s.files[name] = 0
+	}
+	n := 0
+	var line []byte
+	for i := range evs {
+		var err error
+		line, err = evs[i].AppendJSON(line[:0])
+		if err != nil {
+			return n, err
+		}
+		line = append(line, '\n')
+		if total+int64(len(line)) > s.max {
+			break
+		}
+		if _, err := s.w.Write(line); err != nil {
+			return n, err
+		}
+		total += int64(len(line))
+		s.files[s.cur.Name()] += int64(len(line))
+		n++
+	}
+	if err := s.w.Flush(); err != nil {
+		return n, err
+	}
+	return n, s.cur.Sync()
+}
+
+// sealed closes the current file (so replay can send it) and lists every
+// file, oldest first.
+func (s *spool) sealed() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil {
+		_ = s.w.Flush()
+		_ = s.cur.Close()
+		s.cur, s.w = nil, nil
+	}
+	out := make([]string, 0, len(s.files))
+	for f := range s.files {
+		out = append(out, f)
+	}
+	slices.Sort(out) // names are zero-padded nanosecond times
+	return out
+}
+
+func (s *spool) forget(f string) {
+	s.mu.Lock()
+	delete(s.files, f)
+	s.mu.Unlock()
+}
+
+func (s *spool) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil {
+		_ = s.w.Flush()
+		_ = s.cur.Sync()
+		_ = s.cur.Close()
+		s.cur, s.w = nil, nil
+	}
+}
+
+func readSpool(path string) ([]event.Event, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var evs []event.Event
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var ev event.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			// A torn last line (crash mid-write) is the only expected damage.
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	return evs, sc.Err()
+}
