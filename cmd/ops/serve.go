@@ -80,8 +80,26 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.SetReloader(cf.load)
 			ctx, stop := signalContext(logs)
 			defer stop()
+			// SIGHUP re-reads the config and applies what can change live
+			// (the proxy's routes).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						if err := a.Reload(); err != nil {
+							logs.Logger("app").Error("reload refused; the running config stays", "err", err)
+						}
+					}
+				}
+			}()
 			return a.Run(ctx, strings.Split(targets, ","))
 		},
 	}

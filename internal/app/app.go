@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,7 @@ import (
 	"github.com/opsgraph/ops/internal/pipeline"
 	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/proxy"
+	"github.com/opsgraph/ops/internal/reply"
 	"github.com/opsgraph/ops/internal/views"
 )
 
@@ -62,6 +64,9 @@ type App struct {
 	bus      *bus.Module
 	identity *identity.Module
 	proxy    *proxy.Module
+
+	reloadMu sync.Mutex
+	reloader func() (*config.Config, error)
 	api      *api.Module
 	// apiReady is closed when the api module is constructed, for Addr.
 	apiReady chan struct{}
@@ -148,7 +153,10 @@ func (a *App) defs() []Def {
 			New: func() (Module, error) {
 				m, err := proxy.New(a.cfg.Proxy, proxy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("proxy"), Registry: a.reg,
 					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler()})
-				a.proxy = m
+				if err == nil {
+					a.proxy = m
+					a.api.Handle("POST /api/v1/proxy/reload", "system:write", http.HandlerFunc(a.reloadHandler))
+				}
 				return m, err
 			}},
 		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap"}},
@@ -239,6 +247,46 @@ func (a *App) graphJSON() ([]byte, error) {
 		return nil, err
 	}
 	return g.JSON()
+}
+
+// SetReloader sets how Reload re-reads the config (the CLI's file, env
+// and flags).
+func (a *App) SetReloader(f func() (*config.Config, error)) {
+	a.reloadMu.Lock()
+	a.reloader = f
+	a.reloadMu.Unlock()
+}
+
+// Reload re-reads the config and applies what can change while running:
+// the proxy's routes. Everything else needs a restart; a config that does
+// not validate changes nothing.
+func (a *App) Reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if a.reloader == nil {
+		return errors.New("no config source to reload from")
+	}
+	cfg, err := a.reloader()
+	if err != nil {
+		return err
+	}
+	if a.proxy == nil {
+		a.log.Info("reload: nothing running that reloads")
+		return nil
+	}
+	if err := a.proxy.Reload(cfg.Proxy); err != nil {
+		return err
+	}
+	a.log.Info("reloaded", "config_hash", cfg.Hash())
+	return nil
+}
+
+func (a *App) reloadHandler(w http.ResponseWriter, r *http.Request) {
+	if err := a.Reload(); err != nil {
+		reply.Error(w, http.StatusBadRequest, "config", err.Error())
+		return
+	}
+	reply.JSON(w, http.StatusOK, map[string]any{"reloaded": true})
 }
 
 // Proxy returns the proxy module once constructed (nil when not running).

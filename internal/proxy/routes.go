@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"net/http"
 	"net/http/httputil"
@@ -113,12 +114,18 @@ func pathUnder(p, prefix string) bool {
 
 // upstreamTimeouts builds the transport a route's reverse proxy uses.
 func upstreamTransport(rc config.Route) *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.ResponseHeaderTimeout = rc.Timeout.D()
-	t.MaxIdleConnsPerHost = 256
-	t.IdleConnTimeout = 90 * time.Second
-	// Bodies pass through as they are; compression to clients is the
-	// proxy's own decision.
-	t.DisableCompression = true
-	return t
+	return &http.Transport{
+		Proxy:                 nil, // never through an environment proxy
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ResponseHeaderTimeout: rc.Timeout.D(),
+		// Bodies pass through as they are; compression to clients is the
+		// proxy's own decision.
+		DisableCompression: true,
+	}
 }

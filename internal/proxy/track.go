@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -66,6 +65,9 @@ func (t *tracker) add(ev event.Event) {
 func (t *tracker) toSpool(evs []event.Event) {
 	n, err := t.sp.write(evs)
 	t.spooled.Add(float64(n))
+	if n == 0 && err == nil {
+		t.log.Warn("spool full; request events dropped", "events", len(evs))
+	}
 	if n < len(evs) {
 		t.dropped.Add(float64(len(evs) - n))
 	}
@@ -133,27 +135,27 @@ func (t *tracker) run(ctx context.Context) {
 // replay sends spooled files, oldest first, and removes each once stored.
 func (t *tracker) replay(ctx context.Context) {
 	for _, f := range t.sp.sealed() {
-		evs, err := readSpool(f)
+		batches, n, err := readSpool(f)
 		if err != nil {
 			t.log.Error("unreadable spool file set aside", "file", f, "err", err)
 			_ = os.Rename(f, f+".bad")
 			t.sp.forget(f)
 			continue
 		}
-		for i := 0; i < len(evs); i += t.batch {
+		for _, evs := range batches {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err := t.bus.Publish(pctx, evs[i:min(i+t.batch, len(evs))])
+			_, err := t.bus.Publish(pctx, evs)
 			cancel()
 			if err != nil {
 				return // still away; the whole file is sent again later
 			}
 		}
-		t.published.Add(float64(len(evs)))
+		t.published.Add(float64(n))
 		if err := os.Remove(f); err != nil {
 			t.log.Error("remove sent spool file", "file", f, "err", err)
 		}
 		t.sp.forget(f)
-		t.log.Info("spooled request events sent", "file", filepath.Base(f), "events", len(evs))
+		t.log.Info("spooled request events sent", "file", filepath.Base(f), "events", n)
 	}
 }
 
@@ -197,13 +199,25 @@ func (s *spool) size() int64 {
 	return n
 }
 
-// write appends events and syncs; it returns how many fit under max.
+// write appends evs as one line, a CloudEvents batch, and syncs. A batch
+// is replayed as it was written, so a publish that reached the bus before
+// it failed (an ack lost to the outage) is sent again under the same
+// message id and the bus drops it. It returns how many events it kept:
+// all, or none when the spool is full.
 func (s *spool) write(evs []event.Event) (int, error) {
+	line, err := event.EncodeBatch(evs)
+	if err != nil {
+		return 0, err
+	}
+	line = append(line, '\n')
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var total int64
 	for _, sz := range s.files {
 		total += sz
+	}
+	if total+int64(len(line)) > s.max {
+		return 0, nil
 	}
 	if s.cur == nil {
 		name := filepath.Join(s.dir, fmt.Sprintf("%020d.ndjson", time.Now().UnixNano()))
@@ -214,29 +228,14 @@ func (s *spool) write(evs []event.Event) (int, error) {
 		s.cur, s.w = f, bufio.NewWriterSize(f, 64<<10)
 		s.files[name] = 0
 	}
-	n := 0
-	var line []byte
-	for i := range evs {
-		var err error
-		line, err = evs[i].AppendJSON(line[:0])
-		if err != nil {
-			return n, err
-		}
-		line = append(line, '\n')
-		if total+int64(len(line)) > s.max {
-			break
-		}
-		if _, err := s.w.Write(line); err != nil {
-			return n, err
-		}
-		total += int64(len(line))
-		s.files[s.cur.Name()] += int64(len(line))
-		n++
+	if _, err := s.w.Write(line); err != nil {
+		return 0, err
 	}
+	s.files[s.cur.Name()] += int64(len(line))
 	if err := s.w.Flush(); err != nil {
-		return n, err
+		return 0, err
 	}
-	return n, s.cur.Sync()
+	return len(evs), s.cur.Sync()
 }
 
 // sealed closes the current file (so replay can send it) and lists every
@@ -274,22 +273,25 @@ func (s *spool) close() {
 	}
 }
 
-func readSpool(path string) ([]event.Event, error) {
+// readSpool returns the batches of a spool file.
+func readSpool(path string) ([][]event.Event, int, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer f.Close()
-	var evs []event.Event
+	var out [][]event.Event
+	n := 0
 	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
 	for sc.Scan() {
-		var ev event.Event
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			// A torn last line (crash mid-write) is the only expected damage.
+		evs, err := event.Decode(sc.Bytes())
+		if err != nil {
+			// A torn last line (a crash mid-write) is the only expected damage.
 			continue
 		}
-		evs = append(evs, ev)
+		out = append(out, evs)
+		n += len(evs)
 	}
-	return evs, sc.Err()
+	return out, n, sc.Err()
 }
