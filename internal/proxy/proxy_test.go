@@ -357,4 +357,3 @@ func TestTrackingEvents(t *testing.T) {
 		t.Fatalf("%d events for 2 requests", len(got))
 	}
 }
-

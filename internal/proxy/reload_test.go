@@ -91,4 +91,3 @@ func TestReload(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-

@@ -3,9 +3,9 @@ package proxy
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strings"
 	"time"
 
