@@ -61,6 +61,17 @@ type Route struct {
 	StripPath bool      `yaml:"strip_path" doc:"remove the route's path prefix before proxying"`
 	ACL       ACL       `yaml:"acl"`
 	RateLimit RateLimit `yaml:"rate_limit"`
+	Inject    Inject    `yaml:"inject"`
+	Compress  string    `yaml:"compress" doc:"auto (brotli, zstd or gzip by Accept-Encoding for compressible types of 1 KiB or more) or off"`
+}
+
+// Inject adds the tracker and snippets to HTML pages on their way through.
+type Inject struct {
+	Tracker  bool   `yaml:"tracker" doc:"insert the first-party tracker <script src=/_ops/ops.js> before </head>"`
+	WriteKey string `yaml:"write_key" doc:"the write key the injected tracker sends with"`
+	Head     string `yaml:"head" doc:"HTML inserted before </head> (JS or CSS snippets)"`
+	Body     string `yaml:"body" doc:"HTML inserted before </body>"`
+	CSPNonce bool   `yaml:"csp_nonce" doc:"give inserted <script> and <style> tags the nonce of the page's Content-Security-Policy"`
 }
 
 // Health configures active health checks of a route's upstreams.
@@ -151,6 +162,9 @@ func (r *Route) defaults() {
 	if r.ACL.Default == "" {
 		r.ACL.Default = "allow"
 	}
+	if r.Compress == "" {
+		r.Compress = "auto"
+	}
 }
 
 var (
@@ -231,6 +245,12 @@ func (p *Proxy) validate(add func(path, format string, a ...any)) {
 		}
 		if r.Health.Path != "" && !strings.HasPrefix(r.Health.Path, "/") {
 			add(at("health.path"), "want an absolute path such as /healthz")
+		}
+		if r.Compress != "auto" && r.Compress != "off" {
+			add(at("compress"), "want auto or off, got %q", r.Compress)
+		}
+		if r.Inject.Tracker && r.Inject.WriteKey == "" {
+			add(at("inject.write_key"), "the injected tracker needs a write key (ops keys create)")
 		}
 		if r.ACL.Default != "allow" && r.ACL.Default != "deny" {
 			add(at("acl.default"), "want allow or deny, got %q", r.ACL.Default)

@@ -29,6 +29,7 @@ type route struct {
 	ipRate  *limiter
 	usrRate *limiter
 	rp      *httputil.ReverseProxy
+	tf      *transform
 }
 
 // build compiles cfg; cfg has been validated (and route defaults filled).
@@ -47,7 +48,7 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 		if len(rc.Upstreams) == 0 {
 			return nil, fmt.Errorf("proxy.routes[%d]: no upstreams", i)
 		}
-		rt := &route{cfg: rc, acl: compileACL(rc.ACL)}
+		rt := &route{cfg: rc, acl: compileACL(rc.ACL), tf: newTransform(rc)}
 		for _, h := range rc.Hosts {
 			rt.hosts = append(rt.hosts, strings.ToLower(h))
 		}

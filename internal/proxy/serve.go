@@ -199,6 +199,7 @@ func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
 		BufferPool: bufferPool{bufs},
 		ErrorLog:   nil,
 		ModifyResponse: func(resp *http.Response) error {
+			rt.tf.apply(resp.Request, resp)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -1,0 +1,393 @@
+package proxy
+
+import (
+	"bytes"
+	"html"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/opsgraph/ops/internal/config"
+)
+
+// Responses are transformed as they stream: decode the upstream's
+// encoding when the body must change, insert snippets into HTML, and
+// encode for the client by its Accept-Encoding. Nothing buffers a whole
+// body; each upstream read is passed on (and flushed) as it comes.
+
+// minCompress is the smallest body worth compressing when its length is
+// known: below it the framing costs more than it saves.
+const minCompress = 1024
+
+var compressibleTypes = []string{
+	"text/", "application/json", "application/javascript", "application/xml", "application/xhtml+xml",
+	"application/rss+xml", "application/atom+xml", "application/ld+json", "application/manifest+json",
+	"application/wasm", "image/svg+xml", "application/x-javascript", "application/vnd.api+json", "font/ttf", "font/otf",
+}
+
+func compressible(ct string) bool {
+	mt, _, _ := mime.ParseMediaType(ct)
+	if mt == "text/event-stream" { // streams must not wait on an encoder
+		return false
+	}
+	for _, t := range compressibleTypes {
+		if strings.HasPrefix(mt, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// negotiate picks br, zstd or gzip from Accept-Encoding by q-value (ties
+// in that order), or "".
+func negotiate(accept string) string {
+	best, bestQ := "", 0.0
+	rank := map[string]int{"br": 3, "zstd": 2, "gzip": 1}
+	star := -1.0
+	seen := map[string]bool{}
+	for _, part := range strings.Split(accept, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		name = strings.ToLower(strings.TrimSpace(name))
+		q := 1.0
+		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				q = f
+			}
+		}
+		if name == "*" {
+			star = q
+			continue
+		}
+		if _, ok := rank[name]; !ok {
+			continue
+		}
+		seen[name] = true
+		if q > 0 && (q > bestQ || q == bestQ && rank[name] > rank[best]) {
+			best, bestQ = name, q
+		}
+	}
+	if best == "" && star > 0 {
+		for _, n := range []string{"br", "zstd", "gzip"} {
+			if !seen[n] {
+				return n
+			}
+		}
+	}
+	return best
+}
+
+var (
+	gzipPool   = sync.Pool{New: func() any { w, _ := gzip.NewWriterLevel(nil, 5); return w }}
+	brotliPool = sync.Pool{New: func() any { return brotli.NewWriterLevel(nil, 4) }}
+	zstdPool   = sync.Pool{New: func() any {
+		w, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+		return w
+	}}
+)
+
+type flushWriteCloser interface {
+	io.WriteCloser
+	Flush() error
+}
+
+func newEncoder(enc string, w io.Writer) (flushWriteCloser, func()) {
+	switch enc {
+	case "gzip":
+		g := gzipPool.Get().(*gzip.Writer)
+		g.Reset(w)
+		return g, func() { gzipPool.Put(g) }
+	case "br":
+		b := brotliPool.Get().(*brotli.Writer)
+		b.Reset(w)
+		return b, func() { brotliPool.Put(b) }
+	case "zstd":
+		z := zstdPool.Get().(*zstd.Encoder)
+		z.Reset(w)
+		return z, func() { zstdPool.Put(z) }
+	}
+	return nil, func() {}
+}
+
+// decode returns a reader of the identity body, or false for an encoding
+// this proxy does not decode (then the body is passed on untouched).
+func decode(enc string, r io.Reader) (io.ReadCloser, bool) {
+	switch strings.ToLower(enc) {
+	case "", "identity":
+		return io.NopCloser(r), true
+	case "gzip", "x-gzip":
+		g, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, false
+		}
+		return g, true
+	case "br":
+		return io.NopCloser(brotli.NewReader(r)), true
+	case "zstd":
+		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+		if err != nil {
+			return nil, false
+		}
+		return z.IOReadCloser(), true
+	}
+	return nil, false
+}
+
+// transform is a route's response rewriting.
+type transform struct {
+	compress bool
+	inject   config.Inject
+	tracker  string // the tracker tag, without nonce
+}
+
+func newTransform(rc config.Route) *transform {
+	t := &transform{compress: rc.Compress != "off", inject: rc.Inject}
+	if rc.Inject.Tracker {
+		t.tracker = `<script defer src="/_ops/ops.js" data-api="/_ops" data-key="` + html.EscapeString(rc.Inject.WriteKey) + `"`
+	}
+	return t
+}
+
+func (t *transform) injects() bool {
+	return t.tracker != "" || t.inject.Head != "" || t.inject.Body != ""
+}
+
+var nonceRE = regexp.MustCompile(`'nonce-([A-Za-z0-9+/=_-]+)'`)
+
+// apply rewrites resp for the client that sent req.
+func (t *transform) apply(req *http.Request, resp *http.Response) {
+	h := resp.Header
+	if req.Method == http.MethodHead || resp.StatusCode < 200 || resp.StatusCode == http.StatusNoContent ||
+		resp.StatusCode == http.StatusNotModified || resp.StatusCode == http.StatusPartialContent || h.Get("Content-Range") != "" {
+		return
+	}
+	if strings.Contains(strings.ToLower(h.Get("Cache-Control")), "no-transform") {
+		return
+	}
+	ct := h.Get("Content-Type")
+	mt, _, _ := mime.ParseMediaType(ct)
+	upEnc := strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
+	inject := t.injects() && mt == "text/html" && resp.StatusCode == http.StatusOK
+	canCompress := t.compress && compressible(ct)
+	if canCompress {
+		addVary(h, "Accept-Encoding")
+	}
+	clientEnc := ""
+	if canCompress && (resp.ContentLength < 0 || resp.ContentLength >= minCompress || inject) {
+		clientEnc = negotiate(req.Header.Get("Accept-Encoding"))
+	}
+	if !inject && (upEnc != "" || clientEnc == "") {
+		return // already encoded by the upstream, or nothing to do
+	}
+	var closer io.Closer = resp.Body
+	var src io.Reader = resp.Body
+	if inject {
+		d, ok := decode(upEnc, resp.Body)
+		if !ok {
+			return // an encoding this proxy cannot read: pass it on as is
+		}
+		head, tail := []byte(nil), []byte(nil)
+		nonce := ""
+		if t.inject.CSPNonce {
+			if m := nonceRE.FindStringSubmatch(h.Get("Content-Security-Policy")); m != nil {
+				nonce = m[1]
+			}
+		}
+		if t.tracker != "" {
+			tag := t.tracker
+			if nonce != "" {
+				tag += ` nonce="` + nonce + `"`
+			}
+			head = append(head, tag+"></script>"...)
+		}
+		head = append(head, withNonce(t.inject.Head, nonce)...)
+		tail = []byte(withNonce(t.inject.Body, nonce))
+		src = &injector{src: d, head: head, body: tail}
+		closer = closers{resp.Body, d}
+		h.Del("Content-Encoding")
+	}
+	h.Del("Content-Length")
+	resp.ContentLength = -1
+	if et := h.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+		h.Set("ETag", "W/"+et) // the bytes differ from the upstream's
+	}
+	if clientEnc == "" {
+		resp.Body = readCloser{src, closer}
+		return
+	}
+	h.Set("Content-Encoding", clientEnc)
+	pr, pw := io.Pipe()
+	go func() {
+		enc, put := newEncoder(clientEnc, pw)
+		defer put()
+		buf := make([]byte, 32<<10)
+		var err error
+		for {
+			n, rerr := src.Read(buf)
+			if n > 0 {
+				if _, err = enc.Write(buf[:n]); err == nil {
+					err = enc.Flush()
+				}
+				if err != nil {
+					break
+				}
+			}
+			if rerr != nil {
+				if rerr != io.EOF {
+					err = rerr
+				}
+				break
+			}
+		}
+		if cerr := enc.Close(); err == nil {
+			err = cerr
+		}
+		_ = closer.Close()
+		pw.CloseWithError(err)
+	}()
+	resp.Body = readCloser{pr, pr}
+}
+
+func withNonce(snippet, nonce string) string {
+	if nonce == "" || snippet == "" {
+		return snippet
+	}
+	r := strings.NewReplacer("<script", `<script nonce="`+nonce+`"`, "<style", `<style nonce="`+nonce+`"`)
+	return r.Replace(snippet)
+}
+
+func addVary(h http.Header, v string) {
+	for _, x := range h.Values("Vary") {
+		for _, f := range strings.Split(x, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), v) || strings.TrimSpace(f) == "*" {
+				return
+			}
+		}
+	}
+	h.Add("Vary", v)
+}
+
+type readCloser struct {
+	io.Reader
+	c io.Closer
+}
+
+func (r readCloser) Close() error { return r.c.Close() }
+
+type closers []io.Closer
+
+func (c closers) Close() error {
+	var first error
+	for _, x := range c {
+		if err := x.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// injector inserts head before the first </head> and body before the
+// first </body> (head goes before </body> when a page has no </head>),
+// matching tags case-insensitively across read boundaries.
+type injector struct {
+	src        io.Reader
+	head, body []byte
+	headDone   bool
+	bodyDone   bool
+	out        []byte // ready to return
+	pend       []byte // scanned but possibly the start of a tag
+	tmp        []byte
+	err        error
+}
+
+func (j *injector) Read(p []byte) (int, error) {
+	for len(j.out) == 0 {
+		if j.err != nil {
+			if len(j.pend) > 0 {
+				j.out, j.pend = j.pend, nil
+				break
+			}
+			return 0, j.err
+		}
+		if j.tmp == nil {
+			j.tmp = make([]byte, 32<<10)
+		}
+		n, err := j.src.Read(j.tmp)
+		j.err = err
+		data := append(j.pend, j.tmp[:n]...)
+		j.pend = nil
+		if j.headDone && j.bodyDone {
+			j.out = data
+			continue
+		}
+		j.out = j.scan(data)
+	}
+	n := copy(p, j.out)
+	j.out = j.out[n:]
+	return n, nil
+}
+
+// scan returns what of data can go out now, keeping a possible partial
+// tag at the end in pend.
+func (j *injector) scan(data []byte) []byte {
+	var out []byte
+	for {
+		i := bytes.IndexByte(data, '<')
+		if i < 0 {
+			return append(out, data...)
+		}
+		rest := data[i:]
+		// A tag name ends at >, space or /: </header> is not </head>.
+		if len(rest) <= len("</head") && j.err == nil {
+			j.pend = append(j.pend[:0], rest...)
+			return append(out, data[:i]...)
+		}
+		switch {
+		case !j.headDone && isTag(rest, "</head"):
+			out = append(append(out, data[:i]...), j.head...)
+			j.headDone = true
+			data = rest
+			if len(data) > 0 {
+				out = append(out, data[0])
+				data = data[1:]
+			}
+			continue
+		case !j.bodyDone && isTag(rest, "</body"):
+			out = append(out, data[:i]...)
+			if !j.headDone {
+				out = append(out, j.head...)
+				j.headDone = true
+			}
+			out = append(out, j.body...)
+			j.bodyDone = true
+			out = append(out, rest[0])
+			data = rest[1:]
+			continue
+		}
+		out = append(out, data[:i+1]...)
+		data = data[i+1:]
+	}
+}
+
+// isTag reports whether b starts with the tag name (any case) followed by
+// the end of the name, or by the end of the input.
+func isTag(b []byte, name string) bool {
+	if len(b) < len(name) || !strings.EqualFold(string(b[:len(name)]), name) {
+		return false
+	}
+	if len(b) == len(name) {
+		return true
+	}
+	switch b[len(name)] {
+	case '>', ' ', '\t', '\n', '\r', '\f', '/':
+		return true
+	}
+	return false
+}
