@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,6 +158,7 @@ func (a *App) defs() []Def {
 				if err == nil {
 					a.proxy = m
 					a.api.Handle("POST /api/v1/proxy/reload", "system:write", http.HandlerFunc(a.reloadHandler))
+					a.api.Handle("POST /api/v1/proxy/purge", "cache:write", http.HandlerFunc(a.purgeHandler))
 				}
 				return m, err
 			}},
@@ -287,6 +290,27 @@ func (a *App) reloadHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply.JSON(w, http.StatusOK, map[string]any{"reloaded": true})
+}
+
+// purgeHandler serves POST /api/v1/proxy/purge {"url": ...} or {"prefix": ...}.
+func (a *App) purgeHandler(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		URL    string `json:"url"`
+		Prefix string `json:"prefix"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil {
+		reply.Error(w, http.StatusBadRequest, "body", "want JSON {\"url\": ...} or {\"prefix\": ...}: "+err.Error())
+		return
+	}
+	u, prefix := req.URL, false
+	if req.Prefix != "" {
+		u, prefix = req.Prefix, true
+	}
+	if req.URL != "" && req.Prefix != "" || !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		reply.Error(w, http.StatusBadRequest, "url", "set url or prefix (not both) to an absolute http(s) URL as clients request it, e.g. https://example.com/img/")
+		return
+	}
+	reply.JSON(w, http.StatusOK, map[string]any{"purged": a.proxy.Purge(u, prefix)})
 }
 
 // Proxy returns the proxy module once constructed (nil when not running).

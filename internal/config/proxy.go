@@ -19,8 +19,17 @@ type Proxy struct {
 	Routes            []Route         `yaml:"routes" doc:"matched in order: first host and path match wins"`
 	Tracking          ProxyTrack      `yaml:"tracking"`
 	IdentityHeaders   IdentityHeaders `yaml:"identity_headers" doc:"headers that carry the signed-in user upstream (stripped from client requests)"`
+	Cache             ProxyCache      `yaml:"cache" doc:"storage of the shared cache that routes with cache: true use"`
 	ReadHeaderTimeout Duration        `yaml:"read_header_timeout" doc:"time for a client to send request headers"`
 	IdleTimeout       Duration        `yaml:"idle_timeout" doc:"keep-alive connections from clients close after this idle time"`
+}
+
+// ProxyCache sizes the RFC 9111 shared cache.
+type ProxyCache struct {
+	Dir       string   `yaml:"dir" doc:"where bodies and their metadata live; empty is data_dir/proxy-cache"`
+	Memory    ByteSize `yaml:"memory" doc:"hot bodies kept in memory as well"`
+	Disk      ByteSize `yaml:"disk" doc:"most bytes of bodies on disk; least recently used entries go first"`
+	MaxObject ByteSize `yaml:"max_object" doc:"larger responses are not stored"`
 }
 
 // CertPair is a certificate chain and its key, PEM files.
@@ -63,6 +72,7 @@ type Route struct {
 	RateLimit RateLimit `yaml:"rate_limit"`
 	Inject    Inject    `yaml:"inject"`
 	Compress  string    `yaml:"compress" doc:"auto (brotli, zstd or gzip by Accept-Encoding for compressible types of 1 KiB or more) or off"`
+	Cache     bool      `yaml:"cache" doc:"keep responses in the shared cache as RFC 9111 allows"`
 }
 
 // Inject adds the tracker and snippets to HTML pages on their way through.
@@ -125,6 +135,7 @@ func defaultProxy() Proxy {
 			RedactParams: Strings{"token", "access_token", "password", "secret", "key", "api_key", "code", "signature"},
 		},
 		IdentityHeaders: IdentityHeaders{User: "X-Forwarded-User", Groups: "X-Forwarded-Groups", Email: "X-Forwarded-Email"},
+		Cache:           ProxyCache{Memory: 64 << 20, Disk: 1 << 30, MaxObject: 64 << 20},
 	}
 }
 
@@ -202,6 +213,9 @@ func (p *Proxy) validate(add func(path, format string, a ...any)) {
 		if _, err := netip.ParsePrefix(c); err != nil {
 			add(fmt.Sprintf("proxy.trusted_proxies[%d]", i), "want a CIDR such as 10.0.0.0/8, got %q", c)
 		}
+	}
+	if p.Cache.Memory < 0 || p.Cache.Disk < 1<<20 || p.Cache.MaxObject < 1 || p.Cache.MaxObject > p.Cache.Disk {
+		add("proxy.cache", "want memory >= 0, disk >= 1MiB and 0 < max_object <= disk")
 	}
 	if p.Tracking.Queue < 1 || p.Tracking.Batch < 1 || p.Tracking.Batch > p.Tracking.Queue {
 		add("proxy.tracking.batch", "want 1 <= batch <= queue")

@@ -1,6 +1,8 @@
 package proxy_test
 
 import (
+	"encoding/json"
+	"io"
 	"runtime"
 	"time"
 )
@@ -36,3 +38,5 @@ func sampleHeap() func() (base, peak uint64) {
 		return base, peak
 	}
 }
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

@@ -50,6 +50,9 @@ type Module struct {
 	policy  *policyCache
 	metrics *metrics
 
+	cacheMu sync.Mutex
+	cache   *cacheStore // opened by the first route with cache: true
+
 	mu       sync.Mutex
 	addrs    []net.Addr
 	stopOld  context.CancelFunc // ends the current table's health checks
@@ -177,6 +180,47 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 	tcancel()
 	<-trackDone
 	return runErr
+}
+
+// cacheStore opens the shared cache on first use; its size settings are
+// read once (changing them needs a restart).
+func (m *Module) cacheStore(cfg config.Proxy) (*cacheStore, error) {
+	m.cacheMu.Lock()
+	defer m.cacheMu.Unlock()
+	if m.cache != nil {
+		return m.cache, nil
+	}
+	dir := cfg.Cache.Dir
+	if dir == "" {
+		dir = filepath.Join(m.deps.DataDir, "proxy-cache")
+	}
+	cs, err := openCache(dir, int64(cfg.Cache.Disk), int64(cfg.Cache.Memory), int64(cfg.Cache.MaxObject), m.log.With("part", "cache"))
+	if err != nil {
+		return nil, err
+	}
+	m.cache = cs
+	if m.deps.Registry != nil {
+		entries := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_cache_entries", Help: "Responses in the proxy cache."},
+			func() float64 { n, _, _ := cs.stats(); return float64(n) })
+		disk := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_cache_disk_bytes", Help: "Bytes of distinct bodies on disk."},
+			func() float64 { _, d, _ := cs.stats(); return float64(d) })
+		mem := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_cache_memory_bytes", Help: "Bytes of bodies held in memory."},
+			func() float64 { _, _, mm := cs.stats(); return float64(mm) })
+		m.deps.Registry.MustRegister(entries, disk, mem)
+	}
+	return cs, nil
+}
+
+// Purge removes cached responses for url (scheme://host/path?query), or
+// every URL starting with it when prefix; it returns how many went.
+func (m *Module) Purge(url string, prefix bool) int {
+	m.cacheMu.Lock()
+	cs := m.cache
+	m.cacheMu.Unlock()
+	if cs == nil {
+		return 0
+	}
+	return cs.purge(url, prefix)
 }
 
 // Addrs are the bound listen addresses, once running.

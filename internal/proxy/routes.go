@@ -60,6 +60,13 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 		rt.ipRate = newLimiter(rc.RateLimit.PerIP, rc.RateLimit)
 		rt.usrRate = newLimiter(rc.RateLimit.PerUser, rc.RateLimit)
 		rt.rp = m.reverseProxy(tb, rt)
+		if rc.Cache {
+			cs, err := m.cacheStore(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("proxy.cache: %w", err)
+			}
+			rt.rp.Transport = &cacheRT{next: rt.rp.Transport, store: cs}
+		}
 		tb.routes = append(tb.routes, rt)
 	}
 	return tb, nil

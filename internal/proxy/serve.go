@@ -32,11 +32,14 @@ var firstParty = []string{"/ops.js", "/v1/", "/beacon/", "/pixel/", "/c/", "/o/"
 
 // pass is what one request carries from ServeHTTP to the reverse proxy.
 type pass struct {
-	up      *upstream
-	id      *identity.Identity
-	trusted bool // the client is a trusted proxy: keep its X-Forwarded-For
-	ip      netip.Addr
-	failed  bool
+	cacheKey  string // set on caching routes
+	cache     string // hit, miss, stale, revalidated, ...
+	collapsed bool
+	up        *upstream
+	id        *identity.Identity
+	trusted   bool // the client is a trusted proxy: keep its X-Forwarded-For
+	ip        netip.Addr
+	failed    bool
 }
 
 type passKey struct{}
@@ -131,6 +134,9 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.up = up
 	p.trusted = trustedAddr(r, tb)
+	if rt.cfg.Cache {
+		p.cacheKey = cacheKey(r)
+	}
 	up.active.Add(1)
 	defer up.active.Add(-1)
 	rt.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), passKey{}, p)))
@@ -199,6 +205,9 @@ func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
 		BufferPool: bufferPool{bufs},
 		ErrorLog:   nil,
 		ModifyResponse: func(resp *http.Response) error {
+			if p, _ := resp.Request.Context().Value(passKey{}).(*pass); p != nil && p.cache != "" {
+				resp.Header.Set("Cache-Status", cacheStatus(p.cache))
+			}
 			rt.tf.apply(resp.Request, resp)
 			return nil
 		},
@@ -228,6 +237,35 @@ type bufferPool struct{ p *sync.Pool }
 
 func (b bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b bufferPool) Put(x []byte) { b.p.Put(&x) }
+
+// cacheKey is the URL a response is stored under: scheme, host and the
+// request URI as the client sent them.
+func cacheKey(r *http.Request) string {
+	scheme := "http://"
+	if r.TLS != nil {
+		scheme = "https://"
+	}
+	return scheme + strings.ToLower(r.Host) + r.URL.RequestURI()
+}
+
+// cacheStatus is the RFC 9211 Cache-Status value for a result.
+func cacheStatus(result string) string {
+	switch result {
+	case "hit":
+		return "ops; hit"
+	case "stale":
+		return "ops; hit; detail=stale-while-revalidate"
+	case "stale-if-error":
+		return "ops; hit; detail=stale-if-error"
+	case "revalidated":
+		return "ops; fwd=stale; fwd-status=304"
+	case "expired":
+		return "ops; fwd=stale"
+	case "bypass":
+		return "ops; fwd=bypass"
+	}
+	return "ops; fwd=uri-miss"
+}
 
 // forwardedFor formats a node for RFC 7239: IPv6 in quotes and brackets.
 func forwardedFor(remote string) string {
@@ -363,6 +401,9 @@ func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in
 	data := requestData{
 		Route: name, Method: r.Method, Host: r.Host, Path: r.URL.Path, Status: code, BytesIn: in, BytesOut: rec.n,
 		DurationMS: float64(d.Microseconds()) / 1000, Cache: "none", UserAgent: r.UserAgent(), Proto: r.Proto,
+	}
+	if p.cache != "" {
+		data.Cache = p.cache
 	}
 	if r.URL.RawQuery != "" {
 		data.Query, data.UTM = redactQuery(r.URL.RawQuery, tb.redact)
