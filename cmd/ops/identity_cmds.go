@@ -199,8 +199,9 @@ func tokenCmd(g *globals) *cobra.Command {
 }
 
 func policyCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "policy", Short: "Show and change the POLICY bucket (locked users, blocked addresses)"}
-	var dur, reason string
+	cmd := &cobra.Command{Use: "policy", Short: "Show and change the POLICY bucket (locked users, blocked addresses and paths, rates, maintenance)"}
+	var dur, reason, action string
+	var rate float64
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List policy entries",
@@ -228,24 +229,43 @@ func policyCmd(g *globals) *cobra.Command {
 		},
 	}
 	set := &cobra.Command{
-		Use:     "set <user|ip> <subject>",
-		Short:   "Lock a user or block an address",
-		Example: "  ops policy set user alice --for 1h --reason 'suspicious activity'\n  ops policy set ip 203.0.113.7",
-		Args:    cobra.ExactArgs(2),
+		Use:   "set <user|ip|path|maintenance> <subject>",
+		Short: "Lock a user, block an address or a path, limit an address's rate, or put a proxy route into maintenance",
+		Example: `  ops policy set user alice --for 1h --reason 'suspicious activity'
+  ops policy set ip 203.0.113.7
+  ops policy set ip 203.0.113.7 --action rate --rate 2
+  ops policy set path /wp-login.php
+  ops policy set maintenance site --reason 'database upgrade until 14:00'   # or * for every route`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.client().Send(cmd.Context(), "PUT", "/api/v1/policy/"+url.PathEscape(args[0])+"/"+url.PathEscape(args[1]), map[string]string{"for": dur, "reason": reason}, nil)
+			body := map[string]any{"for": dur, "reason": reason, "action": action}
+			if rate > 0 {
+				body["rate"] = rate
+			}
+			return g.client().Send(cmd.Context(), "PUT", policyPath(args[0], args[1]), body, nil)
 		},
 	}
 	set.Flags().StringVar(&dur, "for", "", "how long, such as 15m or 1d; empty lasts until cleared")
 	set.Flags().StringVar(&reason, "reason", "", "why, shown to admins and in refusals")
+	set.Flags().StringVar(&action, "action", "", "lock (user), block (ip, path), rate (ip), on (maintenance); default by kind")
+	set.Flags().Float64Var(&rate, "rate", 0, "requests per second, with --action rate")
 	clr := &cobra.Command{
-		Use:   "clear <user|ip> <subject>",
-		Short: "Unlock a user or unblock an address",
+		Use:   "clear <user|ip|path|maintenance> <subject>",
+		Short: "Remove a policy entry",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.client().Send(cmd.Context(), "DELETE", "/api/v1/policy/"+url.PathEscape(args[0])+"/"+url.PathEscape(args[1]), nil, nil)
+			return g.client().Send(cmd.Context(), "DELETE", policyPath(args[0], args[1]), nil, nil)
 		},
 	}
 	cmd.AddCommand(ls, set, clr)
 	return cmd
+}
+
+// policyPath is the API path of a policy entry; a path subject keeps its
+// slashes (the route takes the rest of the URL).
+func policyPath(kind, subject string) string {
+	if kind == "path" {
+		return "/api/v1/policy/path/" + strings.TrimPrefix(subject, "/")
+	}
+	return "/api/v1/policy/" + url.PathEscape(kind) + "/" + url.PathEscape(subject)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,34 +40,43 @@ type Module struct {
 // Change is the data of ev.policy.set and ev.policy.clear: one of user or
 // ip, and for set an action, a reason and how long it lasts.
 type Change struct {
-	User   string `json:"user,omitempty"`
-	IP     string `json:"ip,omitempty"`
-	Action string `json:"action,omitempty"`
-	For    string `json:"for,omitempty"` // a duration; empty lasts until cleared
-	Reason string `json:"reason,omitempty"`
+	User        string  `json:"user,omitempty"`
+	IP          string  `json:"ip,omitempty"`
+	Path        string  `json:"path,omitempty"`
+	Maintenance string  `json:"maintenance,omitempty"` // a proxy route name, or *
+	Action      string  `json:"action,omitempty"`
+	Rate        float64 `json:"rate,omitempty"` // requests per second, with action rate
+	For         string  `json:"for,omitempty"`  // a duration; empty lasts until cleared
+	Reason      string  `json:"reason,omitempty"`
 }
 
 // Entry turns a change into an entry, naming the field at fault.
 func (c Change) Entry(now time.Time) (Entry, error) {
-	e := Entry{Action: c.Action, Reason: c.Reason, Set: now.UTC()}
-	switch {
-	case c.User != "" && c.IP != "":
-		return e, errors.New("user, ip: set one, not both")
-	case c.User != "":
-		e.Kind, e.Subject = User, c.User
-		if e.Action == "" {
-			e.Action = "lock"
+	e := Entry{Action: c.Action, Reason: c.Reason, Set: now.UTC(), Rate: c.Rate}
+	n := 0
+	for _, set := range []struct {
+		kind, subject, action string
+	}{{User, c.User, "lock"}, {IP, c.IP, "block"}, {Path, c.Path, "block"}, {Maintenance, c.Maintenance, "on"}} {
+		if set.subject != "" {
+			n++
+			e.Kind, e.Subject = set.kind, set.subject
+			if e.Action == "" {
+				e.Action = set.action
+			}
 		}
-	case c.IP != "":
-		e.Kind, e.Subject = IP, c.IP
-		if e.Action == "" {
-			e.Action = "block"
-		}
-	default:
-		return e, errors.New("user or ip: one is required")
 	}
-	if e.Action != "lock" && e.Action != "block" {
-		return e, fmt.Errorf("action: want lock or block, got %q", e.Action)
+	switch {
+	case n > 1:
+		return e, errors.New("user, ip, path, maintenance: set one, not several")
+	case n == 0:
+		return e, errors.New("user, ip, path or maintenance: one is required")
+	}
+	allowed := map[string][]string{User: {"lock"}, IP: {"block", "rate"}, Path: {"block"}, Maintenance: {"on"}}[e.Kind]
+	if !slices.Contains(allowed, e.Action) {
+		return e, fmt.Errorf("action: want %s for %s, got %q", strings.Join(allowed, " or "), e.Kind, e.Action)
+	}
+	if e.Action == "rate" && (c.Rate <= 0 || c.Rate > 1e6) {
+		return e, fmt.Errorf("rate: want requests per second above 0 with action rate, got %v", c.Rate)
 	}
 	if c.For != "" {
 		d, err := config.ParseDuration(c.For)
@@ -87,8 +98,8 @@ func New(deps Deps) (*Module, error) {
 	}
 	m := &Module{deps: deps, log: deps.Logger, store: s}
 	deps.Handle("GET /api/v1/policy", "policy:read", http.HandlerFunc(m.list))
-	deps.Handle("PUT /api/v1/policy/{kind}/{subject}", "policy:write", http.HandlerFunc(m.put))
-	deps.Handle("DELETE /api/v1/policy/{kind}/{subject}", "policy:write", http.HandlerFunc(m.clear))
+	deps.Handle("PUT /api/v1/policy/{kind}/{subject...}", "policy:write", http.HandlerFunc(m.put))
+	deps.Handle("DELETE /api/v1/policy/{kind}/{subject...}", "policy:write", http.HandlerFunc(m.clear))
 	return m, nil
 }
 
@@ -141,8 +152,13 @@ func (m *Module) apply(ctx context.Context, msg jetstream.Msg) error {
 		}
 		if ev.Type == "policy.clear" {
 			kind, sub := User, c.User
-			if c.IP != "" {
+			switch {
+			case c.IP != "":
 				kind, sub = IP, c.IP
+			case c.Path != "":
+				kind, sub = Path, c.Path
+			case c.Maintenance != "":
+				kind, sub = Maintenance, c.Maintenance
 			}
 			if err := m.store.Clear(ctx, kind, sub); err != nil && !isBadInput(err) {
 				return err
@@ -180,7 +196,7 @@ func (m *Module) list(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := make([]map[string]any, 0, len(es))
 	for _, e := range es {
-		out = append(out, map[string]any{"kind": e.Kind, "subject": e.Subject, "action": e.Action, "reason": e.Reason,
+		out = append(out, map[string]any{"kind": e.Kind, "subject": e.Subject, "action": e.Action, "rate": e.Rate, "reason": e.Reason,
 			"set": e.Set, "until": e.Until, "by": e.By, "active": e.Active(now)})
 	}
 	reply.JSON(w, http.StatusOK, map[string]any{"entries": out})
@@ -192,13 +208,19 @@ func (m *Module) put(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, http.StatusBadRequest, "body", "want JSON {\"action\", \"for\", \"reason\"}: "+err.Error())
 		return
 	}
+	c.User, c.IP, c.Path, c.Maintenance = "", "", "", ""
+	sub := r.PathValue("subject")
 	switch r.PathValue("kind") {
 	case User:
-		c.User, c.IP = r.PathValue("subject"), ""
+		c.User = sub
 	case IP:
-		c.IP, c.User = r.PathValue("subject"), ""
+		c.IP = sub
+	case Path:
+		c.Path = "/" + strings.TrimPrefix(sub, "/")
+	case Maintenance:
+		c.Maintenance = sub
 	default:
-		reply.Error(w, http.StatusBadRequest, "kind", "want user or ip")
+		reply.Error(w, http.StatusBadRequest, "kind", "want user, ip, path or maintenance")
 		return
 	}
 	e, err := c.Entry(time.Now())
@@ -221,7 +243,11 @@ func (m *Module) put(w http.ResponseWriter, r *http.Request) {
 }
 
 func (m *Module) clear(w http.ResponseWriter, r *http.Request) {
-	if err := m.store.Clear(r.Context(), r.PathValue("kind"), r.PathValue("subject")); err != nil {
+	sub := r.PathValue("subject")
+	if r.PathValue("kind") == Path {
+		sub = "/" + strings.TrimPrefix(sub, "/")
+	}
+	if err := m.store.Clear(r.Context(), r.PathValue("kind"), sub); err != nil {
 		if isBadInput(err) {
 			reply.Error(w, http.StatusBadRequest, fieldOf(err), err.Error())
 			return

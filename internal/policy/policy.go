@@ -34,15 +34,18 @@ const Bucket = "POLICY"
 
 // Kinds of subject a policy entry is about.
 const (
-	User = "user"
-	IP   = "ip"
+	User        = "user"        // lock: logins and auth: required routes refuse the user
+	IP          = "ip"          // block: 403 at the proxy and at login; rate: a request rate at the proxy
+	Path        = "path"        // block: the proxy answers 403 for this path and below
+	Maintenance = "maintenance" // on: the proxy answers 503 on this route (or * for all)
 )
 
 // Entry is one decision.
 type Entry struct {
 	Kind    string    `json:"kind"`
 	Subject string    `json:"subject"`
-	Action  string    `json:"action"` // lock (user), block (ip)
+	Action  string    `json:"action"` // lock (user), block (ip, path), rate (ip), on (maintenance)
+	Rate    float64   `json:"rate,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	Set     time.Time `json:"set"`
 	Until   time.Time `json:"until,omitzero"` // zero: until cleared
@@ -68,7 +71,7 @@ func Open(ctx context.Context, b *bus.Bus) (*Store, error) {
 func (s *Store) KV() jetstream.KeyValue { return s.kv }
 
 var (
-	errKind    = errors.New("kind: want user or ip")
+	errKind    = errors.New("kind: want user, ip, path or maintenance")
 	errSubject = errors.New("subject")
 )
 
@@ -86,6 +89,16 @@ func Normalize(kind, subject string) (string, error) {
 			return "", fmt.Errorf("%w: %q is not an IP address", errSubject, subject)
 		}
 		return clientip.Anonymize(a).String(), nil
+	case Path:
+		if !strings.HasPrefix(subject, "/") || len(subject) > 1024 || strings.ContainsAny(subject, "?#") {
+			return "", fmt.Errorf("%w: want a path such as /wp-login.php (no query), got %q", errSubject, subject)
+		}
+		return subject, nil
+	case Maintenance:
+		if subject == "" || len(subject) > 64 {
+			return "", fmt.Errorf("%w: want a route name or *", errSubject)
+		}
+		return subject, nil
 	}
 	return "", fmt.Errorf("%w, got %q", errKind, kind)
 }

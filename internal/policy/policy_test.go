@@ -21,8 +21,13 @@ func TestChangeEntry(t *testing.T) {
 	}{
 		{policy.Change{User: "alice", For: "15m", Reason: "r"}, "", policy.Entry{Kind: "user", Subject: "alice", Action: "lock", Reason: "r", Set: now, Until: now.Add(15 * time.Minute)}},
 		{policy.Change{IP: "203.0.113.9"}, "", policy.Entry{Kind: "ip", Subject: "203.0.113.9", Action: "block", Set: now}},
-		{policy.Change{User: "a", IP: "1.2.3.4"}, "user, ip", policy.Entry{}},
-		{policy.Change{}, "user or ip", policy.Entry{}},
+		{policy.Change{User: "a", IP: "1.2.3.4"}, "user, ip, path, maintenance", policy.Entry{}},
+		{policy.Change{}, "user, ip, path or maintenance", policy.Entry{}},
+		{policy.Change{Path: "/wp-login.php"}, "", policy.Entry{Kind: "path", Subject: "/wp-login.php", Action: "block", Set: now}},
+		{policy.Change{Maintenance: "*", Reason: "upgrade"}, "", policy.Entry{Kind: "maintenance", Subject: "*", Action: "on", Reason: "upgrade", Set: now}},
+		{policy.Change{IP: "198.51.100.4", Action: "rate", Rate: 2}, "", policy.Entry{Kind: "ip", Subject: "198.51.100.4", Action: "rate", Rate: 2, Set: now}},
+		{policy.Change{IP: "198.51.100.4", Action: "rate"}, "rate", policy.Entry{}},
+		{policy.Change{Path: "/x", Action: "lock"}, "action", policy.Entry{}},
 		{policy.Change{User: "a", Action: "ban"}, "action", policy.Entry{}},
 		{policy.Change{User: "a", For: "-1m"}, "for", policy.Entry{}},
 		{policy.Change{User: "a", For: "soon"}, "for", policy.Entry{}},
@@ -46,8 +51,11 @@ func TestChangeEntry(t *testing.T) {
 	if _, err := policy.Normalize(policy.IP, "not-an-ip"); err == nil {
 		t.Error("bad ip accepted")
 	}
-	if _, err := policy.Normalize("path", "/x"); err == nil {
+	if _, err := policy.Normalize("planet", "/x"); err == nil {
 		t.Error("unknown kind accepted")
+	}
+	if _, err := policy.Normalize("path", "no-slash"); err == nil {
+		t.Error("relative path accepted")
 	}
 }
 
@@ -141,7 +149,7 @@ func FuzzChange(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if e.Kind != policy.User && e.Kind != policy.IP || e.Action != "lock" && e.Action != "block" {
+		if e.Kind == "" || e.Action == "" || e.Action == "rate" && e.Rate <= 0 {
 			t.Fatalf("accepted %+v", e)
 		}
 		if !e.Until.IsZero() && !e.Until.After(e.Set) {

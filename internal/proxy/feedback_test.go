@@ -1,9 +1,11 @@
 package proxy_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,3 +69,58 @@ func TestFeedbackLoop(t *testing.T) {
 type codeErr struct{ c int }
 
 func (e *codeErr) Error() string { return http.StatusText(e.c) }
+
+// TestPolicyKinds: path blocks, maintenance and rate entries written
+// through the API apply at the proxy at once and end when cleared.
+func TestPolicyKinds(t *testing.T) {
+	up, _ := echoUpstream(t, "up")
+	r, base := startProxy(t, []config.Route{{Name: "other", Hosts: config.Strings{"other.test"}, Upstreams: config.Strings{up.URL}}, {Name: "site", Upstreams: config.Strings{up.URL}}}, nil)
+	api := func(method, path, body string) {
+		req, _ := http.NewRequest(method, r.URL+"/api/v1/policy/"+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode/100 != 2 {
+			t.Fatalf("%s %s: %v %v", method, path, resp, err)
+		}
+		resp.Body.Close()
+	}
+	code := func(host, path string) int {
+		resp, _ := get(t, base, host, path)
+		return resp.StatusCode
+	}
+	wait := func(host, path string, want int) {
+		t.Helper()
+		testutil.CheckFor(t, time.Second, 5*time.Millisecond, func() error {
+			if c := code(host, path); c != want {
+				return &codeErr{c}
+			}
+			return nil
+		})
+	}
+	api("PUT", "path/wp-admin", `{"reason":"not a WordPress site"}`)
+	wait("x.test", "/wp-admin/setup.php", 403)
+	if code("x.test", "/wp-adminx") != 200 || code("x.test", "/") != 200 {
+		t.Fatal("path block too wide")
+	}
+	api("DELETE", "path/wp-admin", "")
+	wait("x.test", "/wp-admin/setup.php", 200)
+
+	api("PUT", "maintenance/site", `{"reason":"database upgrade"}`)
+	wait("x.test", "/", 503)
+	if code("other.test", "/") != 200 {
+		t.Fatal("maintenance of one route closed another")
+	}
+	api("DELETE", "maintenance/site", "")
+	wait("x.test", "/", 200)
+
+	api("PUT", "ip/127.0.0.1", `{"action":"rate","rate":1}`)
+	testutil.CheckFor(t, time.Second, 5*time.Millisecond, func() error {
+		codes := map[int]int{}
+		for i := 0; i < 5; i++ {
+			codes[code("x.test", "/")]++
+		}
+		if codes[429] == 0 {
+			return fmt.Errorf("no 429 at 1 request/s: %v", codes)
+		}
+		return nil
+	})
+}

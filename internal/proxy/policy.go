@@ -19,6 +19,7 @@ type policyCache struct {
 	log   *slog.Logger
 	mu    sync.RWMutex
 	m     map[string]policy.Entry // bucket key -> entry
+	paths []policy.Entry          // blocked path prefixes, for a scan
 }
 
 func openPolicy(ctx context.Context, b *bus.Bus, log *slog.Logger) (*policyCache, error) {
@@ -36,6 +37,7 @@ func (p *policyCache) watch(ctx context.Context) {
 			if !present {
 				p.mu.Lock()
 				delete(p.m, key)
+				p.reindex()
 				p.mu.Unlock()
 				return
 			}
@@ -50,6 +52,7 @@ func (p *policyCache) watch(ctx context.Context) {
 			}
 			p.mu.Lock()
 			p.m[key] = e
+			p.reindex()
 			p.mu.Unlock()
 		})
 		if err != nil {
@@ -71,4 +74,27 @@ func (p *policyCache) active(kind, subject string) (policy.Entry, bool) {
 	e, ok := p.m[policy.Key(kind, subject)]
 	p.mu.RUnlock()
 	return e, ok && e.Active(time.Now())
+}
+
+// reindex rebuilds the path list; call with mu held.
+func (p *policyCache) reindex() {
+	p.paths = p.paths[:0]
+	for _, e := range p.m {
+		if e.Kind == policy.Path {
+			p.paths = append(p.paths, e)
+		}
+	}
+}
+
+// blockedPath returns the active block covering path, if any.
+func (p *policyCache) blockedPath(path string) (policy.Entry, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	now := time.Now()
+	for _, e := range p.paths {
+		if e.Active(now) && (path == e.Subject || pathUnder(path, e.Subject)) {
+			return e, true
+		}
+	}
+	return policy.Entry{}, false
 }

@@ -49,6 +49,8 @@ type Module struct {
 	track   *tracker
 	policy  *policyCache
 	metrics *metrics
+	// policyRate enforces POLICY rate entries per (anonymised) address.
+	policyRate *limiter
 
 	cacheMu sync.Mutex
 	cache   *cacheStore // opened by the first route with cache: true
@@ -74,7 +76,7 @@ func New(cfg config.Proxy, deps Deps) (*Module, error) {
 	if deps.Bus == nil || deps.Auth == nil || deps.Local == nil {
 		return nil, errors.New("proxy needs the bus, identity and the API handler")
 	}
-	m := &Module{deps: deps, log: deps.Logger}
+	m := &Module{deps: deps, log: deps.Logger, policyRate: newLimiter(1, config.RateLimit{Burst: 1})}
 	m.metrics = &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_requests_total", Help: "Proxied requests by route and status code."}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ops_proxy_request_seconds", Help: "Time from request to the end of the response, by route.",

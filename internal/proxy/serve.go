@@ -70,12 +70,31 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
+	for _, name := range []string{rt.cfg.Name, "*"} {
+		if e, ok := m.policy.active(policy.Maintenance, name); ok {
+			rec.Header().Set("Retry-After", "120")
+			page(rec, http.StatusServiceUnavailable, "Down for maintenance", e.Reason)
+			return
+		}
+	}
 	if ip.IsValid() {
 		anon := clientip.Anonymize(ip).String()
 		if e, ok := m.policy.active(policy.IP, anon); ok {
-			page(rec, http.StatusForbidden, "Forbidden", "Your address is blocked: "+e.Reason)
-			return
+			if e.Action == "rate" {
+				if ok, wait := m.policyRate.allow(anon, ip, e.Rate, now); !ok {
+					m.metrics.limited.WithLabelValues(rt.cfg.Name, "policy").Inc()
+					tooMany(rec, wait)
+					return
+				}
+			} else {
+				page(rec, http.StatusForbidden, "Forbidden", "Your address is blocked: "+e.Reason)
+				return
+			}
 		}
+	}
+	if e, ok := m.policy.blockedPath(r.URL.Path); ok {
+		page(rec, http.StatusForbidden, "Forbidden", "This path is blocked: "+e.Reason)
+		return
 	}
 	if rt.ipRate != nil && ip.IsValid() {
 		if ok, wait := rt.ipRate.allow(ip.String(), ip, 0, now); !ok {
