@@ -63,9 +63,10 @@ type App struct {
 	graph   *graph.Graph
 	started time.Time
 
-	bus      *bus.Module
-	identity *identity.Module
-	proxy    *proxy.Module
+	bus       *bus.Module
+	identity  *identity.Module
+	proxy     *proxy.Module
+	collector *collector.Module
 
 	reloadMu sync.Mutex
 	reloader func() (*config.Config, error)
@@ -145,7 +146,9 @@ func (a *App) defs() []Def {
 		// The collector always runs: write keys may come from the API.
 		{Name: "collector", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {
-				return collector.New(a.cfg.Collector, collector.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("collector"), Handle: a.api.Handle})
+				m, err := collector.New(a.cfg.Collector, collector.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("collector"), Handle: a.api.Handle})
+				a.collector = m
+				return m, err
 			}},
 		{Name: "coap", Deps: []string{"bus"}, Enabled: func() bool { return a.cfg.CoAP.Listen != "" },
 			New: func() (Module, error) {
@@ -154,7 +157,7 @@ func (a *App) defs() []Def {
 		{Name: "proxy", Deps: []string{"bus", "identity", "api", "collector"}, Enabled: func() bool { return len(a.cfg.Proxy.Routes) > 0 },
 			New: func() (Module, error) {
 				m, err := proxy.New(a.cfg.Proxy, proxy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("proxy"), Registry: a.reg,
-					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler()})
+					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler(), OutboundLink: a.collector.OutboundLink})
 				if err == nil {
 					a.proxy = m
 					a.api.Handle("POST /api/v1/proxy/reload", "system:write", http.HandlerFunc(a.reloadHandler))

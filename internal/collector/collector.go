@@ -79,6 +79,7 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	h("POST /api/v1/campaigns/{id}/links", "campaigns:write", http.HandlerFunc(m.out.links))
 	h("GET /c/{token}", identity.Public, http.HandlerFunc(m.out.click))
 	h("GET /o/{token}", identity.Public, http.HandlerFunc(m.out.open))
+	h("GET /out/{token}", identity.Public, http.HandlerFunc(m.out.outbound))
 	h("GET /pixel/v1/track", identity.Public, http.HandlerFunc(m.pixel("track")))
 	h("GET /pixel/v1/page", identity.Public, http.HandlerFunc(m.pixel("page")))
 	h("/v1/traces", identity.Public, http.HandlerFunc(m.traces))

@@ -397,3 +397,43 @@ func (o *outreach) attribute(ctx context.Context, visitor string, evs []event.Ev
 		}
 	}
 }
+
+// OutboundLink returns the path of a signed redirect to target that
+// records the click (the proxy rewrites outbound links in pages to it);
+// from is the page the link was on.
+func (m *Module) OutboundLink(ctx context.Context, target, from string) (string, error) {
+	tok, err := m.out.sign(ctx, linkToken{C: outboundCampaign, U: target, R: from})
+	if err != nil {
+		return "", err
+	}
+	return "/out/" + tok, nil
+}
+
+// outboundCampaign marks tokens of rewritten outbound links.
+const outboundCampaign = "~out"
+
+// outbound records a click on a rewritten outbound link as
+// ev.proxy.outbound and redirects; a token that does not verify gets 400
+// and no redirect, so this is no open redirect.
+func (o *outreach) outbound(w http.ResponseWriter, r *http.Request) {
+	t, err := o.verify(r.Context(), r.PathValue("token"))
+	if err != nil || t.C != outboundCampaign {
+		reply.Error(w, http.StatusBadRequest, "token", errBadToken.Error()+"; not redirecting")
+		return
+	}
+	target, err := url.Parse(t.U)
+	if err != nil || (target.Scheme != "http" && target.Scheme != "https") {
+		reply.Error(w, http.StatusBadRequest, "token", "bad target")
+		return
+	}
+	ev, err := event.New("ops/proxy", "proxy.outbound", map[string]any{
+		"target": t.U, "target_host": target.Hostname(), "from": t.R, "host": r.Host, "user_agent": r.UserAgent(),
+	})
+	if err == nil {
+		if _, err := o.m.deps.Bus.Publish(r.Context(), []event.Event{ev}); err != nil {
+			o.m.deps.Logger.Warn("outbound click not recorded", "err", err) // the reader still goes on
+		}
+	}
+	w.Header().Set("Referrer-Policy", "origin")
+	http.Redirect(w, r, t.U, http.StatusFound)
+}

@@ -77,11 +77,12 @@ type Route struct {
 
 // Inject adds the tracker and snippets to HTML pages on their way through.
 type Inject struct {
-	Tracker  bool   `yaml:"tracker" doc:"insert the first-party tracker <script src=/_ops/ops.js> before </head>"`
-	WriteKey string `yaml:"write_key" doc:"the write key the injected tracker sends with"`
-	Head     string `yaml:"head" doc:"HTML inserted before </head> (JS or CSS snippets)"`
-	Body     string `yaml:"body" doc:"HTML inserted before </body>"`
-	CSPNonce bool   `yaml:"csp_nonce" doc:"give inserted <script> and <style> tags the nonce of the page's Content-Security-Policy"`
+	Tracker      bool   `yaml:"tracker" doc:"insert the first-party tracker <script src=/_ops/ops.js> before </head>"`
+	WriteKey     string `yaml:"write_key" doc:"the write key the injected tracker sends with"`
+	Head         string `yaml:"head" doc:"HTML inserted before </head> (JS or CSS snippets)"`
+	Body         string `yaml:"body" doc:"HTML inserted before </body>"`
+	CSPNonce     bool   `yaml:"csp_nonce" doc:"give inserted <script> and <style> tags the nonce of the page's Content-Security-Policy"`
+	RewriteLinks bool   `yaml:"rewrite_links" doc:"point links to other hosts at signed /_ops/out/ redirects that record the click (ev.proxy.outbound)"`
 }
 
 // Health configures active health checks of a route's upstreams.

@@ -38,6 +38,9 @@ type Deps struct {
 	Auth     Authenticator
 	// Local serves /_ops/ paths (the API module's handler, in process).
 	Local http.Handler
+	// OutboundLink signs a redirect to target (for rewrite_links); it
+	// returns a path that Local serves.
+	OutboundLink func(ctx context.Context, target, from string) (string, error)
 }
 
 // Module is the edge proxy.

@@ -357,3 +357,61 @@ func TestTrackingEvents(t *testing.T) {
 		t.Fatalf("%d events for 2 requests", len(got))
 	}
 }
+
+// TestOutboundLinks: links to other hosts are rewritten to signed
+// /_ops/out/ redirects that record the click; same-host and relative links
+// stay; a forged token redirects nowhere.
+func TestOutboundLinks(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprint(w, `<html><body><a class="x" href="https://partner.example/deal?a=1&amp;b=2">deal</a>
+<a href="/local">local</a> <A HREF='http://shop.test/same'>same</A> <abbr>x</abbr></body></html>`)
+	}))
+	t.Cleanup(up.Close)
+	r, base := startProxy(t, []config.Route{{Name: "shop", Upstreams: config.Strings{up.URL}, Inject: config.Inject{RewriteLinks: true}}}, nil)
+	c := &http.Client{Transport: testutil.Anonymous.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest("GET", base+"/products", nil)
+	req.Host = "shop.test"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	page := string(b)
+	if !strings.Contains(page, `href="/local"`) || !strings.Contains(page, `HREF='http://shop.test/same'`) || strings.Contains(page, "partner.example") {
+		t.Fatalf("rewritten page: %s", page)
+	}
+	i := strings.Index(page, `href="/_ops/out/`)
+	if i < 0 {
+		t.Fatalf("no outbound link: %s", page)
+	}
+	link := page[i+6 : i+6+strings.Index(page[i+6:], `"`)]
+	req, _ = http.NewRequest("GET", base+link, nil)
+	req.Host = "shop.test"
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 302 || resp.Header.Get("Location") != "https://partner.example/deal?a=1&b=2" {
+		t.Fatalf("redirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	req, _ = http.NewRequest("GET", base+link[:len(link)-3]+"AAA", nil)
+	if resp, err = c.Do(req); err != nil || resp.StatusCode != 400 || resp.Header.Get("Location") != "" {
+		t.Fatalf("forged token: %v %v", resp, err)
+	}
+	b2 := testutil.BusOf(t, r)
+	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		got, _, err := b2.Read(t.Context(), bus.ReadOptions{Filter: "ev.proxy.outbound", Limit: 10})
+		if err != nil || len(got) != 1 {
+			return fmt.Errorf("%d outbound events %v", len(got), err)
+		}
+		var d map[string]any
+		_ = json.Unmarshal(got[0].Event.Data, &d)
+		if d["target_host"] != "partner.example" || d["from"] != "/products" {
+			return fmt.Errorf("event %v", d)
+		}
+		return nil
+	})
+}

@@ -49,6 +49,7 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 			return nil, fmt.Errorf("proxy.routes[%d]: no upstreams", i)
 		}
 		rt := &route{cfg: rc, acl: compileACL(rc.ACL), tf: newTransform(rc)}
+		rt.tf.outbound = m.deps.OutboundLink
 		for _, h := range rc.Hosts {
 			rt.hosts = append(rt.hosts, strings.ToLower(h))
 		}

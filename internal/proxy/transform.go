@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"html"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -145,6 +148,8 @@ type transform struct {
 	compress bool
 	inject   config.Inject
 	tracker  string // the tracker tag, without nonce
+	// outbound signs a redirect for a link to another host (rewrite_links).
+	outbound func(ctx context.Context, target, from string) (string, error)
 }
 
 func newTransform(rc config.Route) *transform {
@@ -156,8 +161,10 @@ func newTransform(rc config.Route) *transform {
 }
 
 func (t *transform) injects() bool {
-	return t.tracker != "" || t.inject.Head != "" || t.inject.Body != ""
+	return t.tracker != "" || t.inject.Head != "" || t.inject.Body != "" || t.rewrites()
 }
+
+func (t *transform) rewrites() bool { return t.inject.RewriteLinks && t.outbound != nil }
 
 var nonceRE = regexp.MustCompile(`'nonce-([A-Za-z0-9+/=_-]+)'`)
 
@@ -209,7 +216,27 @@ func (t *transform) apply(req *http.Request, resp *http.Response) {
 		}
 		head = append(head, withNonce(t.inject.Head, nonce)...)
 		tail = []byte(withNonce(t.inject.Body, nonce))
-		src = &injector{src: d, head: head, body: tail}
+		inj := &injector{src: d, head: head, body: tail, headDone: len(head) == 0, bodyDone: len(tail) == 0}
+		if t.rewrites() {
+			host := strings.ToLower(req.Host)
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			from := req.URL.Path
+			ctx := req.Context()
+			inj.link = func(href string) (string, bool) {
+				u, err := url.Parse(href)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.EqualFold(u.Hostname(), host) {
+					return "", false
+				}
+				p, err := t.outbound(ctx, href, from)
+				if err != nil {
+					return "", false
+				}
+				return OpsPrefix + p, true
+			}
+		}
+		src = inj
 		closer = closers{resp.Body, d}
 		h.Del("Content-Encoding")
 	}
@@ -299,12 +326,14 @@ func (c closers) Close() error {
 type injector struct {
 	src        io.Reader
 	head, body []byte
-	headDone   bool
-	bodyDone   bool
-	out        []byte // ready to return
-	pend       []byte // scanned but possibly the start of a tag
-	tmp        []byte
-	err        error
+	// link, when set, gives the replacement for an <a href> value.
+	link     func(href string) (string, bool)
+	headDone bool
+	bodyDone bool
+	out      []byte // ready to return
+	pend     []byte // scanned but possibly the start of a tag
+	tmp      []byte
+	err      error
 }
 
 func (j *injector) Read(p []byte) (int, error) {
@@ -323,7 +352,7 @@ func (j *injector) Read(p []byte) (int, error) {
 		j.err = err
 		data := append(j.pend, j.tmp[:n]...)
 		j.pend = nil
-		if j.headDone && j.bodyDone {
+		if j.headDone && j.bodyDone && j.link == nil {
 			j.out = data
 			continue
 		}
@@ -348,6 +377,19 @@ func (j *injector) scan(data []byte) []byte {
 		if len(rest) <= len("</head") && j.err == nil {
 			j.pend = append(j.pend[:0], rest...)
 			return append(out, data[:i]...)
+		}
+		if j.link != nil && isTag(rest, "<a") {
+			end := bytes.IndexByte(rest, '>')
+			if end < 0 && j.err == nil && len(rest) < maxTag {
+				j.pend = append(j.pend[:0], rest...)
+				return append(out, data[:i]...)
+			}
+			if end >= 0 {
+				out = append(out, data[:i]...)
+				out = append(out, rewriteHref(rest[:end+1], j.link)...)
+				data = rest[end+1:]
+				continue
+			}
 		}
 		switch {
 		case !j.headDone && isTag(rest, "</head"):
@@ -374,6 +416,31 @@ func (j *injector) scan(data []byte) []byte {
 		out = append(out, data[:i+1]...)
 		data = data[i+1:]
 	}
+}
+
+// maxTag bounds how much of an unfinished <a ...> tag is held back while
+// waiting for its end; a longer one passes unchanged.
+const maxTag = 8 << 10
+
+var hrefRE = regexp.MustCompile(`(?is)(\shref\s*=\s*)("[^"]*"|'[^']*'|[^\s>]+)`)
+
+// rewriteHref replaces the href of one <a ...> tag when link says so.
+func rewriteHref(tag []byte, link func(string) (string, bool)) []byte {
+	m := hrefRE.FindSubmatchIndex(tag)
+	if m == nil {
+		return tag
+	}
+	raw := string(tag[m[4]:m[5]])
+	val := strings.Trim(raw, `"'`)
+	repl, ok := link(html.UnescapeString(val))
+	if !ok {
+		return tag
+	}
+	out := append([]byte(nil), tag[:m[4]]...)
+	out = append(out, '"')
+	out = append(out, html.EscapeString(repl)...)
+	out = append(out, '"')
+	return append(out, tag[m[5]:]...)
 }
 
 // isTag reports whether b starts with the tag name (any case) followed by
