@@ -3,7 +3,10 @@ package proxy_test
 import (
 	"encoding/json"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
+	"testing"
 	"time"
 )
 
@@ -40,3 +43,9 @@ func sampleHeap() func() (base, peak uint64) {
 }
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return s.URL
+}
