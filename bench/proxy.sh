@@ -12,6 +12,7 @@
 # system services, and runs every server itself on loopback with its own
 # config in a temp dir that is removed, with the processes, on exit.
 set -euo pipefail
+ops_arg=${1:+$(realpath "$1")} # before the cd, so a relative path works
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
@@ -39,9 +40,9 @@ cleanup() {
 	for p in "${pids[@]}"; do
 		wait "$p" 2>/dev/null || true
 	done
-	if [[ $rc -ne 0 ]]; then
+	if [[ $rc -ne 0 ]] && compgen -G "$tmp/*.log" >/dev/null; then
 		echo "proxy bench failed (exit $rc); server logs:" >&2
-		tail -n 20 "$tmp"/*.log >&2 2>/dev/null || true
+		tail -n 20 "$tmp"/*.log >&2 || true
 	fi
 	rm -rf "$tmp"
 }
@@ -250,11 +251,16 @@ main() {
 	install_tools
 	mkdir -p "$tmp/bin"
 	# Not an OPS_ variable: Ops rejects settings it does not know.
-	local ops=${1:-}
+	local ops=$ops_arg
 	if [[ -z $ops ]]; then
 		ops=$tmp/bin/ops
 		go build -o "$ops" ./cmd/ops
 	fi
+	[[ -x $ops ]] || die "no ops binary at $ops"
+	# A server left from another run would be measured in place of ours.
+	for port in "${UP_ADDR#*:}" "$NGINX_PORT" "$CADDY_PORT" "$OPS_PORT" "${OPS_API#*:}" "$OPSNT_PORT" "${OPSNT_API#*:}"; do
+		! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "port $port is in use"
+	done
 	go build -o "$tmp/bin/upstream" ./bench/proxy/upstream
 	go build -o "$tmp/bin/count" ./bench/proxy/count
 
@@ -324,4 +330,4 @@ main() {
 	echo "ratio ops(tracking)/nginx = $(ratio "${rps[ops (tracking)]}" "${rps[nginx]}")   (target >= 0.6)"
 }
 
-main "$@"
+main
