@@ -28,6 +28,9 @@ OPS_PORT=18083        # ops with tracking
 OPS_API=127.0.0.1:18093
 OPSNT_PORT=18084      # ops without tracking
 OPSNT_API=127.0.0.1:18094
+OPSX_PORT=18085       # ops with tracking, cache and HTML injection on
+OPSX_API=127.0.0.1:18095
+LIGHT_CONNS=${LIGHT_CONNS:-4} # the latency pass: light load, so p99 shows the proxy, not queueing
 
 tmp=$(mktemp -d -t opsproxy.XXXXXX)
 pids=()
@@ -118,18 +121,20 @@ wait_ok() {
 	die "$url did not answer 200 within 20s"
 }
 
-ops_config() { # dir proxy-port api-addr tracking
+ops_config() { # dir proxy-port api-addr tracking [extra route lines]
 	mkdir -p "$1/data"
 	cat >"$1/ops.yaml" <<-EOF
 		data_dir: $1/data
 		http: {listen: "$3"}
 		log: {level: warn}
+		collector: {write_keys: [wk_bench_key]}
 		proxy:
 		  listen: 127.0.0.1:$2
 		  tracking: {enabled: $4}
 		  routes:
 		    - name: bench
 		      upstreams: [http://$UP_ADDR]
+		${5:-}
 	EOF
 }
 
@@ -258,7 +263,7 @@ main() {
 	fi
 	[[ -x $ops ]] || die "no ops binary at $ops"
 	# A server left from another run would be measured in place of ours.
-	for port in "${UP_ADDR#*:}" "$NGINX_PORT" "$CADDY_PORT" "$OPS_PORT" "${OPS_API#*:}" "$OPSNT_PORT" "${OPSNT_API#*:}"; do
+	for port in "${UP_ADDR#*:}" "$NGINX_PORT" "$CADDY_PORT" "$OPS_PORT" "${OPS_API#*:}" "$OPSNT_PORT" "${OPSNT_API#*:}" "$OPSX_PORT" "${OPSX_API#*:}"; do
 		! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "port $port is in use"
 	done
 	go build -o "$tmp/bin/upstream" ./bench/proxy/upstream
@@ -275,16 +280,22 @@ main() {
 	start ops "$ops" serve -c "$tmp/ops/ops.yaml"
 	ops_config "$tmp/opsnt" "$OPSNT_PORT" "$OPSNT_API" false
 	start opsnt "$ops" serve -c "$tmp/opsnt/ops.yaml"
+	ops_config "$tmp/opsx" "$OPSX_PORT" "$OPSX_API" true $'      cache: true\n      inject: {tracker: true, write_key: wk_bench_key}'
+	start opsx "$ops" serve -c "$tmp/opsx/ops.yaml"
 
-	local -a names=("direct" "nginx" "caddy" "ops (tracking)" "ops (no tracking)")
+	local -a names=("direct" "nginx" "caddy" "ops (tracking)" "ops (no tracking)" "ops cache hit" "direct /html" "ops inject /html")
 	local -A url=(
 		["direct"]=http://$UP_ADDR/
 		["nginx"]=http://127.0.0.1:$NGINX_PORT/
 		["caddy"]=http://127.0.0.1:$CADDY_PORT/
 		["ops (tracking)"]=http://127.0.0.1:$OPS_PORT/
 		["ops (no tracking)"]=http://127.0.0.1:$OPSNT_PORT/
+		["ops cache hit"]=http://127.0.0.1:$OPSX_PORT/cached
+		["direct /html"]=http://$UP_ADDR/html
+		["ops inject /html"]=http://127.0.0.1:$OPSX_PORT/html
 	)
-	local -A srv=(["direct"]=upstream ["nginx"]=nginx ["caddy"]=caddy ["ops (tracking)"]=ops ["ops (no tracking)"]=opsnt)
+	local -A srv=(["direct"]=upstream ["nginx"]=nginx ["caddy"]=caddy ["ops (tracking)"]=ops ["ops (no tracking)"]=opsnt
+		["ops cache hit"]=opsx ["direct /html"]=upstream ["ops inject /html"]=opsx)
 	for n in "${names[@]}"; do
 		wait_ok "${url[$n]}"
 	done
@@ -328,6 +339,33 @@ main() {
 		"(${after} in all with warm-ups and other rounds, ${distinct} distinct ids)"
 	echo "ratio ops(tracking)/caddy = $(ratio "${rps[ops (tracking)]}" "${rps[caddy]}")   (target >= 1.0)"
 	echo "ratio ops(tracking)/nginx = $(ratio "${rps[ops (tracking)]}" "${rps[nginx]}")   (target >= 0.6)"
+
+	# Latency added by the proxy, under light load (-c$LIGHT_CONNS), where
+	# percentiles show the work a request costs rather than queueing on
+	# saturated cores.
+	echo
+	echo "latency under light load: wrk -t1 -c$LIGHT_CONNS -d$DURATION --latency (best of $ROUNDS)"
+	printf '%-18s %10s %8s %8s %22s\n' target req/s "p50 ms" "p99 ms" "p99 added over direct"
+	local -a light=("direct" "nginx" "caddy" "ops (tracking)" "ops cache hit")
+	local -A lrps lp50 lp99
+	for round in $(seq "$ROUNDS"); do
+		for n in "${light[@]}"; do
+			wrk -t1 -c"$LIGHT_CONNS" -d"$DURATION" --latency "${url[$n]}" >"$tmp/light.txt"
+			local q50 q99 r
+			r=$(awk '/^Requests\/sec:/ { print $2 }' "$tmp/light.txt")
+			q50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$tmp/light.txt")")
+			q99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$tmp/light.txt")")
+			if [[ -z ${lp99[$n]:-} ]] || awk -v a="$q99" -v b="${lp99[$n]}" 'BEGIN { exit !(a < b) }'; then
+				lrps[$n]=$r lp50[$n]=$q50 lp99[$n]=$q99
+			fi
+		done
+	done
+	for n in "${light[@]}"; do
+		local add=-
+		[[ $n == direct ]] || add=$(awk -v a="${lp99[$n]}" -v b="${lp99[direct]}" 'BEGIN { printf "%+.2f", a - b }')
+		printf '%-18s %10.0f %8.2f %8.2f %22s\n' "$n" "${lrps[$n]}" "${lp50[$n]}" "${lp99[$n]}" "$add"
+	done
+	echo "target: ops (tracking) p99 added over direct <= 1 ms"
 }
 
 main

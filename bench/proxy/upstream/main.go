@@ -26,6 +26,12 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", body("text/plain; charset=utf-8", text))
 	mux.HandleFunc("GET /html", body("text/html; charset=utf-8", page))
+	// The same 1 KiB, cacheable for a minute: what a cache serves from itself.
+	cached := body("text/plain; charset=utf-8", text)
+	mux.HandleFunc("GET /cached", func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Cache-Control"] = []string{"public, max-age=60"}
+		cached(w, r)
+	})
 	srv := &http.Server{
 		Addr:              *addr,
 		Handler:           mux,
