@@ -67,7 +67,9 @@ func BenchmarkAuth(b *testing.B) {
 		}
 	}
 	b.Run("public", func(b *testing.B) { run(b, "/healthz", func(*http.Request) {}) })
-	b.Run("token", func(b *testing.B) { run(b, "/api/v1/me", func(q *http.Request) { q.Header.Set("Authorization", "Bearer "+tok.Token) }) })
+	b.Run("token", func(b *testing.B) {
+		run(b, "/api/v1/me", func(q *http.Request) { q.Header.Set("Authorization", "Bearer "+tok.Token) })
+	})
 	b.Run("session", func(b *testing.B) { run(b, "/api/v1/me", func(q *http.Request) { q.AddCookie(cookie) }) })
 	b.Run("login", func(b *testing.B) {
 		for b.Loop() {
@@ -75,4 +77,3 @@ func BenchmarkAuth(b *testing.B) {
 		}
 	})
 }
-
