@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -125,6 +126,11 @@ func (m *Module) routes() {
 	hf("GET /api/v1/graph", "graph:read", m.getGraph)
 	hf("GET /api/v1/log-level", "system:read", m.getLogLevels)
 	hf("PUT /api/v1/log-level", "system:write", m.putLogLevel)
+	// Go's profiler, for admins (it shows the program's internals).
+	hf("GET /debug/pprof/", "system:write", pprof.Index)
+	hf("GET /debug/pprof/profile", "system:write", pprof.Profile)
+	hf("GET /debug/pprof/trace", "system:write", pprof.Trace)
+	hf("GET /debug/pprof/symbol", "system:write", pprof.Symbol)
 	hf("/api/", "public", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "path", fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 	})

@@ -61,6 +61,7 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 		rt.ipRate = newLimiter(rc.RateLimit.PerIP, rc.RateLimit)
 		rt.usrRate = newLimiter(rc.RateLimit.PerUser, rc.RateLimit)
 		rt.rp = m.reverseProxy(tb, rt)
+		rt.rp.Transport = newH1Transport(rt.rp.Transport, rc.Timeout.D())
 		if rc.Cache {
 			cs, err := m.cacheStore(cfg)
 			if err != nil {

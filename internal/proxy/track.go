@@ -27,10 +27,16 @@ import (
 type tracker struct {
 	bus   *bus.Bus
 	log   *slog.Logger
-	q     chan event.Event
 	batch int
 	flush time.Duration
+	queue int
 	sp    *spool
+
+	// Requests append under mu and wake the publisher only when a batch is
+	// full (a channel send per request would wake it per request).
+	mu      sync.Mutex
+	pending []event.Event
+	full    chan struct{}
 
 	published, spooled, dropped prometheus.Counter
 	queued                      prometheus.GaugeFunc
@@ -41,11 +47,16 @@ func newTracker(b *bus.Bus, log *slog.Logger, dir string, queue, batch int, flus
 	if err != nil {
 		return nil, err
 	}
-	t := &tracker{bus: b, log: log, q: make(chan event.Event, queue), batch: batch, flush: flush, sp: sp}
+	t := &tracker{bus: b, log: log, queue: queue, batch: batch, flush: flush, sp: sp, full: make(chan struct{}, 1),
+		pending: make([]event.Event, 0, batch)}
 	t.published = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_published_total", Help: "Request events stored on the bus."})
 	t.spooled = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_spooled_total", Help: "Request events written to the spool (queue full or bus unavailable)."})
 	t.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_dropped_total", Help: "Request events lost because the spool was full."})
-	t.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_events_queued", Help: "Request events waiting in memory."}, func() float64 { return float64(len(t.q)) })
+	t.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_events_queued", Help: "Request events waiting in memory."}, func() float64 {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return float64(len(t.pending))
+	})
 	spoolBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_spool_bytes", Help: "Bytes of request events waiting in the spool."}, func() float64 { return float64(sp.size()) })
 	if reg != nil {
 		reg.MustRegister(t.published, t.spooled, t.dropped, t.queued, spoolBytes)
@@ -55,11 +66,30 @@ func newTracker(b *bus.Bus, log *slog.Logger, dir string, queue, batch int, flus
 
 // add never blocks on the bus.
 func (t *tracker) add(ev event.Event) {
-	select {
-	case t.q <- ev:
-	default:
+	t.mu.Lock()
+	if len(t.pending) >= t.queue {
+		t.mu.Unlock()
 		t.toSpool([]event.Event{ev})
+		return
 	}
+	t.pending = append(t.pending, ev)
+	n := len(t.pending)
+	t.mu.Unlock()
+	if n == t.batch {
+		select {
+		case t.full <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take swaps out what is pending.
+func (t *tracker) take(spare []event.Event) []event.Event {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := t.pending
+	t.pending = spare[:0]
+	return out
 }
 
 func (t *tracker) toSpool(evs []event.Event) {
@@ -78,54 +108,44 @@ func (t *tracker) toSpool(evs []event.Event) {
 
 // run publishes until ctx ends, then publishes (or spools) what is queued.
 func (t *tracker) run(ctx context.Context) {
-	buf := make([]event.Event, 0, t.batch)
-	timer := time.NewTimer(t.flush)
+	spare := make([]event.Event, 0, t.batch)
+	timer := time.NewTicker(t.flush)
 	defer timer.Stop()
 	retry := time.NewTicker(time.Second)
 	defer retry.Stop()
-	send := func() {
-		if len(buf) == 0 {
-			return
+	send := func(buf []event.Event) {
+		for len(buf) > 0 {
+			n := min(len(buf), t.batch)
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_, err := t.bus.Publish(pctx, buf[:n])
+			cancel()
+			if err != nil {
+				t.log.Warn("publishing request events failed; spooling", "err", err, "events", n)
+				t.toSpool(buf[:n])
+			} else {
+				t.published.Add(float64(n))
+			}
+			buf = buf[n:]
 		}
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_, err := t.bus.Publish(pctx, buf)
-		cancel()
-		if err != nil {
-			t.log.Warn("publishing request events failed; spooling", "err", err, "events", len(buf))
-			t.toSpool(buf)
-		} else {
-			t.published.Add(float64(len(buf)))
-		}
-		buf = buf[:0]
+	}
+	flush := func() {
+		buf := t.take(spare)
+		send(buf)
+		clear(buf) // the events' data can be collected
+		spare = buf[:0]
 	}
 	for {
 		select {
-		case ev := <-t.q:
-			buf = append(buf, ev)
-			if len(buf) >= t.batch {
-				send()
-			}
+		case <-t.full:
+			flush()
 		case <-timer.C:
-			send()
-			timer.Reset(t.flush)
+			flush()
 		case <-retry.C:
 			if t.sp.size() > 0 {
 				t.replay(ctx)
 			}
 		case <-ctx.Done():
-			for {
-				select {
-				case ev := <-t.q:
-					buf = append(buf, ev)
-					if len(buf) >= t.batch {
-						send()
-					}
-					continue
-				default:
-				}
-				break
-			}
-			send()
+			flush()
 			t.sp.close()
 			return
 		}
