@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -123,11 +124,30 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// alive peeks at the socket without blocking: a closed connection reads
+// EOF, an idle live one has nothing to read. (A read deadline cannot do
+// this: a deadline already past fails the read before the socket is
+// looked at.)
 func alive(pc *h1Conn) bool {
-	_ = pc.c.SetReadDeadline(time.Now().Add(time.Microsecond))
-	_, err := pc.br.Peek(1)
-	_ = pc.c.SetReadDeadline(time.Time{})
-	return isTimeout(err) // nothing to read and not closed
+	if pc.br.Buffered() > 0 {
+		return false // bytes nobody asked for: the connection is out of step
+	}
+	sc, ok := pc.c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	_ = raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ok = n < 0 || err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+		return true
+	})
+	return ok
 }
 
 func isTimeout(err error) bool {
