@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -360,4 +361,27 @@ func WatchKV(ctx context.Context, kv jetstream.KeyValue, fn func(key string, pre
 		}
 	}()
 	return done, nil
+}
+
+// Secret returns the n random bytes stored under key in kv, creating them
+// if no node has yet: the first writer wins and every node reads the same.
+func Secret(ctx context.Context, kv jetstream.KeyValue, key string, n int) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if _, err := kv.Create(ctx, key, b); err != nil {
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("create secret %s: %w", key, err)
+		}
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("read secret %s: %w", key, err)
+		}
+		b = e.Value()
+	}
+	if len(b) != n {
+		return nil, fmt.Errorf("secret %s is %d bytes, want %d", key, len(b), n)
+	}
+	return b, nil
 }

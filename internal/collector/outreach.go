@@ -3,7 +3,6 @@ package collector
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/reply"
 )
@@ -77,19 +77,9 @@ func (o *outreach) key(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := make([]byte, 32)
-	if _, err := rand.Read(s); err != nil {
+	s, err := bus.Secret(ctx, kv, "links", 32)
+	if err != nil {
 		return nil, err
-	}
-	if _, err := kv.Create(ctx, "links", s); err != nil {
-		if !errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, err
-		}
-		e, err := kv.Get(ctx, "links")
-		if err != nil {
-			return nil, err
-		}
-		s = e.Value()
 	}
 	o.secret = s
 	return s, nil

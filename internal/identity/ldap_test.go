@@ -1,7 +1,6 @@
 package identity_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -86,27 +85,9 @@ func baseConfig(s *testutil.Slapd) config.LDAP {
 	}
 }
 
-// logBuffer is an io.Writer safe for the provider's concurrent logging.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func newLDAP(t *testing.T, cfg config.LDAP) (*identity.LDAP, *logBuffer) {
+func newLDAP(t *testing.T, cfg config.LDAP) (*identity.LDAP, *testutil.SyncBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testutil.SyncBuffer{}
 	p, err := identity.NewLDAP(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

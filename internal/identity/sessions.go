@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opsgraph/ops/internal/bus"
 )
 
 // A browser session is a record in OPS_AUTH_SESSIONS keyed by a random id;
@@ -55,21 +57,11 @@ type sessions struct {
 
 // loadKey reads the cookie key, creating it if this is the first node.
 func loadKey(ctx context.Context, kv jetstream.KeyValue) (cipher.AEAD, error) {
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	key, err := bus.Secret(ctx, kv, "cookie-key", 32)
+	if err != nil {
 		return nil, err
 	}
-	if _, err := kv.Create(ctx, "cookie-key", key); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, fmt.Errorf("create cookie key: %w", err)
-	}
-	e, err := kv.Get(ctx, "cookie-key")
-	if err != nil {
-		return nil, fmt.Errorf("read cookie key: %w", err)
-	}
-	if len(e.Value()) != 32 {
-		return nil, errors.New("cookie key in OPS_AUTH is not 32 bytes")
-	}
-	blk, err := aes.NewCipher(e.Value())
+	blk, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}

@@ -77,38 +77,30 @@ func TestEventsApply(t *testing.T) {
 	post(ev("1", "policy.set", map[string]any{"user": "x", "action": "explode"}),
 		ev("2", "policy.set", map[string]any{"ip": "198.51.100.23", "for": "1h", "reason": "scanner"}),
 		ev("3", "policy.set", map[string]any{"user": "mallory"}))
-	type list struct{ Entries []map[string]any }
-	var l list
-	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		l = list{}
-		resp, err := http.Get(r.URL + "/api/v1/policy")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		_ = json.NewDecoder(resp.Body).Decode(&l)
-		if len(l.Entries) != 2 {
-			return &countErr{len(l.Entries)}
-		}
-		return nil
-	})
-	if l.Entries[0]["subject"] != "198.51.100.0" || l.Entries[0]["reason"] != "scanner" || l.Entries[0]["active"] != true || l.Entries[1]["subject"] != "mallory" || l.Entries[1]["action"] != "lock" {
-		t.Fatalf("entries: %+v", l.Entries)
+	// entries waits until the policy list has n entries and returns them.
+	entries := func(n int) []map[string]any {
+		var l struct{ Entries []map[string]any }
+		testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			l.Entries = nil
+			resp, err := http.Get(r.URL + "/api/v1/policy")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			_ = json.NewDecoder(resp.Body).Decode(&l)
+			if len(l.Entries) != n {
+				return &countErr{len(l.Entries)}
+			}
+			return nil
+		})
+		return l.Entries
+	}
+	es := entries(2)
+	if es[0]["subject"] != "198.51.100.0" || es[0]["reason"] != "scanner" || es[0]["active"] != true || es[1]["subject"] != "mallory" || es[1]["action"] != "lock" {
+		t.Fatalf("entries: %+v", es)
 	}
 	post(ev("4", "policy.clear", map[string]any{"user": "mallory"}))
-	testutil.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
-		l = list{}
-		resp, err := http.Get(r.URL + "/api/v1/policy")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		_ = json.NewDecoder(resp.Body).Decode(&l)
-		if len(l.Entries) != 1 {
-			return &countErr{len(l.Entries)}
-		}
-		return nil
-	})
+	entries(1)
 	// The API names the field at fault.
 	for path, body := range map[string]string{
 		"/api/v1/policy/user/x":     `{"for":"soon"}`,

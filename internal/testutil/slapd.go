@@ -41,7 +41,7 @@ type Slapd struct {
 
 	t      testing.TB
 	conf   string
-	out    *syncBuffer
+	out    *SyncBuffer
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -63,7 +63,7 @@ func StartSlapd(t testing.TB, ldif string) *Slapd {
 	dir := t.TempDir()
 	s := &Slapd{
 		AdminDN: "cn=admin,dc=example,dc=org", AdminPassword: "admin-secret",
-		BaseDN: "dc=example,dc=org", t: t, out: &syncBuffer{},
+		BaseDN: "dc=example,dc=org", t: t, out: &SyncBuffer{},
 		conf: filepath.Join(dir, "slapd.conf"),
 	}
 	ports := freePorts(t, 2)
@@ -263,20 +263,20 @@ func writeTLSFiles(t testing.TB, caFile, certFile, keyFile string) {
 	}
 }
 
-// syncBuffer collects slapd's output; exec copies into it from its own
-// goroutine while a failing test may read it.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for one writer goroutine (a child
+// process's output, a logger) and a reading test.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return strings.Clone(b.buf.String())
