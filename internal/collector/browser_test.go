@@ -1,12 +1,10 @@
 package collector_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,17 +14,6 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/testutil"
 )
-
-// chromium finds Debian's headless browser; `make test` installs it.
-func chromium(t *testing.T) string {
-	for _, p := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatal("no chromium: run `make test` (scripts/test-deps.sh installs Debian's chromium)")
-	return ""
-}
 
 // A real browser loads a page with ops.js, arrives through a link with UTM
 // and click ids, navigates inside a single-page app and clicks an outbound
@@ -52,16 +39,7 @@ func TestBrowserTracker(t *testing.T) {
 	}))
 	defer site.Close()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	ctx := testutil.Browser(t)
 	err := chromedp.Do(ctx,
 		chromedp.Navigate(site.URL+"/a"),
 		chromedp.Click(chromedp.CSS("#go")),

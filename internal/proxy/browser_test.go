@@ -1,12 +1,10 @@
 package proxy_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -26,10 +24,6 @@ func TestInjectedTrackerInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a browser")
 	}
-	chrome, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("no chromium: run `make test` (scripts/test-deps.sh installs Debian's chromium)")
-	}
 	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Encoding", "gzip")
@@ -43,15 +37,7 @@ func TestInjectedTrackerInBrowser(t *testing.T) {
 		Inject: config.Inject{Tracker: true, WriteKey: key}}}, func(c *config.Config) {
 		c.Collector.WriteKeys = config.Strings{key}
 	})
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome),
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true), chromedp.UserDataDir(t.TempDir()))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
+	ctx := testutil.Browser(t)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/products?utm_source=ads"),
 		chromedp.WaitVisible(chromedp.CSS("#h")),
