@@ -32,7 +32,7 @@ func main() {
 	opsSize := fileSize(*opsBin)
 	opsStart := median(*starts, startOps)
 	opsRSS := startOpsRSS()
-	fmt.Printf("\nFootprint with the default config (modules bus, api, pipeline, views, cqrs, collector; no graph nodes), idle %v\n", *idle)
+	fmt.Printf("\nFootprint with the default config (modules bus, identity, api, policy, pipeline, views, cqrs, collector; no graph nodes, no proxy routes), idle %v\n", *idle)
 	fmt.Printf("%-22s %14s %14s %14s\n", "", "binary", "start->ready", "idle RSS")
 	fmt.Printf("%-22s %13.1fM %14v %13.1fM\n", "ops serve", mb(opsSize), opsStart.Round(time.Millisecond), mb(opsRSS))
 	if *natsBin != "" {

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,8 +59,12 @@ func newLocal(users []config.User, kv jetstream.KeyValue) *Local {
 func (l *Local) Name() string { return "local" }
 
 // dummyHash is checked when the user does not exist, so that an unknown
-// name costs the same time as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost)
+// name costs the same time as a wrong password. It is made on first use:
+// at start it would add a bcrypt (about 60 ms) to every start.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("not a password"), bcrypt.DefaultCost)
+	return h
+})
 
 // Authenticate implements PasswordProvider.
 func (l *Local) Authenticate(ctx context.Context, user, password string) (*Identity, error) {
@@ -68,7 +73,7 @@ func (l *Local) Authenticate(ctx context.Context, user, password string) (*Ident
 		return nil, err
 	}
 	if !ok {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 		return nil, ErrInvalid
 	}
 	if password == "" || !CheckPassword(u.PasswordHash, password) {
