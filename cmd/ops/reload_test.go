@@ -26,7 +26,7 @@ func TestSIGHUPReloadsProxy(t *testing.T) {
 		t.Skip("builds a real process")
 	}
 	upstream := func(name string) string {
-		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }))
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, name) }))
 		t.Cleanup(s.Close)
 		return s.URL
 	}

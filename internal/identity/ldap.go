@@ -155,7 +155,7 @@ func (p *LDAP) Close() error {
 	}
 	p.mu.Unlock()
 	for c := range p.idle {
-		c.Close()
+		_ = c.Close()
 	}
 	return nil
 }
@@ -180,7 +180,7 @@ func (p *LDAP) Authenticate(ctx context.Context, user, password string) (*Identi
 		stop := context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Unix(1, 0)) })
 		id, err := p.login(c.Conn, user, password)
 		if !stop() {
-			c.Close()
+			_ = c.Close()
 			return nil, fmt.Errorf("ldap %s: %w: %w", p.url, ErrUnavailable, ctx.Err())
 		}
 		if err == nil || errors.Is(err, ErrInvalid) {
@@ -192,7 +192,7 @@ func (p *LDAP) Authenticate(ctx context.Context, user, password string) (*Identi
 		// fresh one. A request timeout leaves the connection open and is
 		// not retried, which keeps a hung directory to one timeout.
 		dropped := c.IsClosing()
-		c.Close()
+		_ = c.Close()
 		if pooled && attempt == 0 && dropped {
 			continue
 		}
@@ -409,7 +409,7 @@ func (p *LDAP) get(ctx context.Context) (c *conn, pooled bool, err error) {
 				return nil, false, fmt.Errorf("ldap %s: %w: provider closed", p.url, ErrUnavailable)
 			}
 			if c.IsClosing() { // the directory hung up while it was idle
-				c.Close()
+				_ = c.Close()
 				continue
 			}
 			return c, true, nil
@@ -435,7 +435,7 @@ func (p *LDAP) put(c *conn) {
 		}
 	}
 	p.mu.Unlock()
-	c.Close()
+	_ = c.Close()
 }
 
 // dial connects (TLS as configured) and binds as the service account, all
@@ -473,7 +473,7 @@ func (p *LDAP) dial(ctx context.Context) (*conn, error) {
 		err = ctx.Err()
 	}
 	if err != nil {
-		c.Close()
+		_ = c.Close()
 		return nil, err
 	}
 	return c, nil

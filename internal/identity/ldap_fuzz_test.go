@@ -47,10 +47,10 @@ func FuzzLDAPFilter(f *testing.F) {
 				if leaf.Tag != ldap.FilterEqualityMatch || len(leaf.Children) != 2 {
 					return
 				}
-				attr := string(leaf.Children[0].Data.Bytes())
+				attr := leaf.Children[0].Data.String()
 				if attr == "uid" || attr == "mail" || attr == "sAMAccountName" {
 					users++
-					if got := string(leaf.Children[1].Data.Bytes()); got != user {
+					if got := leaf.Children[1].Data.String(); got != user {
 						t.Fatalf("%q: %s value %q, want %q", filter, attr, got, user)
 					}
 				}

@@ -29,7 +29,7 @@ func TestInjectedTrackerInBrowser(t *testing.T) {
 		w.Header().Set("Content-Encoding", "gzip")
 		g := gzip.NewWriter(w)
 		fmt.Fprint(g, `<!doctype html><html><head><title>Shop</title></head><body><h1 id="h">Shop</h1></body></html>`)
-		g.Close()
+		_ = g.Close()
 	}))
 	t.Cleanup(site.Close)
 	const key = "wk_browser_test_key"

@@ -303,7 +303,7 @@ func (w *cacheWriter) Write(p []byte) (int, error) {
 func (w *cacheWriter) commit(complete bool) {
 	name := w.f.Name()
 	_ = w.f.Close()
-	defer os.Remove(name)
+	defer func() { _ = os.Remove(name) }()
 	if !complete || w.fail {
 		return
 	}

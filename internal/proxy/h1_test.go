@@ -21,18 +21,18 @@ func TestH1Transport(t *testing.T) {
 		switch r.URL.Path {
 		case "/chunked":
 			w.(http.Flusher).Flush()
-			io.WriteString(w, "a")
+			_, _ = io.WriteString(w, "a")
 			w.(http.Flusher).Flush()
-			io.WriteString(w, "b")
+			_, _ = io.WriteString(w, "b")
 		case "/early":
 			w.WriteHeader(http.StatusEarlyHints)
-			io.WriteString(w, "ok")
+			_, _ = io.WriteString(w, "ok")
 		case "/close":
 			w.Header().Set("Connection", "close")
-			io.WriteString(w, "bye")
+			_, _ = io.WriteString(w, "bye")
 		default:
 			b, _ := io.ReadAll(r.Body)
-			io.WriteString(w, r.Method+":"+string(b))
+			_, _ = io.WriteString(w, r.Method+":"+string(b))
 		}
 	}))
 	srv.Config.IdleTimeout = 100 * time.Millisecond

@@ -58,12 +58,11 @@ type Module struct {
 	cacheMu sync.Mutex
 	cache   *cacheStore // opened by the first route with cache: true
 
-	mu       sync.Mutex
-	addrs    []net.Addr
-	stopOld  context.CancelFunc // ends the current table's health checks
-	runCtx   context.Context
-	servers  []*http.Server
-	redacted map[string]bool
+	mu      sync.Mutex
+	addrs   []net.Addr
+	stopOld context.CancelFunc // ends the current table's health checks
+	runCtx  context.Context
+	servers []*http.Server
 }
 
 type metrics struct {

@@ -238,7 +238,7 @@ func TestStreaming(t *testing.T) {
 			}
 			defer c.Close()
 			fmt.Fprint(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-			rw.Flush()
+			_ = rw.Flush()
 			_, _ = io.Copy(c, rw) // echo
 		}
 	}))
@@ -282,7 +282,7 @@ func TestStreaming(t *testing.T) {
 		for i := 0; i < 256; i++ {
 			_, _ = pw.Write(buf)
 		}
-		pw.Close()
+		_ = pw.Close()
 	}()
 	resp, err = testutil.Anonymous.Post(base+"/upload", "application/octet-stream", pr)
 	if err != nil {

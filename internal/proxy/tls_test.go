@@ -107,7 +107,7 @@ func TestWebSocketEcho(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.Close()
+	defer func() { _ = ws.Close() }()
 	for _, msg := range []string{"hello", "through", "the proxy"} {
 		if err := websocket.Message.Send(ws, msg); err != nil {
 			t.Fatal(err)

@@ -54,16 +54,16 @@ func encodeAs(t *testing.T, enc string, b []byte) []byte {
 	switch enc {
 	case "gzip":
 		w := gzip.NewWriter(&buf)
-		w.Write(b)
-		w.Close()
+		_, _ = w.Write(b)
+		_ = w.Close()
 	case "br":
 		w := brotli.NewWriter(&buf)
-		w.Write(b)
-		w.Close()
+		_, _ = w.Write(b)
+		_ = w.Close()
 	case "zstd":
 		w, _ := zstd.NewWriter(&buf)
-		w.Write(b)
-		w.Close()
+		_, _ = w.Write(b)
+		_ = w.Close()
 	default:
 		return b
 	}

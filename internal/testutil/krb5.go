@@ -268,7 +268,7 @@ func freeTCPUDPPort() (int, error) {
 		if err != nil {
 			continue
 		}
-		u.Close()
+		_ = u.Close()
 		return port, nil
 	}
 	return 0, err

@@ -172,7 +172,7 @@ func (s *Slapd) adminBind() error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	c.SetTimeout(time.Second)
 	return c.Bind(s.AdminDN, s.AdminPassword)
 }
