@@ -385,3 +385,33 @@ func Secret(ctx context.Context, kv jetstream.KeyValue, key string, n int) ([]by
 	}
 	return b, nil
 }
+
+// EachKV calls fn with every key of kv and its current value; a key
+// deleted between the listing and the read is skipped.
+func EachKV(ctx context.Context, kv jetstream.KeyValue, fn func(key string, value []byte)) error {
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		fn(k, e.Value())
+	}
+	return nil
+}
+
+// CountKV is the number of keys in kv.
+func CountKV(ctx context.Context, kv jetstream.KeyValue) (int, error) {
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	return n, nil
+}

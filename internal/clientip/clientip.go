@@ -11,17 +11,36 @@ import (
 	"strings"
 )
 
+// ParsePrefixes parses a validated CIDR list (config checked it), skipping
+// anything that does not parse.
+func ParsePrefixes(ss []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // From is the request's client: the connection's address, or, when
 // that is a trusted proxy, the nearest untrusted address in
 // X-Forwarded-For (read right to left, as proxies append).
 func From(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	a, _ := FromVia(r, trusted)
+	return a
+}
+
+// FromVia is From, and also whether the connection itself came from a
+// trusted proxy (whose forwarding headers may then be passed on).
+func FromVia(r *http.Request, trusted []netip.Prefix) (client netip.Addr, viaTrusted bool) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
 	a, err := netip.ParseAddr(host)
 	if err != nil {
-		return netip.Addr{}
+		return netip.Addr{}, false
 	}
 	a = a.Unmap()
 	isTrusted := func(x netip.Addr) bool {
@@ -33,21 +52,21 @@ func From(r *http.Request, trusted []netip.Prefix) netip.Addr {
 		return false
 	}
 	if !isTrusted(a) {
-		return a
+		return a, false
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
 		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
 		if err != nil {
-			return a // a malformed hop: trust nothing beyond the proxy
+			return a, true // a malformed hop: trust nothing beyond the proxy
 		}
 		h = h.Unmap()
 		if !isTrusted(h) {
-			return h
+			return h, true
 		}
 		a = h
 	}
-	return a
+	return a, true
 }
 
 // Anonymize zeroes the host bits: 203.0.113.7 -> 203.0.113.0, and an IPv6

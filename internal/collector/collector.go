@@ -48,11 +48,7 @@ type Module struct {
 func New(cfg config.Collector, deps Deps) (*Module, error) {
 	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}, salts: &salts{b: deps.Bus}, api: &apiKeys{b: deps.Bus}}
 	m.out = &outreach{m: m}
-	for _, p := range cfg.TrustedProxies {
-		if pf, err := netip.ParsePrefix(p); err == nil {
-			m.trusted = append(m.trusted, pf)
-		}
-	}
+	m.trusted = clientip.ParsePrefixes(cfg.TrustedProxies)
 	for _, k := range cfg.WriteKeys {
 		m.keys[sha256.Sum256([]byte(k))] = true
 	}

@@ -34,14 +34,10 @@ var ErrUnauthenticated = errNoCredentials
 // Errors: ErrUnauthenticated, ErrInvalid (refused credentials),
 // ErrUnavailable (cannot check now).
 func (m *Module) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error) {
-	req, err := m.authenticate(w, r)
+	req, err := m.identify(w, r)
 	if err != nil {
 		return nil, err
 	}
-	if req.method == "negotiate" && browserNavigation(r) {
-		m.startSession(w, r, req.id, "negotiate")
-	}
-	m.resolve(req.id)
 	return req.id, nil
 }
 

@@ -204,10 +204,9 @@ func (m *Module) logout(w http.ResponseWriter, r *http.Request) {
 func (m *Module) me(w http.ResponseWriter, r *http.Request) {
 	id := FromContext(r.Context())
 	out := map[string]any{"user": id.User, "name": id.Name, "email": id.Email, "groups": id.Groups, "roles": id.Roles, "provider": id.Provider}
-	if c, err := r.Cookie(cookieName); err == nil && r.Header.Get("Authorization") == "" {
-		if s, err := m.sessions.get(r.Context(), c.Value); err == nil {
-			out["csrf_token"] = s.CSRF
-		}
+	// Require read the session already; a token request has none.
+	if s, ok := r.Context().Value(sessKey{}).(*Session); ok {
+		out["csrf_token"] = s.CSRF
 	}
 	reply.JSON(w, http.StatusOK, out)
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
 )
 
@@ -135,15 +136,8 @@ func (l *Local) list(ctx context.Context) ([]StoredUser, error) {
 
 // count is the number of users, config and stored.
 func (l *Local) count(ctx context.Context) (int, error) {
-	keys, err := l.kv.ListKeys(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n := len(l.cfg)
-	for range keys.Keys() {
-		n++
-	}
-	return n, nil
+	n, err := bus.CountKV(ctx, l.kv)
+	return n + len(l.cfg), err
 }
 
 // HashPassword returns a bcrypt hash for a new password.

@@ -57,11 +57,7 @@ func New(cfg config.Identity, deps Deps) (*Module, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	m := &Module{cfg: cfg, deps: deps, log: deps.Logger, roles: NewRoles(cfg)}
-	for _, p := range deps.Trusted {
-		if pf, err := netip.ParsePrefix(p); err == nil {
-			m.trusted = append(m.trusted, pf)
-		}
-	}
+	m.trusted = clientip.ParsePrefixes(deps.Trusted)
 	users, err := deps.Bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: usersBucket, Description: "local users (bcrypt hashes)", History: 1})
 	if err != nil {
 		return nil, err

@@ -88,7 +88,7 @@ func (m *Module) Require(perm string, h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, err := m.authenticate(w, r)
+		req, err := m.identify(w, r)
 		if err != nil {
 			m.refuse(w, r, err)
 			return
@@ -107,20 +107,37 @@ func (m *Module) Require(perm string, h http.Handler) http.Handler {
 				return
 			}
 		}
-		// Sign a browser in so its later requests need no new ticket; API
-		// clients that negotiate on every request get no session to pile up.
-		if req.method == "negotiate" && browserNavigation(r) {
-			m.startSession(w, r, req.id, "negotiate")
-		}
-		m.resolve(req.id)
 		if perm != Authenticated && !m.roles.Allows(req.id.Roles, perm) {
 			m.refused.WithLabelValues("403").Inc()
 			reply.Error(w, http.StatusForbidden, "role", fmt.Sprintf("%s has roles [%s], which do not grant %s (%s)",
 				req.id.User, strings.Join(req.id.Roles, ", "), perm, m.needs(perm)))
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, req.id)))
+		ctx := context.WithValue(r.Context(), ctxKey{}, req.id)
+		if req.sess != nil {
+			ctx = context.WithValue(ctx, sessKey{}, req.sess)
+		}
+		h.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+type sessKey struct{}
+
+// identify authenticates r, signs a browser that negotiated in, and
+// resolves the identity's roles: the shared first step of Require (the
+// API) and Identify (the proxy).
+func (m *Module) identify(w http.ResponseWriter, r *http.Request) (request, error) {
+	req, err := m.authenticate(w, r)
+	if err != nil {
+		return req, err
+	}
+	// Sign a browser in so its later requests need no new ticket; API
+	// clients that negotiate on every request get no session to pile up.
+	if req.method == "negotiate" && browserNavigation(r) {
+		m.startSession(w, r, req.id, "negotiate")
+	}
+	m.resolve(req.id)
+	return req, nil
 }
 
 // needs names the built-in roles that grant perm, for error messages.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opsgraph/ops/internal/bus"
 )
 
 // API tokens look like ops_<id>_<secret>. The bucket OPS_TOKENS holds, per
@@ -96,24 +98,16 @@ func (t tokens) verify(ctx context.Context, presented string) (Token, error) {
 }
 
 func (t tokens) list(ctx context.Context) ([]Token, error) {
-	keys, err := t.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
 	out := []Token{}
-	for k := range keys.Keys() {
-		e, err := t.kv.Get(ctx, k)
-		if err != nil {
-			continue // deleted between list and get
-		}
+	err := bus.EachKV(ctx, t.kv, func(_ string, v []byte) {
 		var tok Token
-		if json.Unmarshal(e.Value(), &tok) == nil {
+		if json.Unmarshal(v, &tok) == nil {
 			tok.Hash = ""
 			out = append(out, tok)
 		}
-	}
+	})
 	slices.SortFunc(out, func(a, b Token) int { return a.Created.Compare(b.Created) })
-	return out, nil
+	return out, err
 }
 
 func (t tokens) remove(ctx context.Context, id string) (bool, error) {
@@ -124,14 +118,4 @@ func (t tokens) remove(ctx context.Context, id string) (bool, error) {
 	return true, t.kv.Purge(ctx, id)
 }
 
-func (t tokens) count(ctx context.Context) (int, error) {
-	keys, err := t.kv.ListKeys(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for range keys.Keys() {
-		n++
-	}
-	return n, nil
-}
+func (t tokens) count(ctx context.Context) (int, error) { return bus.CountKV(ctx, t.kv) }

@@ -258,12 +258,10 @@ func (m *Module) clear(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// fieldOf is the field an error names: the text before its first colon.
 func fieldOf(err error) string {
-	s := err.Error()
-	for i := 0; i < len(s); i++ {
-		if s[i] == ':' {
-			return s[:i]
-		}
+	if f, _, ok := strings.Cut(err.Error(), ":"); ok {
+		return f
 	}
 	return ""
 }

@@ -158,26 +158,18 @@ func (s *Store) Get(ctx context.Context, kind, subject string) (Entry, bool, err
 
 // List returns every entry, active or not, sorted by kind and subject.
 func (s *Store) List(ctx context.Context) ([]Entry, error) {
-	keys, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
 	out := []Entry{}
-	for k := range keys.Keys() {
-		v, err := s.kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
+	err := bus.EachKV(ctx, s.kv, func(_ string, v []byte) {
 		var e Entry
-		if json.Unmarshal(v.Value(), &e) == nil {
+		if json.Unmarshal(v, &e) == nil {
 			out = append(out, e)
 		}
-	}
+	})
 	slices.SortFunc(out, func(a, b Entry) int {
 		if c := strings.Compare(a.Kind, b.Kind); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Subject, b.Subject)
 	})
-	return out, nil
+	return out, err
 }

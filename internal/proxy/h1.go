@@ -112,7 +112,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			pc.c.Close()
 			continue
 		}
-		resp, err := t.roundTrip(req, pc)
+		resp, err := t.roundTrip(req, pc, addr)
 		if err != nil {
 			pc.c.Close()
 			if reused && replayable && attempt == 0 && !errors.Is(err, context.Canceled) && !isTimeout(err) {
@@ -155,7 +155,7 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (t *h1Transport) roundTrip(req *http.Request, pc *h1Conn) (*http.Response, error) {
+func (t *h1Transport) roundTrip(req *http.Request, pc *h1Conn, addr string) (*http.Response, error) {
 	// Cancelling the request (the client went away) unblocks reads and
 	// writes on the connection.
 	stop := context.AfterFunc(req.Context(), func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
@@ -190,29 +190,21 @@ func (t *h1Transport) roundTrip(req *http.Request, pc *h1Conn) (*http.Response, 
 	}
 	_ = pc.c.SetReadDeadline(time.Time{})
 	reuse := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
-	resp.Body = &h1Body{rc: resp.Body, pc: pc, t: t, addr: req.URL.Host, reuse: reuse, stop: stop, fixedAddr: hostPort(req.URL.Host)}
+	resp.Body = &h1Body{rc: resp.Body, pc: pc, t: t, addr: addr, reuse: reuse, stop: stop}
 	return resp, nil
-}
-
-func hostPort(h string) string {
-	if !strings.Contains(h, ":") || strings.HasSuffix(h, "]") {
-		return net.JoinHostPort(strings.Trim(h, "[]"), "80")
-	}
-	return h
 }
 
 // h1Body returns its connection to the pool when read to the end, and
 // closes it when abandoned early (its state is unknown then).
 type h1Body struct {
-	rc        io.ReadCloser
-	pc        *h1Conn
-	t         *h1Transport
-	addr      string
-	fixedAddr string
-	reuse     bool
-	done      bool
-	eof       bool
-	stop      func() bool
+	rc    io.ReadCloser
+	pc    *h1Conn
+	t     *h1Transport
+	addr  string // the pool it goes back to
+	reuse bool
+	done  bool
+	eof   bool
+	stop  func() bool
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -232,7 +224,7 @@ func (b *h1Body) Close() error {
 	// stop reports false when the request was cancelled meanwhile: the
 	// deadline was set, so the connection is no longer usable.
 	if b.stop() && b.eof && b.reuse && err == nil {
-		b.t.put(b.fixedAddr, b.pc)
+		b.t.put(b.addr, b.pc)
 		return nil
 	}
 	b.pc.c.Close()

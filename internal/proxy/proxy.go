@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -291,16 +290,6 @@ func tlsConfig(pairs []config.CertPair) (*tls.Config, error) {
 	// With several certificates, crypto/tls picks by SNI from each
 	// certificate's names; the first is the fallback.
 	return &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}, nil
-}
-
-func trustedPrefixes(ss []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range ss {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func mustURL(s string) *url.URL {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/config"
 )
 
@@ -34,7 +35,7 @@ type route struct {
 
 // build compiles cfg; cfg has been validated (and route defaults filled).
 func (m *Module) build(cfg config.Proxy) (*table, error) {
-	tb := &table{trusted: trustedPrefixes(cfg.TrustedProxies), redact: map[string]bool{}, cfg: &cfg}
+	tb := &table{trusted: clientip.ParsePrefixes(cfg.TrustedProxies), redact: map[string]bool{}, cfg: &cfg}
 	for _, p := range cfg.Tracking.RedactParams {
 		tb.redact[strings.ToLower(p)] = true
 	}

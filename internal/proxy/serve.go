@@ -61,8 +61,8 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = in
 	}
-	ip := clientip.From(r, tb.trusted)
-	p := &pass{ip: ip}
+	ip, via := clientip.FromVia(r, tb.trusted)
+	p := &pass{ip: ip, trusted: via}
 	rt := tb.match(r.Host, r.URL.Path)
 	defer func() { m.finish(tb, rt, r, rec, in.n, p, start) }()
 	if rt == nil {
@@ -152,7 +152,6 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.up = up
-	p.trusted = trustedAddr(r, tb)
 	if rt.cfg.Cache {
 		p.cacheKey = cacheKey(r)
 	}
@@ -160,25 +159,6 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer up.active.Add(-1)
 	rt.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), passKey{}, p)))
 	rt.pool.result(up, p.failed || rec.code >= 500)
-}
-
-// trustedAddr reports whether the connection comes from a trusted proxy.
-func trustedAddr(r *http.Request, tb *table) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
-	for _, p := range tb.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
@@ -234,8 +214,7 @@ func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
 			p := r.Context().Value(passKey{}).(*pass)
 			p.failed = true
 			code := http.StatusBadGateway
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+			if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
 				code = http.StatusGatewayTimeout
 			}
 			var mbe *http.MaxBytesError

@@ -36,8 +36,8 @@ var compressibleTypes = []string{
 	"application/wasm", "image/svg+xml", "application/x-javascript", "application/vnd.api+json", "font/ttf", "font/otf",
 }
 
-func compressible(ct string) bool {
-	mt, _, _ := mime.ParseMediaType(ct)
+// compressible takes a parsed media type (no parameters).
+func compressible(mt string) bool {
 	if mt == "text/event-stream" { // streams must not wait on an encoder
 		return false
 	}
@@ -182,7 +182,7 @@ func (t *transform) apply(req *http.Request, resp *http.Response) {
 	mt, _, _ := mime.ParseMediaType(ct)
 	upEnc := strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
 	inject := t.injects() && mt == "text/html" && resp.StatusCode == http.StatusOK
-	canCompress := t.compress && compressible(ct)
+	canCompress := t.compress && compressible(mt)
 	if canCompress {
 		addVary(h, "Accept-Encoding")
 	}
