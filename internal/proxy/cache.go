@@ -152,8 +152,11 @@ func (c *cacheRT) fromStore(req *http.Request, p *pass, e *centry) (*http.Respon
 		return c.respond(req, e, age)
 	case serveStale:
 		p.cache = "stale"
+		// Open the stored body before the refresh can replace the entry
+		// (and remove the body).
+		resp, err := c.respond(req, e, age)
 		c.revalidateBehind(req, p.cacheKey, e, p.id != nil)
-		return c.respond(req, e, age)
+		return resp, err
 	}
 	// Revalidate: ask with the stored validators.
 	creq := req.Clone(req.Context())
@@ -247,6 +250,11 @@ func (c *cacheRT) respond(req *http.Request, e *centry, age time.Duration) (*htt
 	}
 	body, err := c.store.body(e)
 	if err != nil {
+		// The entry was replaced (and its body removed) since it was
+		// looked up: this answer comes from the upstream.
+		if p, _ := req.Context().Value(passKey{}).(*pass); p != nil {
+			p.cache = "miss"
+		}
 		return c.next.RoundTrip(req)
 	}
 	resp.Body = body
