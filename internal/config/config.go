@@ -26,6 +26,7 @@ type Config struct {
 	CoAP      CoAP      `yaml:"coap"`
 	Identity  Identity  `yaml:"identity"`
 	Proxy     Proxy     `yaml:"proxy"`
+	TSDB      TSDB      `yaml:"tsdb"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -126,6 +127,7 @@ func Default() Config {
 		Log:       Log{Level: "info", Format: "text"},
 		Identity:  defaultIdentity(),
 		Proxy:     defaultProxy(),
+		TSDB:      defaultTSDB(),
 	}
 }
 
@@ -228,6 +230,7 @@ func (c *Config) Validate() Errors {
 	}
 	c.Identity.validate(add)
 	c.Proxy.validate(add)
+	c.TSDB.validate(add)
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		add("log.format", "want text or json, got %q", c.Log.Format)
 	}

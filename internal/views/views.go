@@ -540,8 +540,10 @@ type ChangeData struct {
 	View   string         `json:"view"`
 	Key    map[string]any `json:"key"`
 	Window *time.Time     `json:"window,omitempty"`
-	Old    map[string]any `json:"old"`
-	New    map[string]any `json:"new"`
+	// WindowSeconds is the window's length (windowed views only).
+	WindowSeconds int64          `json:"window_seconds,omitempty"`
+	Old           map[string]any `json:"old"`
+	New           map[string]any `json:"new"`
 }
 
 func (r *runner) change(t *touched) (event.Event, bool) {
@@ -564,6 +566,7 @@ func (r *runner) change(t *touched) (event.Event, bool) {
 	if base.Window != 0 {
 		w := time.Unix(base.Window, 0).UTC()
 		d.Window = &w
+		d.WindowSeconds = int64(v.Spec.Window.D() / time.Second)
 	}
 	if t.old != nil {
 		d.Old = values(v, t.old)
