@@ -12,7 +12,7 @@ type TSDB struct {
 	Retention      Duration      `yaml:"retention" doc:"samples older than this are removed"`
 	RetentionBytes ByteSize      `yaml:"retention_bytes" doc:"blocks are removed, oldest first, above this size; 0 is unlimited"`
 	BlockDuration  Duration      `yaml:"block_duration" doc:"span of the head before it is cut into a block (Prometheus: 2h)"`
-	OutOfOrder     Duration      `yaml:"out_of_order_window" doc:"samples up to this much older than a series' newest are still accepted (late events, OTLP batches)"`
+	OutOfOrder     Duration      `yaml:"out_of_order_window" doc:"samples up to this much older than the newest stored are still accepted (late events, view rebuilds, backfill)"`
 	Query          TSDBQuery     `yaml:"query"`
 	ScrapeInterval Duration      `yaml:"scrape_interval" doc:"how often Ops stores its own metrics (job=\"ops\"); 0 turns it off"`
 	RemoteWrite    []RemoteWrite `yaml:"remote_write" doc:"Prometheus-compatible stores everything is also sent to"`
@@ -49,7 +49,7 @@ func defaultTSDB() TSDB {
 	return TSDB{
 		Retention:      Duration(30 * 24 * time.Hour),
 		BlockDuration:  Duration(2 * time.Hour),
-		OutOfOrder:     Duration(time.Hour),
+		OutOfOrder:     Duration(30 * 24 * time.Hour),
 		ScrapeInterval: Duration(15 * time.Second),
 		Query: TSDBQuery{
 			Timeout: Duration(2 * time.Minute), MaxSamples: 50_000_000, MaxConcurrency: 20,

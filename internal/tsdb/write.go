@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/golang/snappy"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 )
@@ -54,7 +55,7 @@ func writeSamples(req *prompb.WriteRequest) ([]sample, error) {
 		if ls.Get(labels.MetricName) == "" {
 			return nil, fmt.Errorf("timeseries[%d]: no %s label", i, labels.MetricName)
 		}
-		if !ls.IsValid(0) {
+		if !ls.IsValid(model.UTF8Validation) {
 			return nil, fmt.Errorf("timeseries[%d]: invalid label names or values in %s", i, ls.String())
 		}
 		if name, dup := ls.HasDuplicateLabelNames(); dup {
