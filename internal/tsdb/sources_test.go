@@ -220,4 +220,3 @@ func TestOTLPMetrics(t *testing.T) {
 		t.Fatalf("metadata %v", meta)
 	}
 }
-
