@@ -118,11 +118,10 @@ func (rw *remoteWriters) enqueue(ss []sample) {
 		q.mu.Lock()
 		q.pending = append(q.pending, ts...)
 		q.count += len(ss)
-		full := q.count >= q.batch
 		q.mu.Unlock()
-		if full {
-			q.flush()
-		}
+		// On disk (fsynced) before the write that brought them is
+		// acknowledged: a kill -9 loses nothing owed to a destination.
+		q.flush()
 		select {
 		case q.wake <- struct{}{}:
 		default:
@@ -254,6 +253,7 @@ func (q *rwQueue) trim() {
 			total += fi.Size()
 		}
 	}
+	defer q.setBacklog()
 	for i := 0; total > q.max && i < len(segs)-1; i++ {
 		q.log.Warn("remote write: queue full, oldest segment dropped", "segment", segs[i], "bytes", sizes[i])
 		q.dropped.Add(float64(q.countSamples(segs[i])))
@@ -261,7 +261,6 @@ func (q *rwQueue) trim() {
 		_ = os.Remove(q.segPath(segs[i]) + ".pos")
 		total -= sizes[i]
 	}
-	q.queued.Set(float64(total))
 }
 
 func (q *rwQueue) countSamples(seg uint64) int {
@@ -374,6 +373,7 @@ func (q *rwQueue) sendAll(ctx context.Context) {
 			return nil
 		})
 		if err != nil {
+			q.setBacklog()
 			return
 		}
 		// The newest segment may still grow: keep it (and its position)
@@ -382,12 +382,29 @@ func (q *rwQueue) sendAll(ctx context.Context) {
 		if fi, err := os.Stat(q.segPath(seg)); newest && err == nil && fi.Size() < segMax {
 			q.mu.Unlock()
 			q.lag.Set(0)
+			q.setBacklog()
 			return
 		}
 		_ = os.Remove(q.segPath(seg))
 		_ = os.Remove(q.segPath(seg) + ".pos")
 		q.mu.Unlock()
 	}
+}
+
+// setBacklog sets the queue-bytes gauge: what is on disk past the read
+// position.
+func (q *rwQueue) setBacklog() {
+	segs := q.segments()
+	var total int64
+	for i, n := range segs {
+		if fi, err := os.Stat(q.segPath(n)); err == nil {
+			total += fi.Size()
+			if i == 0 {
+				total -= q.readPos(n)
+			}
+		}
+	}
+	q.queued.Set(float64(max(total, 0)))
 }
 
 func (q *rwQueue) setLag(req *prompb.WriteRequest) {
