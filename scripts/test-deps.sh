@@ -11,11 +11,13 @@ command -v ldapadd >/dev/null || need+=(ldap-utils)
 [ -x /usr/sbin/kadmin.local ] || need+=(krb5-admin-server)
 command -v kinit >/dev/null || need+=(krb5-user)
 command -v curl >/dev/null || need+=(curl)
+command -v prometheus >/dev/null || need+=(prometheus)
 # chromium: the browser tracker test drives it headless; libcoap3-bin: the CoAP
 # test runs its coap-client-notls (both in internal/collector); slapd and
 # ldap-utils: a real OpenLDAP for internal/identity; krb5-kdc, krb5-admin-server
 # and krb5-user: a throwaway Kerberos realm for the SPNEGO tests (kinit + curl
-# --negotiate).
+# --negotiate); prometheus (with promtool): the time-series tests run
+# promtool against Ops and remote-write to and from a real Prometheus.
 if ((${#need[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "test-deps: missing ${need[*]}; run as root or install them" >&2
