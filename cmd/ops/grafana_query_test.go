@@ -25,7 +25,7 @@ import (
 )
 
 // gqViews has a windowed view with measures of every numeric kind, one
-// whose name is also one of Ops's own metrics (lag: ops_view_lag) and one
+// whose name is also one of Ops's own metrics (lag: ops_views_lag) and one
 // that holds strings (note), plus a view without a window.
 const gqViews = `
 views:

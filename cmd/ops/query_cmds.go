@@ -33,7 +33,7 @@ time and the value. -o json prints the API's data as it is; -o csv has a column 
 
 Times are RFC 3339, Unix seconds, now, or relative to now: -1h, now-30m. A range defaults to
 the last hour; the step to about 60 points over the range.`,
-		Example: `  ops query 'sum by (view) (ops_view_lag)'
+		Example: `  ops query 'sum by (view) (ops_views_lag)'
   ops query 'topk(5, ops_view_views{view="hourly_pages"})' --time 2026-11-27T13:00:00Z
   ops query 'rate(ops_bus_events_published_total[5m])' --range --start -6h --step 5m -o csv`,
 		Args: cobra.ExactArgs(1),

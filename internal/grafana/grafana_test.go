@@ -237,7 +237,7 @@ func TestGrafanaViewQuery(t *testing.T) {
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
-	// lag is also Ops's own ops_view_lag{view=...}: leave that out.
+	// lag is also Ops's own ops_views_lag{view=...}: leave that out.
 	if got := viewExpr(v, v.Measures[1], keyLabels(v.Key)); !strings.Contains(got, `job!="ops"`) || !strings.HasPrefix(got, "topk(20, max by") {
 		t.Errorf("lag: %s", got)
 	}

@@ -25,14 +25,14 @@ var healthPanels = []healthPanel{
 		{`sum(` + rate(`ops_bus_duplicate_events_total{job="ops"}`) + `)`, "duplicates dropped"},
 	}},
 	{"Consumer lag", "short", "Bus messages waiting for each view and processor.", []healthTarget{
-		{`max by (view) (ops_view_lag{job="ops"})`, "view {{view}}"},
+		{`max by (view) (ops_views_lag{job="ops"})`, "view {{view}}"},
 		{`max by (processor) (ops_processor_lag{job="ops"})`, "processor {{processor}}"},
 	}},
 	{"Errors", "cps", "Failed publishes, events sent to dead letters, late events, API 5xx answers, samples the TSDB refused and remote-write samples given up on, per second.", []healthTarget{
 		{`sum(` + rate(`ops_bus_publish_errors_total{job="ops"}`) + `)`, "bus publish"},
 		{`sum(` + rate(`ops_processor_errors_total{job="ops"}`) + `)`, "processors (dead letters)"},
-		{`sum(` + rate(`ops_view_errors_total{job="ops"}`) + `)`, "views (dead letters)"},
-		{`sum(` + rate(`ops_view_late_events_total{job="ops"}`) + `)`, "views: late events"},
+		{`sum(` + rate(`ops_views_errors_total{job="ops"}`) + `)`, "views (dead letters)"},
+		{`sum(` + rate(`ops_views_late_events_total{job="ops"}`) + `)`, "views: late events"},
 		{`sum(` + rate(`ops_http_requests_total{job="ops", code=~"5.."}`) + `)`, "API 5xx"},
 		{`sum by (reason) (` + rate(`ops_tsdb_samples_rejected_total{job="ops"}`) + `)`, "TSDB refused: {{reason}}"},
 		{`sum by (remote) (` + rate(`ops_tsdb_remote_samples_dropped_total{job="ops"}`) + `)`, "remote write dropped: {{remote}}"},
@@ -49,7 +49,7 @@ var healthPanels = []healthPanel{
 		{`histogram_quantile(0.99, sum by (le) (` + rate(`ops_proxy_request_seconds_bucket{job="ops"}`) + `))`, "p99"},
 	}},
 	{"Events in, by view and processor", "cps", "Events each view and processor consumed per second.", []healthTarget{
-		{`sum by (view) (` + rate(`ops_view_events_in_total{job="ops"}`) + `)`, "view {{view}}"},
+		{`sum by (view) (` + rate(`ops_views_events_in_total{job="ops"}`) + `)`, "view {{view}}"},
 		{`sum by (processor) (` + rate(`ops_processor_events_in_total{job="ops"}`) + `)`, "processor {{processor}}"},
 	}},
 	{"Latency", "s", "Bus publish (until every message is acknowledged) and API request latency.", []healthTarget{

@@ -96,9 +96,10 @@ type lastSample struct {
 // viewSamples makes one sample per numeric measure of a windowed row:
 // ops_view_<measure>{view="<name>", <key labels>} at the window's start.
 // A later change of the same row appends 1 ms after the row's previous
-// sample (still inside the window), so a query at or after the window's
-// start sees the newest value. Deletions (rows leaving the view's keep
-// period) keep their history.
+// sample (still inside the window): a query inside the window after the
+// change sees the newest value; one at exactly the window's start sees
+// the first (docs/timeseries.md, Corrections). Deletions (rows leaving
+// the view's keep period) keep their history.
 func (m *Module) viewSamples(ctx context.Context, ev event.Event) []sample {
 	var d views.ChangeData
 	if err := json.Unmarshal(ev.Data, &d); err != nil || d.Window == nil || d.New == nil {
@@ -119,7 +120,11 @@ func (m *Module) viewSamples(ctx context.Context, ev event.Event) []sample {
 		}
 		b := labels.NewBuilder(labels.EmptyLabels())
 		for k, kv := range d.Key {
-			b.Set(sanitizeLabel(k), attrString(kv))
+			name := sanitizeLabel(k)
+			if name == "view" || name == labels.MetricName {
+				name = "key_" + name
+			}
+			b.Set(name, attrString(kv))
 		}
 		b.Set("view", d.View)
 		metric := "ops_view_" + sanitizeName(measure)

@@ -92,6 +92,10 @@ func New(cfg config.TSDB, deps Deps) (*Module, error) {
 	// machines and writes little per second, so the minimum does.
 	opts.HeadChunksWriteBufferSize = chunks.MinWriteBufferSize
 	opts.EnableMetadataWALRecords = false
+	// The head's series map is split into StripeSize locked stripes
+	// (16384 by default, 2.3 MiB before the first series, sized for
+	// servers with millions of series); 1024 serves Ops's scale.
+	opts.StripeSize = 1024
 	reg := prometheus.WrapRegistererWith(nil, deps.Registry)
 	db, err := promtsdb.Open(filepath.Join(dir, "data"), deps.Logger.With("component", "prometheus-tsdb"), reg, opts, nil)
 	if err != nil {

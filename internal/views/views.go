@@ -717,11 +717,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"view"})
 	}
 	m := &metrics{
-		in:      cv("ops_view_events_in_total", "Events a view consumed."),
-		late:    cv("ops_view_late_events_total", "Events that arrived after their window closed (sent to dead letters)."),
-		errors:  cv("ops_view_errors_total", "Events a view could not fold (sent to dead letters)."),
-		changes: cv("ops_view_changes_total", "Row changes a view published."),
-		lag:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ops_view_lag", Help: "Bus messages waiting for a view."}, []string{"view"}),
+		in:      cv("ops_views_events_in_total", "Events a view consumed."),
+		late:    cv("ops_views_late_events_total", "Events that arrived after their window closed (sent to dead letters)."),
+		errors:  cv("ops_views_errors_total", "Events a view could not fold (sent to dead letters)."),
+		changes: cv("ops_views_changes_total", "Row changes a view published."),
+		lag:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ops_views_lag", Help: "Bus messages waiting for a view."}, []string{"view"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.in, m.late, m.errors, m.changes, m.lag)
