@@ -32,13 +32,14 @@ type RemoteWrite struct {
 	URL       string            `yaml:"url" doc:"e.g. http://victoria:8428/api/v1/write"`
 	Name      string            `yaml:"name" doc:"names the queue in metrics and on disk; defaults to its position"`
 	Headers   map[string]string `yaml:"headers" doc:"extra request headers, e.g. X-Scope-OrgID"`
-	BasicAuth *BasicAuth        `yaml:"basic_auth"`
+	BasicAuth BasicAuth         `yaml:"basic_auth"`
 	Timeout   Duration          `yaml:"timeout" doc:"per request"`
 	BatchSize int               `yaml:"batch_size" doc:"most samples per request"`
 	MaxQueue  ByteSize          `yaml:"max_queue" doc:"most bytes waiting on disk; beyond it the oldest are dropped and counted"`
 }
 
-// BasicAuth is a user and password for an outgoing request.
+// BasicAuth is a user and password for an outgoing request; empty sends
+// none.
 type BasicAuth struct {
 	Username     string `yaml:"username"`
 	Password     string `yaml:"password"`
@@ -101,7 +102,7 @@ func (t *TSDB) validate(add func(path, format string, a ...any)) {
 		if rw.BatchSize < 0 {
 			add(p+".batch_size", "must not be negative")
 		}
-		if rw.BasicAuth != nil && rw.BasicAuth.Password != "" && rw.BasicAuth.PasswordFile != "" {
+		if rw.BasicAuth.Password != "" && rw.BasicAuth.PasswordFile != "" {
 			add(p+".basic_auth", "set password or password_file, not both")
 		}
 	}

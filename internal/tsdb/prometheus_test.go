@@ -8,9 +8,11 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/prompb"
 
 	"github.com/opsgraph/ops/internal/config"
@@ -169,4 +171,84 @@ func containsLine(text, line string) bool {
 		text = text[i+1:]
 	}
 	return false
+}
+
+// TestRemoteWriteOutRetries: a receiver that fails twice with 503 gets
+// the request again (with the configured headers and basic auth) until it
+// answers 204; a 400 drops the request and counts it.
+func TestRemoteWriteOutRetries(t *testing.T) {
+	var mu sync.Mutex
+	var got []prompb.WriteRequest
+	calls, refuse := 0, false
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		user, pass, _ := r.BasicAuth()
+		if r.Header.Get("X-Scope-OrgID") != "shop" || user != "ops" || pass != "s3cret" || r.Header.Get("Content-Encoding") != "snappy" {
+			http.Error(w, "bad headers", http.StatusUnauthorized)
+			return
+		}
+		if calls <= 2 {
+			http.Error(w, "warming up", http.StatusServiceUnavailable)
+			return
+		}
+		if refuse {
+			http.Error(w, "out of bounds", http.StatusBadRequest)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		raw, err := snappy.Decode(nil, body)
+		var req prompb.WriteRequest
+		if err == nil {
+			err = req.Unmarshal(raw)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		got = append(got, req)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+	r := start(t, func(c *config.Config) {
+		c.TSDB.RemoteWrite = []config.RemoteWrite{{URL: recv.URL, Name: "r", Headers: map[string]string{"X-Scope-OrgID": "shop"},
+			BasicAuth: config.BasicAuth{Username: "ops", Password: "s3cret"}}}
+	})
+	b := float64(base())
+	if code, msg := push(t, r.URL, encodeWrite(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("out", []string{"k", "v"}, b, 1, b+1000, 2)}})); code != 204 {
+		t.Fatalf("write: %d %s", code, msg)
+	}
+	testutil.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) != 1 {
+			return fmt.Errorf("%d requests stored after %d calls", len(got), calls)
+		}
+		return nil
+	})
+	mu.Lock()
+	ts := got[0].Timeseries
+	if calls != 3 || len(ts) != 1 || len(ts[0].Samples) != 2 || ts[0].Samples[1].Value != 2 || ts[0].Labels[0].Value != "out" {
+		t.Fatalf("calls %d, received %+v", calls, got)
+	}
+	refuse = true
+	mu.Unlock()
+	if code, _ := push(t, r.URL, encodeWrite(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("out", []string{"k", "v"}, b+2000, 3)}})); code != 204 {
+		t.Fatal(code)
+	}
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		resp, err := http.Get(r.URL + "/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		m, _ := io.ReadAll(resp.Body)
+		for _, line := range []string{`ops_tsdb_remote_samples_dropped_total{remote="r"} 1`, `ops_tsdb_remote_retries_total{remote="r"} 2`, `ops_tsdb_remote_samples_sent_total{remote="r"} 2`} {
+			if !containsLine(string(m), line) {
+				return fmt.Errorf("no %s", line)
+			}
+		}
+		return nil
+	})
 }

@@ -477,7 +477,7 @@ func (q *rwQueue) post(ctx context.Context, body []byte) (int, string, error) {
 	for k, v := range q.cfg.Headers {
 		hreq.Header.Set(k, v)
 	}
-	if ba := q.cfg.BasicAuth; ba != nil {
+	if ba := q.cfg.BasicAuth; ba.Username != "" || ba.Password != "" || ba.PasswordFile != "" {
 		pw := ba.Password
 		if ba.PasswordFile != "" {
 			b, err := os.ReadFile(ba.PasswordFile)
