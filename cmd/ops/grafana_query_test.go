@@ -349,9 +349,8 @@ func checkViewDashboard(t *testing.T, app *testutil.Running, d *grafana.Dashboar
 	// Value at w0 and w1 per row; "" is no point. The range query is
 	// Grafana's: step = the panel's interval, start aligned to it.
 	type want struct {
-		unit                 string
-		de0, fr0, de1, fr1   string
-		panelHasNoSeriesLeft bool
+		unit          string
+		de0, fr0, de1 string // fr has no row in w1
 	}
 	wants := map[string]want{
 		"orders":     {unit: "short", de0: "3", fr0: "2", de1: "1"},

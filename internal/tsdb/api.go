@@ -545,7 +545,7 @@ func (m *Module) series(r *http.Request) (any, annotations.Annotations, *apiErro
 	if err != nil {
 		return nil, nil, &apiError{errExec, err}
 	}
-	defer q.Close()
+	defer func() { _ = q.Close() }()
 	hints := &storage.SelectHints{Start: start.UnixMilli(), End: end.UnixMilli(), Func: "series", Limit: limit}
 	var set storage.SeriesSet
 	if len(sets) == 1 {
@@ -586,7 +586,7 @@ func (m *Module) labelNames(r *http.Request) (any, annotations.Annotations, *api
 	if err != nil {
 		return nil, nil, &apiError{errExec, err}
 	}
-	defer q.Close()
+	defer func() { _ = q.Close() }()
 	hints := &storage.LabelHints{Limit: limit}
 	var names []string
 	var warns annotations.Annotations
@@ -640,7 +640,7 @@ func (m *Module) labelValues(r *http.Request) (any, annotations.Annotations, *ap
 	if err != nil {
 		return nil, nil, &apiError{errExec, err}
 	}
-	defer q.Close()
+	defer func() { _ = q.Close() }()
 	hints := &storage.LabelHints{Limit: limit}
 	if len(sets) == 0 {
 		sets = [][]*labels.Matcher{nil}

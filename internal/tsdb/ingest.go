@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
@@ -47,7 +48,7 @@ func (m *Module) handleBatch(ctx context.Context, _ jetstream.Consumer, msgs []j
 					continue
 				}
 				if len(ss) > 0 {
-					m.meta.set(metricFamily(ss[0].l.Get(labels.MetricName), meta.Type), meta)
+					m.meta.set(metricFamily(ss[0].l.Get(model.MetricNameLabel), meta.Type), meta)
 				}
 				otelSS = append(otelSS, ss...)
 			case strings.HasPrefix(ev.Type, "view."):
@@ -121,14 +122,14 @@ func (m *Module) viewSamples(ctx context.Context, ev event.Event) []sample {
 		b := labels.NewBuilder(labels.EmptyLabels())
 		for k, kv := range d.Key {
 			name := sanitizeLabel(k)
-			if name == "view" || name == labels.MetricName {
+			if name == "view" || name == model.MetricNameLabel {
 				name = "key_" + name
 			}
 			b.Set(name, attrString(kv))
 		}
 		b.Set("view", d.View)
 		metric := "ops_view_" + sanitizeName(measure)
-		b.Set(labels.MetricName, metric)
+		b.Set(model.MetricNameLabel, metric)
 		l := b.Labels()
 		slot := viewSlot{l.Hash(), w}
 		m.viewsMu.Lock()
@@ -194,7 +195,7 @@ func (m *Module) lastStored(ctx context.Context, l labels.Labels, mint, maxt int
 	if err != nil {
 		return lastSample{}, false
 	}
-	defer q.Close()
+	defer func() { _ = q.Close() }()
 	var ms []*labels.Matcher
 	l.Range(func(lb labels.Label) { ms = append(ms, labels.MustNewMatcher(labels.MatchEqual, lb.Name, lb.Value)) })
 	set := q.Select(ctx, false, nil, ms...)
@@ -278,7 +279,7 @@ func familySamples(mfs []*dto.MetricFamily, t int64, job, instance string) []sam
 			}
 			add := func(metric string, v float64, kv ...string) {
 				b := labels.NewBuilder(base.Labels())
-				b.Set(labels.MetricName, metric)
+				b.Set(model.MetricNameLabel, metric)
 				for i := 0; i+1 < len(kv); i += 2 {
 					b.Set(kv[i], kv[i+1])
 				}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -228,7 +229,7 @@ func targetInfo(p *otelPoint, t int64) (sample, bool) {
 	if inst := attrString(p.Resource["service.instance.id"]); inst != "" {
 		b.Set("instance", inst)
 	}
-	b.Set(labels.MetricName, "target_info")
+	b.Set(model.MetricNameLabel, "target_info")
 	return sample{l: b.Labels(), t: t, v: 1}, true
 }
 
@@ -243,7 +244,7 @@ func (m *Module) otelSamples(p *otelPoint) ([]sample, metaEntry, error) {
 	lb := otelLabels(p)
 	with := func(metric string, extra ...string) labels.Labels {
 		b := labels.NewBuilder(lb.Labels())
-		b.Set(labels.MetricName, metric)
+		b.Set(model.MetricNameLabel, metric)
 		for i := 0; i+1 < len(extra); i += 2 {
 			b.Set(extra[i], extra[i+1])
 		}

@@ -52,8 +52,8 @@ func writeSamples(req *prompb.WriteRequest) ([]sample, error) {
 		}
 		b.Sort()
 		ls := b.Labels()
-		if ls.Get(labels.MetricName) == "" {
-			return nil, fmt.Errorf("timeseries[%d]: no %s label", i, labels.MetricName)
+		if ls.Get(model.MetricNameLabel) == "" {
+			return nil, fmt.Errorf("timeseries[%d]: no %s label", i, model.MetricNameLabel)
 		}
 		if !ls.IsValid(model.UTF8Validation) {
 			return nil, fmt.Errorf("timeseries[%d]: invalid label names or values in %s", i, ls.String())
