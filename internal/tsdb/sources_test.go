@@ -69,6 +69,14 @@ views:
       orders: count
       revenue: sum(this.data.total)
       top: max(this.data.total)
+  - name: by_view
+    from: ev.shop.order
+    key: {view: this.data.region}
+    window: 1m
+    measures:
+      orders: count
+      revenue: sum(this.data.total)
+      top: max(this.data.total)
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +102,10 @@ views:
 	}
 	if got := instant(t, r.URL, `ops_view_top{view="per_min",region="eu"}`, end, ""); got[""] != 30 {
 		t.Fatalf("max %v", got)
+	}
+	// A key named view keeps its value as key_view; view names the view.
+	if got := instant(t, r.URL, `ops_view_orders{view="by_view"}`, end, "key_view"); got["eu"] != 2 || got["us"] != 1 {
+		t.Fatalf("key named view: %v", got)
 	}
 	// The next window's row is its own sample at its own start.
 	if got := instant(t, r.URL, `ops_view_orders{view="per_min",region="eu"}`, w.Add(61*time.Second), ""); got[""] != 1 {
