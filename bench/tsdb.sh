@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Time series, side by side: Ops's tsdb module against Debian's Prometheus.
+# The same 1,000 series x 1 day at 15 s (5.76M samples) go into each by
+# remote write 1.0, then both answer the same range queries; bench/tsdb
+# checks that the answers agree and prints the latencies, the ingest rates
+# and their ratios, all measured in this run.
+#
+#	bench/tsdb.sh                    # builds ops into a temp dir
+#	bench/tsdb.sh bin/ops            # uses a built binary
+#	bench/tsdb.sh bin/ops -runs 20   # later arguments go to bench/tsdb (go run ./bench/tsdb -h)
+#	PROFILE=/tmp/prof bench/tsdb.sh bin/ops   # also CPU profiles of both while they answer the queries
+#	SELF_SCRAPE=15s bench/tsdb.sh bin/ops     # Ops also stores its own metrics, as by default
+#
+# Installs prometheus with apt-get when missing, never starts its system
+# service, and runs both servers itself on loopback with data in a temp dir
+# that is removed, with the processes, on exit.
+set -euo pipefail
+ops_arg=${1:+$(realpath "$1")} # before the cd, so a relative path works
+[[ $# -eq 0 ]] || shift
+cd "$(dirname "$0")/.."
+
+tmp=$(mktemp -d -t opstsdb.XXXXXX)
+pids=()
+cleanup() {
+	local rc=$?
+	for p in "${pids[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	if [[ $rc -ne 0 ]] && compgen -G "$tmp/*.log" >/dev/null; then
+		echo "tsdb bench failed (exit $rc); server logs:" >&2
+		tail -n 20 "$tmp"/*.log >&2 || true
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() { echo "tsdb bench: $*" >&2; exit 1; }
+
+# install_prometheus puts in Debian's prometheus when it is missing. A
+# policy-rc.d that refuses every service keeps the package's own unit from
+# starting (Docker images already have one; it is left as it is).
+install_prometheus() {
+	command -v prometheus >/dev/null && return
+	local sudo=()
+	[[ $(id -u) -eq 0 ]] || sudo=(sudo)
+	echo "installing prometheus (apt-get)" >&2
+	local policy=/usr/sbin/policy-rc.d made=""
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+		"${sudo[@]}" chmod 755 "$policy"
+		made=1
+	fi
+	{ "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus; } \
+		>"$tmp/apt.log" 2>&1 || { cat "$tmp/apt.log" >&2; die "apt-get install prometheus failed"; }
+	[[ -z $made ]] || "${sudo[@]}" rm -f "$policy"
+}
+
+# free_port prints a loopback port nothing listens on.
+free_port() {
+	local p
+	for _ in $(seq 100); do
+		p=$((20000 + RANDOM % 20000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+	die "no free port found"
+}
+
+# wait_ok polls url until it answers 200, for up to 30 s.
+wait_ok() {
+	local url=$1
+	for _ in $(seq 300); do
+		[[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null) == 200 ]] && return
+		sleep 0.1
+	done
+	die "$url did not answer 200 within 30s"
+}
+
+main() {
+	install_prometheus
+	mkdir -p "$tmp/bin"
+	local ops=$ops_arg
+	if [[ -z $ops ]]; then
+		ops=$tmp/bin/ops
+		go build -o "$ops" ./cmd/ops
+	fi
+	[[ -x $ops ]] || die "no ops binary at $ops"
+	go build -o "$tmp/bin/tsdb" ./bench/tsdb
+
+	# Ops as shipped (every default module), except that it does not store
+	# its own metrics, as Prometheus scrapes nothing: those samples are
+	# stamped now, and once the head's newest sample is now, every sample of
+	# the day-old load is out of order and takes the TSDB's out-of-order
+	# path. SELF_SCRAPE=15s (Ops's default) measures that case.
+	local ops_port prom_port
+	ops_port=$(free_port)
+	mkdir -p "$tmp/ops"
+	OPS_DATA_DIR=$tmp/ops OPS_HTTP_LISTEN=127.0.0.1:$ops_port OPS_LOG_LEVEL=warn OPS_TSDB_SCRAPE_INTERVAL=${SELF_SCRAPE:-0} \
+		"$ops" serve >"$tmp/ops.log" 2>&1 &
+	pids+=($!)
+	local ops_pid=$!
+
+	# Prometheus with the settings Ops uses by default: a 30 d out-of-order
+	# window and 30 d retention (which sets the largest block size); no
+	# scrape targets.
+	prom_port=$(free_port)
+	[[ $prom_port != "$ops_port" ]] || prom_port=$(free_port)
+	mkdir -p "$tmp/prom/data"
+	cat >"$tmp/prom/prometheus.yml" <<-EOF
+		global: {}
+		scrape_configs: []
+		storage:
+		  tsdb:
+		    out_of_order_time_window: 30d
+	EOF
+	prometheus --config.file="$tmp/prom/prometheus.yml" --storage.tsdb.path="$tmp/prom/data" \
+		--storage.tsdb.retention.time=30d --web.listen-address="127.0.0.1:$prom_port" \
+		--web.enable-remote-write-receiver --log.level=warn >"$tmp/prometheus.log" 2>&1 &
+	pids+=($!)
+	local prom_pid=$!
+
+	wait_ok "http://127.0.0.1:$ops_port/readyz"
+	wait_ok "http://127.0.0.1:$prom_port/-/ready"
+	for _ in $(seq 100); do
+		[[ -s $tmp/ops/admin.token ]] && break
+		sleep 0.1
+	done
+	[[ -s $tmp/ops/admin.token ]] || die "ops wrote no admin token"
+
+	echo "# ops tsdb bench $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "# $("$ops" version 2>/dev/null | head -1 || true); $(prometheus --version 2>&1 | head -1)"
+	local prof=()
+	if [[ -n ${PROFILE:-} ]]; then
+		mkdir -p "$PROFILE"
+		prof=(-profile "$PROFILE")
+	fi
+	"$tmp/bin/tsdb" -ops "http://127.0.0.1:$ops_port" -ops-token "$tmp/ops/admin.token" -ops-pid "$ops_pid" \
+		-ops-tsdb "$tmp/ops/tsdb/data" -prom "http://127.0.0.1:$prom_port" -prom-pid "$prom_pid" \
+		-prom-tsdb "$tmp/prom/data" "${prof[@]}" "$@"
+	echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+main "$@"
