@@ -13,6 +13,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 	go run ./bench/ingest -ops bin/ops "$@"
 	go run ./bench/footprint -ops bin/ops -nats bin/nats-server
 	bench/proxy.sh bin/ops
+	bash bench/tsdb.sh bin/ops
 	echo
 	echo "ops.js: $(wc -c < internal/collector/web/ops.js) bytes, $(gzip -9c internal/collector/web/ops.js | wc -c) gzipped (target < 2048)"
 } 2>&1 | tee "bench/out/$stamp.txt"
