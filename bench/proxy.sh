@@ -32,50 +32,10 @@ OPSX_PORT=18085       # ops with tracking, cache and HTML injection on
 OPSX_API=127.0.0.1:18095
 LIGHT_CONNS=${LIGHT_CONNS:-4} # the latency pass: light load, so p99 shows the proxy, not queueing
 
-tmp=$(mktemp -d -t opsproxy.XXXXXX)
-pids=()
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_init proxy
 declare -A srvpid # server name -> pid
-cleanup() {
-	local rc=$?
-	for p in "${pids[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	if [[ $rc -ne 0 ]] && compgen -G "$tmp/*.log" >/dev/null; then
-		echo "proxy bench failed (exit $rc); server logs:" >&2
-		tail -n 20 "$tmp"/*.log >&2 || true
-	fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-die() { echo "proxy bench: $*" >&2; exit 1; }
-
-# install_tools puts in the Debian packages that are missing. A policy-rc.d that
-# refuses every service keeps the packages' own nginx and caddy units from
-# starting (Docker images already have one; it is left as it is).
-install_tools() {
-	local missing=()
-	for bin in wrk caddy nginx; do
-		command -v "$bin" >/dev/null || missing+=("$bin")
-	done
-	[[ ${#missing[@]} -eq 0 ]] && return
-	local sudo=()
-	[[ $(id -u) -eq 0 ]] || sudo=(sudo)
-	echo "installing ${missing[*]} (apt-get)" >&2
-	local policy=/usr/sbin/policy-rc.d made=""
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-		"${sudo[@]}" chmod 755 "$policy"
-		made=1
-	fi
-	{ "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}"; } \
-		>"$tmp/apt.log" 2>&1 || { cat "$tmp/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
-	[[ -z $made ]] || "${sudo[@]}" rm -f "$policy"
-}
 
 # start runs a server in the background with its output in $tmp/<name>.log.
 start() {
@@ -253,7 +213,7 @@ measure() { # name url server
 }
 
 main() {
-	install_tools
+	apt_install wrk caddy nginx
 	mkdir -p "$tmp/bin"
 	# Not an OPS_ variable: Ops rejects settings it does not know.
 	local ops=$ops_arg

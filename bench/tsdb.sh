@@ -19,45 +19,9 @@ ops_arg=${1:+$(realpath "$1")} # before the cd, so a relative path works
 [[ $# -eq 0 ]] || shift
 cd "$(dirname "$0")/.."
 
-tmp=$(mktemp -d -t opstsdb.XXXXXX)
-pids=()
-cleanup() {
-	local rc=$?
-	for p in "${pids[@]}"; do
-		kill "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	if [[ $rc -ne 0 ]] && compgen -G "$tmp/*.log" >/dev/null; then
-		echo "tsdb bench failed (exit $rc); server logs:" >&2
-		tail -n 20 "$tmp"/*.log >&2 || true
-	fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-die() { echo "tsdb bench: $*" >&2; exit 1; }
-
-# install_prometheus puts in Debian's prometheus when it is missing. A
-# policy-rc.d that refuses every service keeps the package's own unit from
-# starting (Docker images already have one; it is left as it is).
-install_prometheus() {
-	command -v prometheus >/dev/null && return
-	local sudo=()
-	[[ $(id -u) -eq 0 ]] || sudo=(sudo)
-	echo "installing prometheus (apt-get)" >&2
-	local policy=/usr/sbin/policy-rc.d made=""
-	if [[ ! -e $policy ]]; then
-		printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
-		"${sudo[@]}" chmod 755 "$policy"
-		made=1
-	fi
-	{ "${sudo[@]}" apt-get update -qq && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus; } \
-		>"$tmp/apt.log" 2>&1 || { cat "$tmp/apt.log" >&2; die "apt-get install prometheus failed"; }
-	[[ -z $made ]] || "${sudo[@]}" rm -f "$policy"
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_init tsdb
 
 # free_port prints a loopback port nothing listens on.
 free_port() {
@@ -83,7 +47,7 @@ wait_ok() {
 }
 
 main() {
-	install_prometheus
+	apt_install prometheus
 	mkdir -p "$tmp/bin"
 	local ops=$ops_arg
 	if [[ -z $ops ]]; then

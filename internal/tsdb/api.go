@@ -574,48 +574,9 @@ func (m *Module) series(r *http.Request) (any, annotations.Annotations, *apiErro
 }
 
 func (m *Module) labelNames(r *http.Request) (any, annotations.Annotations, *apiError) {
-	sets, start, end, aerr := m.selectorRange(r, false)
-	if aerr != nil {
-		return nil, nil, aerr
-	}
-	limit, aerr := parseLimit(r, "limit")
-	if aerr != nil {
-		return nil, nil, aerr
-	}
-	q, err := m.db.Querier(start.UnixMilli(), end.UnixMilli())
-	if err != nil {
-		return nil, nil, &apiError{errExec, err}
-	}
-	defer func() { _ = q.Close() }()
-	hints := &storage.LabelHints{Limit: limit}
-	var names []string
-	var warns annotations.Annotations
-	if len(sets) == 0 {
-		sets = [][]*labels.Matcher{nil}
-	}
-	seen := map[string]bool{}
-	for _, ms := range sets {
-		ns, w, err := q.LabelNames(r.Context(), hints, ms...)
-		if err != nil {
-			return nil, nil, &apiError{errExec, err}
-		}
-		warns.Merge(w)
-		for _, n := range ns {
-			if !seen[n] {
-				seen[n] = true
-				names = append(names, n)
-			}
-		}
-	}
-	slices.Sort(names)
-	if names == nil {
-		names = []string{}
-	}
-	if limit > 0 && len(names) > limit {
-		names = names[:limit]
-		warns.Add(errors.New("results truncated due to limit"))
-	}
-	return names, warns, nil
+	return m.labelList(r, func(q storage.Querier, hints *storage.LabelHints, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
+		return q.LabelNames(r.Context(), hints, ms...)
+	})
 }
 
 func (m *Module) labelValues(r *http.Request) (any, annotations.Annotations, *apiError) {
@@ -628,6 +589,14 @@ func (m *Module) labelValues(r *http.Request) (any, annotations.Annotations, *ap
 	if name == "" {
 		return nil, nil, badData("invalid label name: %q", r.PathValue("name"))
 	}
+	return m.labelList(r, func(q storage.Querier, hints *storage.LabelHints, ms []*labels.Matcher) ([]string, annotations.Annotations, error) {
+		return q.LabelValues(r.Context(), name, hints, ms...)
+	})
+}
+
+// labelList answers labels and label values: the union of list over the
+// match[] sets (or all series), sorted and limited.
+func (m *Module) labelList(r *http.Request, list func(storage.Querier, *storage.LabelHints, []*labels.Matcher) ([]string, annotations.Annotations, error)) (any, annotations.Annotations, *apiError) {
 	sets, start, end, aerr := m.selectorRange(r, false)
 	if aerr != nil {
 		return nil, nil, aerr
@@ -645,11 +614,11 @@ func (m *Module) labelValues(r *http.Request) (any, annotations.Annotations, *ap
 	if len(sets) == 0 {
 		sets = [][]*labels.Matcher{nil}
 	}
-	var vals []string
+	out := []string{}
 	var warns annotations.Annotations
 	seen := map[string]bool{}
 	for _, ms := range sets {
-		vs, w, err := q.LabelValues(r.Context(), name, hints, ms...)
+		vs, w, err := list(q, hints, ms)
 		if err != nil {
 			return nil, nil, &apiError{errExec, err}
 		}
@@ -657,19 +626,16 @@ func (m *Module) labelValues(r *http.Request) (any, annotations.Annotations, *ap
 		for _, v := range vs {
 			if !seen[v] {
 				seen[v] = true
-				vals = append(vals, v)
+				out = append(out, v)
 			}
 		}
 	}
-	slices.Sort(vals)
-	if vals == nil {
-		vals = []string{}
-	}
-	if limit > 0 && len(vals) > limit {
-		vals = vals[:limit]
+	slices.Sort(out)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
 		warns.Add(errors.New("results truncated due to limit"))
 	}
-	return vals, warns, nil
+	return out, warns, nil
 }
 
 func (m *Module) metadata(r *http.Request) (any, annotations.Annotations, *apiError) {

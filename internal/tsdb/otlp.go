@@ -1,7 +1,6 @@
 package tsdb
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -12,6 +11,8 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/opsgraph/ops/internal/views"
 )
 
 // otelPoint is the data of an ev.otel.metric event (see the collector).
@@ -157,20 +158,9 @@ func otelMetricName(p *otelPoint) string {
 	return name
 }
 
-func attrString(v any) string {
-	switch x := v.(type) {
-	case string:
-		return x
-	case nil:
-		return ""
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
-	case bool:
-		return strconv.FormatBool(x)
-	}
-	b, _ := json.Marshal(v)
-	return string(b)
-}
+// attrString renders an attribute value as a label value: strings as
+// they are, numbers without exponent, other values as JSON.
+func attrString(v any) string { return views.Render(v) }
 
 // otelLabels builds the series labels: the point's attributes, job and
 // instance from the resource (service.namespace/service.name and
