@@ -71,15 +71,6 @@ our_ticks() {
 # not busy).
 cpu_stat() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 
-# wait_ok polls url until it answers 200, for up to 20 s.
-wait_ok() {
-	local url=$1
-	for _ in $(seq 200); do
-		[[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null) == 200 ]] && return
-		sleep 0.1
-	done
-	die "$url did not answer 200 within 20s"
-}
 
 ops_config() { # dir proxy-port api-addr tracking [extra route lines]
 	mkdir -p "$1/data"

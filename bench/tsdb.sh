@@ -36,15 +36,6 @@ free_port() {
 	die "no free port found"
 }
 
-# wait_ok polls url until it answers 200, for up to 30 s.
-wait_ok() {
-	local url=$1
-	for _ in $(seq 300); do
-		[[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null) == 200 ]] && return
-		sleep 0.1
-	done
-	die "$url did not answer 200 within 30s"
-}
 
 main() {
 	apt_install prometheus

@@ -389,24 +389,9 @@ func (m *Module) query(r *http.Request) (any, annotations.Annotations, *apiError
 	if aerr != nil {
 		return nil, nil, aerr
 	}
-	limit, aerr := parseLimit(r, "limit")
-	if aerr != nil {
-		return nil, nil, aerr
-	}
-	opts, aerr := queryOpts(r)
-	if aerr != nil {
-		return nil, nil, aerr
-	}
-	ctx, cancel, aerr := m.queryContext(r)
-	if aerr != nil {
-		return nil, nil, aerr
-	}
-	defer cancel()
-	q, err := m.engine.NewInstantQuery(ctx, m.db, opts, qs, ts)
-	if err != nil {
-		return nil, nil, badData("invalid parameter %q: %v", "query", err)
-	}
-	return m.exec(ctx, q, limit)
+	return m.run(r, func(ctx context.Context, opts promql.QueryOpts) (promql.Query, error) {
+		return m.engine.NewInstantQuery(ctx, m.db, opts, qs, ts)
+	})
 }
 
 func (m *Module) queryRange(r *http.Request) (any, annotations.Annotations, *apiError) {
@@ -440,6 +425,14 @@ func (m *Module) queryRange(r *http.Request) (any, annotations.Annotations, *api
 	if end.Sub(start)/step > time.Duration(m.cfg.Query.MaxPoints) {
 		return nil, nil, badData("exceeded maximum resolution of %d points per timeseries. Try decreasing the query resolution (?step=XX)", m.cfg.Query.MaxPoints)
 	}
+	return m.run(r, func(ctx context.Context, opts promql.QueryOpts) (promql.Query, error) {
+		return m.engine.NewRangeQuery(ctx, m.db, opts, qs, start, end, step)
+	})
+}
+
+// run reads the parameters query and query_range share (limit,
+// lookback_delta, timeout), makes the query and executes it.
+func (m *Module) run(r *http.Request, newQuery func(context.Context, promql.QueryOpts) (promql.Query, error)) (any, annotations.Annotations, *apiError) {
 	limit, aerr := parseLimit(r, "limit")
 	if aerr != nil {
 		return nil, nil, aerr
@@ -453,7 +446,7 @@ func (m *Module) queryRange(r *http.Request) (any, annotations.Annotations, *api
 		return nil, nil, aerr
 	}
 	defer cancel()
-	q, err := m.engine.NewRangeQuery(ctx, m.db, opts, qs, start, end, step)
+	q, err := newQuery(ctx, opts)
 	if err != nil {
 		return nil, nil, badData("invalid parameter %q: %v", "query", err)
 	}
