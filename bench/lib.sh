@@ -62,3 +62,16 @@ wait_ok() {
 	done
 	die "$url did not answer 200 within 30s"
 }
+
+# ops_binary prints the ops binary to measure: the script's argument
+# ($ops_arg), or one built into $tmp/bin.
+ops_binary() {
+	local ops=$ops_arg
+	if [[ -z $ops ]]; then
+		ops=$tmp/bin/ops
+		mkdir -p "$tmp/bin"
+		go build -o "$ops" ./cmd/ops
+	fi
+	[[ -x $ops ]] || die "no ops binary at $ops"
+	echo "$ops"
+}

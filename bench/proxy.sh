@@ -207,12 +207,8 @@ main() {
 	apt_install wrk caddy nginx
 	mkdir -p "$tmp/bin"
 	# Not an OPS_ variable: Ops rejects settings it does not know.
-	local ops=$ops_arg
-	if [[ -z $ops ]]; then
-		ops=$tmp/bin/ops
-		go build -o "$ops" ./cmd/ops
-	fi
-	[[ -x $ops ]] || die "no ops binary at $ops"
+	local ops
+	ops=$(ops_binary)
 	# A server left from another run would be measured in place of ours.
 	for port in "${UP_ADDR#*:}" "$NGINX_PORT" "$CADDY_PORT" "$OPS_PORT" "${OPS_API#*:}" "$OPSNT_PORT" "${OPSNT_API#*:}" "$OPSX_PORT" "${OPSX_API#*:}"; do
 		! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "port $port is in use"

@@ -40,12 +40,8 @@ free_port() {
 main() {
 	apt_install prometheus
 	mkdir -p "$tmp/bin"
-	local ops=$ops_arg
-	if [[ -z $ops ]]; then
-		ops=$tmp/bin/ops
-		go build -o "$ops" ./cmd/ops
-	fi
-	[[ -x $ops ]] || die "no ops binary at $ops"
+	local ops
+	ops=$(ops_binary)
 	go build -o "$tmp/bin/tsdb" ./bench/tsdb
 
 	# Ops as shipped (every default module), except that it does not store

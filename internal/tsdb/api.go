@@ -525,21 +525,39 @@ func (m *Module) selectorRange(r *http.Request, required bool) ([][]*labels.Matc
 	return sets, start, end, nil
 }
 
-func (m *Module) series(r *http.Request) (any, annotations.Annotations, *apiError) {
-	sets, start, end, aerr := m.selectorRange(r, true)
+// selected is what series, labels and label values read from a request:
+// match[] sets, the time range (ms), limit and a querier over the range.
+type selected struct {
+	sets       [][]*labels.Matcher
+	start, end int64
+	limit      int
+	q          storage.Querier
+}
+
+func (m *Module) selection(r *http.Request, matchRequired bool) (*selected, *apiError) {
+	sets, start, end, aerr := m.selectorRange(r, matchRequired)
 	if aerr != nil {
-		return nil, nil, aerr
+		return nil, aerr
 	}
 	limit, aerr := parseLimit(r, "limit")
 	if aerr != nil {
-		return nil, nil, aerr
+		return nil, aerr
 	}
 	q, err := m.db.Querier(start.UnixMilli(), end.UnixMilli())
 	if err != nil {
-		return nil, nil, &apiError{errExec, err}
+		return nil, &apiError{errExec, err}
 	}
-	defer func() { _ = q.Close() }()
-	hints := &storage.SelectHints{Start: start.UnixMilli(), End: end.UnixMilli(), Func: "series", Limit: limit}
+	return &selected{sets: sets, start: start.UnixMilli(), end: end.UnixMilli(), limit: limit, q: q}, nil
+}
+
+func (m *Module) series(r *http.Request) (any, annotations.Annotations, *apiError) {
+	sel, aerr := m.selection(r, true)
+	if aerr != nil {
+		return nil, nil, aerr
+	}
+	defer func() { _ = sel.q.Close() }()
+	q, sets, limit := sel.q, sel.sets, sel.limit
+	hints := &storage.SelectHints{Start: sel.start, End: sel.end, Func: "series", Limit: limit}
 	var set storage.SeriesSet
 	if len(sets) == 1 {
 		set = q.Select(r.Context(), false, hints, sets[0]...)
@@ -590,19 +608,12 @@ func (m *Module) labelValues(r *http.Request) (any, annotations.Annotations, *ap
 // labelList answers labels and label values: the union of list over the
 // match[] sets (or all series), sorted and limited.
 func (m *Module) labelList(r *http.Request, list func(storage.Querier, *storage.LabelHints, []*labels.Matcher) ([]string, annotations.Annotations, error)) (any, annotations.Annotations, *apiError) {
-	sets, start, end, aerr := m.selectorRange(r, false)
+	sel, aerr := m.selection(r, false)
 	if aerr != nil {
 		return nil, nil, aerr
 	}
-	limit, aerr := parseLimit(r, "limit")
-	if aerr != nil {
-		return nil, nil, aerr
-	}
-	q, err := m.db.Querier(start.UnixMilli(), end.UnixMilli())
-	if err != nil {
-		return nil, nil, &apiError{errExec, err}
-	}
-	defer func() { _ = q.Close() }()
+	defer func() { _ = sel.q.Close() }()
+	q, sets, limit := sel.q, sel.sets, sel.limit
 	hints := &storage.LabelHints{Limit: limit}
 	if len(sets) == 0 {
 		sets = [][]*labels.Matcher{nil}
