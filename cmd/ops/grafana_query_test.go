@@ -476,9 +476,11 @@ func testQueryCLI(t *testing.T, app *testutil.Running, w0, w1 time.Time) {
 		t.Errorf("csv: %v\n%s", err, out)
 	}
 
-	// Raw series: a column per label, __name__ first.
-	out = run(`ops_view_orders{country="fr"}`, "--time", unix(w0), "-o", "csv")
-	if !strings.HasPrefix(out, "__name__,country,view,time,value\nops_view_orders,fr,orders_per_min,"+t0) {
+	// Raw series: a column per label, __name__ first. A view's sample
+	// sits at its row's newest event (fr's at 40 s into w0).
+	tq := w0.Add(50 * time.Second).Format(time.RFC3339)
+	out = run(`ops_view_orders{country="fr"}`, "--time", tq, "-o", "csv")
+	if !strings.HasPrefix(out, "__name__,country,view,time,value\nops_view_orders,fr,orders_per_min,"+tq+",2") {
 		t.Errorf("csv of raw series:\n%s", out)
 	}
 	if out = run("1 + 1", "--time", t0); out != "TIME                  VALUE\n"+t0+"  2\n" {

@@ -230,11 +230,11 @@ func ViewDashboard(v View, ds DatasourceRef) *Dashboard {
 	return d
 }
 
-// viewExpr is a measure's query. The TSDB stores a row at its window's
-// start and each later change 1 ms after the previous one, inside the
-// window. A plain selector evaluated at the window's start therefore sees
-// the row's first value, and for the lookback delta (5m) after the window
-// it still sees the last one. last_over_time over [window] shifted forward
+// viewExpr is a measure's query. The TSDB stores each change of a row at
+// the time of its newest event, inside the row's window. A plain selector
+// evaluated at the window's start therefore sees the previous window, and
+// for the lookback delta (5m) after the window it still sees the last
+// value. last_over_time over [window] shifted forward
 // by window-1ms reads exactly [start, start+window-1ms] at each step, the
 // window's newest value; with the panel's step a multiple of the window,
 // every step is a window's start.

@@ -95,12 +95,12 @@ type lastSample struct {
 }
 
 // viewSamples makes one sample per numeric measure of a windowed row:
-// ops_view_<measure>{view="<name>", <key labels>} at the window's start.
-// A later change of the same row appends 1 ms after the row's previous
-// sample (still inside the window): a query inside the window after the
-// change sees the newest value; one at exactly the window's start sees
-// the first (docs/timeseries.md, Corrections). Deletions (rows leaving
-// the view's keep period) keep their history.
+// ops_view_<measure>{view="<name>", <key labels>} at the time of the
+// row's newest event, kept inside the row's window and at least 1 ms
+// after the row's previous sample. So an instant query at t sees the
+// window holding t as it stood at t, and at a window's start the previous
+// window's final value (docs/timeseries.md, Corrections). Deletions (rows
+// leaving the view's keep period) keep their history.
 func (m *Module) viewSamples(ctx context.Context, ev event.Event) []sample {
 	var d views.ChangeData
 	if err := json.Unmarshal(ev.Data, &d); err != nil || d.Window == nil || d.New == nil {
@@ -138,12 +138,19 @@ func (m *Module) viewSamples(ctx context.Context, ev event.Event) []sample {
 		if !known {
 			last, known = m.lastStored(ctx, l, w, end)
 		}
-		t := w
+		// The sample goes at the time of the row's newest event (the
+		// change event's time), inside the window, and after the row's
+		// previous sample.
+		t := min(max(ev.Time.UnixMilli(), w), end)
 		if known {
 			if last.v == v || (math.IsNaN(v) && math.IsNaN(last.v)) {
 				continue // redelivered, or a change of another measure
 			}
-			t = min(last.t+1, end)
+			if last.t >= end {
+				m.rejected.WithLabelValues("view", "window_full").Inc()
+				continue
+			}
+			t = max(t, last.t+1)
 		}
 		m.viewsMu.Lock()
 		m.views[slot] = lastSample{t, v}

@@ -107,8 +107,13 @@ views:
 	if got := instant(t, r.URL, `ops_view_orders{view="by_view"}`, end, "key_view"); got["eu"] != 2 || got["us"] != 1 {
 		t.Fatalf("key named view: %v", got)
 	}
-	// The next window's row is its own sample at its own start.
-	if got := instant(t, r.URL, `ops_view_orders{view="per_min",region="eu"}`, w.Add(61*time.Second), ""); got[""] != 1 {
+	// Samples sit at the row's newest event: before the first event of
+	// the next window, a query sees the first window as it ended; after
+	// it, the next window's row.
+	if got := instant(t, r.URL, `ops_view_orders{view="per_min",region="eu"}`, w.Add(65*time.Second), ""); got[""] != 2 {
+		t.Fatalf("between windows %v", got)
+	}
+	if got := instant(t, r.URL, `ops_view_orders{view="per_min",region="eu"}`, w.Add(75*time.Second), ""); got[""] != 1 {
 		t.Fatalf("next window %v", got)
 	}
 	// A late event corrects the first window: queries after it see 3.
@@ -123,13 +128,14 @@ views:
 	if got := instant(t, r.URL, `count(ops_view_orders{view="per_min"})`, end, ""); got[""] != 2 {
 		t.Fatalf("series %v", got)
 	}
-	// The first window's samples: 2, then 3 one millisecond later.
+	// The first window's samples: 2 at the second event (6 s), then 3 at
+	// the late one (30 s).
 	_, items := result(t, call(t, r.URL, "GET", "query", url.Values{
 		"query": {`ops_view_orders{view="per_min",region="eu"}[1m]`}, "time": {strconv.FormatInt(w.Add(59*time.Second).Unix(), 10)}}))
 	if len(items) != 1 || len(items[0].Values) != 2 {
 		t.Fatalf("samples in the window: %+v", items)
 	}
-	if ts, v := val(t, items[0].Values[1]); v != 3 || ts != float64(w.UnixMilli()+1)/1000 {
+	if ts, v := val(t, items[0].Values[1]); v != 3 || ts != float64(w.Add(30*time.Second).UnixMilli())/1000 {
 		t.Fatalf("correction sample %v at %v", v, ts)
 	}
 }
