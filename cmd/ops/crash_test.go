@@ -66,8 +66,14 @@ var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
 // startOps runs `ops serve` as a child process and waits until it is ready.
 func startOps(t *testing.T, dataDir string, extra ...string) *proc {
 	t.Helper()
+	return startOpsWith(t, opsBinary(t), dataDir, extra...)
+}
+
+// startOpsWith is startOps with another build of the binary.
+func startOpsWith(t *testing.T, bin, dataDir string, extra ...string) *proc {
+	t.Helper()
 	args := append([]string{"serve", "--data-dir", dataDir, "--http-listen", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(opsBinary(t), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "OPS_LOG_LEVEL=info")
 	// Our own pipe, not StderrPipe: Wait must not close it before the last
 	// log lines are read.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/grafana"
-	"github.com/opsgraph/ops/internal/tsdb"
+	"github.com/opsgraph/ops/internal/promver"
 )
 
 func grafanaCmd(g *globals) *cobra.Command {
@@ -50,7 +50,7 @@ after adding or changing views; dashboards of views that are gone are removed.`,
 			}
 			o := grafana.Options{URL: dsURL, Token: dsToken, TokenEnv: tokenEnv, BasicAuthUser: basicUser,
 				Name: dsName, UID: dsUID, DashboardsPath: dashPath, ScrapeInterval: scrape,
-				PrometheusVersion: tsdb.PrometheusVersion()}
+				PrometheusVersion: promver.Version()}
 			if o.URL == "" {
 				o.URL = g.server
 			}

@@ -29,7 +29,6 @@ import (
 	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/proxy"
 	"github.com/opsgraph/ops/internal/reply"
-	"github.com/opsgraph/ops/internal/tsdb"
 	"github.com/opsgraph/ops/internal/views"
 )
 
@@ -166,13 +165,7 @@ func (a *App) defs() []Def {
 				}
 				return m, err
 			}},
-		// tsdb stores windowed views, OTLP metrics, Ops's own metrics and
-		// remote write, and serves the Prometheus API.
-		{Name: "tsdb", Deps: []string{"bus", "api"}, New: func() (Module, error) {
-			host, _ := os.Hostname()
-			return tsdb.New(a.cfg.TSDB, tsdb.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("tsdb"), Registry: a.reg,
-				DataDir: a.cfg.DataDir, Handle: a.api.Handle, Instance: host})
-		}},
+		a.tsdbDef(), // tsdb.go, or notsdb.go in a build with -tags notsdb
 		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb"}},
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/http"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +20,8 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/util/annotations"
 	"github.com/prometheus/prometheus/util/jsonutil"
+
+	"github.com/opsgraph/ops/internal/promver"
 )
 
 // The Prometheus HTTP API's error types and the status codes it answers
@@ -654,26 +655,18 @@ func (m *Module) metadata(r *http.Request) (any, annotations.Annotations, *apiEr
 	return m.meta.list(r.Form.Get("metric"), limit, perMetric), nil, nil
 }
 
-// PrometheusVersion is the Prometheus release whose TSDB and PromQL are
-// embedded (module v0.316.0 is release 3.16.0), which buildinfo reports so
-// that Grafana enables the features that release has.
-func PrometheusVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			if d.Path == "github.com/prometheus/prometheus" {
-				v := strings.TrimPrefix(d.Version, "v0.")
-				if maj, rest, ok := strings.Cut(v, "."); ok && len(maj) == 3 {
-					return maj[:1] + "." + strings.TrimLeft(maj[1:], "0") + "." + rest
-				}
-			}
-		}
+// prometheusVersion is what buildinfo reports, so that Grafana enables the
+// features of the embedded release.
+func prometheusVersion() string {
+	if v := promver.Version(); v != "" {
+		return v
 	}
-	return "3.0.0"
+	return "3.0.0" // built without module information (go run of a file)
 }
 
 func (m *Module) buildInfo(*http.Request) (any, annotations.Annotations, *apiError) {
 	return map[string]string{
-		"version": PrometheusVersion(), "revision": "ops", "branch": "", "buildUser": "", "buildDate": "",
+		"version": prometheusVersion(), "revision": "ops", "branch": "", "buildUser": "", "buildDate": "",
 		"goVersion": runtime.Version(),
 	}, nil, nil
 }
