@@ -173,47 +173,26 @@ func writeValue(st *jsoniter.Stream, v any) {
 	st.WriteObjectField("result")
 	switch r := qd.Result.(type) {
 	case promql.Matrix:
-		st.WriteArrayStart()
-		for i, s := range r {
-			if i > 0 {
-				st.WriteMore()
-			}
+		writeArray(st, len(r), func(i int) {
+			s := r[i]
 			st.WriteObjectStart()
 			st.WriteObjectField("metric")
 			writeLabels(st, s.Metric)
 			if len(s.Floats) > 0 {
 				st.WriteMore()
 				st.WriteObjectField("values")
-				st.WriteArrayStart()
-				for j, p := range s.Floats {
-					if j > 0 {
-						st.WriteMore()
-					}
-					writePoint(st, p.T, p.F)
-				}
-				st.WriteArrayEnd()
+				writeArray(st, len(s.Floats), func(j int) { writePoint(st, s.Floats[j].T, s.Floats[j].F) })
 			}
 			if len(s.Histograms) > 0 {
 				st.WriteMore()
 				st.WriteObjectField("histograms")
-				st.WriteArrayStart()
-				for j, p := range s.Histograms {
-					if j > 0 {
-						st.WriteMore()
-					}
-					writeHistPoint(st, p)
-				}
-				st.WriteArrayEnd()
+				writeArray(st, len(s.Histograms), func(j int) { writeHistPoint(st, s.Histograms[j]) })
 			}
 			st.WriteObjectEnd()
-		}
-		st.WriteArrayEnd()
+		})
 	case promql.Vector:
-		st.WriteArrayStart()
-		for i, s := range r {
-			if i > 0 {
-				st.WriteMore()
-			}
+		writeArray(st, len(r), func(i int) {
+			s := r[i]
 			st.WriteObjectStart()
 			st.WriteObjectField("metric")
 			writeLabels(st, s.Metric)
@@ -226,8 +205,7 @@ func writeValue(st *jsoniter.Stream, v any) {
 				writePoint(st, s.T, s.F)
 			}
 			st.WriteObjectEnd()
-		}
-		st.WriteArrayEnd()
+		})
 	case promql.Scalar:
 		writePoint(st, r.T, r.V)
 	case promql.String:
@@ -240,6 +218,18 @@ func writeValue(st *jsoniter.Stream, v any) {
 		st.WriteNil()
 	}
 	st.WriteObjectEnd()
+}
+
+// writeArray writes [item(0),item(1),...].
+func writeArray(st *jsoniter.Stream, n int, item func(i int)) {
+	st.WriteArrayStart()
+	for i := range n {
+		if i > 0 {
+			st.WriteMore()
+		}
+		item(i)
+	}
+	st.WriteArrayEnd()
 }
 
 func writeLabels(st *jsoniter.Stream, ls labels.Labels) {

@@ -228,6 +228,27 @@ func TestOTLPMetrics(t *testing.T) {
 	if got := instant(t, r.URL, `histogram_quantile(0.4, payload_size_bytes)`, now, ""); got[""] < 195 || got[""] > 205 {
 		t.Fatalf("native median %v", got)
 	}
+	// Raw native histograms, as Prometheus writes them: "histogram" in a
+	// vector, "histograms" in a matrix.
+	at := strconv.FormatFloat(float64(now.UnixMilli())/1000, 'f', -1, 64)
+	var vec struct {
+		Result []struct {
+			Histogram [2]json.RawMessage `json:"histogram"`
+		} `json:"result"`
+	}
+	_ = json.Unmarshal(call(t, r.URL, "GET", "query", url.Values{"query": {"payload_size_bytes"}, "time": {at}}).Data, &vec)
+	if len(vec.Result) != 1 || !strings.Contains(string(vec.Result[0].Histogram[1]), `"count":"4","sum":"1500","buckets":[[0,`) {
+		t.Fatalf("native histogram in a vector: %+v", vec)
+	}
+	var mat struct {
+		Result []struct {
+			Histograms [][2]json.RawMessage `json:"histograms"`
+		} `json:"result"`
+	}
+	_ = json.Unmarshal(call(t, r.URL, "GET", "query_range", url.Values{"query": {"payload_size_bytes"}, "start": {at}, "end": {at}, "step": {"15"}}).Data, &mat)
+	if len(mat.Result) != 1 || len(mat.Result[0].Histograms) != 1 || !strings.Contains(string(mat.Result[0].Histograms[0][1]), `"count":"4"`) {
+		t.Fatalf("native histogram in a matrix: %+v", mat)
+	}
 	// Other resource attributes: target_info.
 	if got := instant(t, r.URL, `target_info{job="checkout",deployment_environment="test"}`, now, ""); got[""] != 1 {
 		t.Fatalf("target_info %v", got)
