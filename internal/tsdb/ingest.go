@@ -96,7 +96,7 @@ type lastSample struct {
 
 // viewSamples makes one sample per numeric measure of a windowed row:
 // ops_view_<measure>{view="<name>", <key labels>} at the time of the
-// row's newest event, kept inside the row's window and at least 1 ms
+// row's last folded event, kept inside the row's window and at least 1 ms
 // after the row's previous sample. So an instant query at t sees the
 // window holding t as it stood at t, and at a window's start the previous
 // window's final value (docs/timeseries.md, Corrections). Deletions (rows
@@ -138,7 +138,7 @@ func (m *Module) viewSamples(ctx context.Context, ev event.Event) []sample {
 		if !known {
 			last, known = m.lastStored(ctx, l, w, end)
 		}
-		// The sample goes at the time of the row's newest event (the
+		// The sample goes at the time of the row's last folded event (the
 		// change event's time), inside the window, and after the row's
 		// previous sample.
 		t := min(max(ev.Time.UnixMilli(), w), end)
