@@ -49,9 +49,9 @@ type rwQueue struct {
 	batch int
 	max   int64
 
-	mu      sync.Mutex
-	pending []prompb.TimeSeries // not yet in a segment
-	count   int
+	mu      sync.Mutex // the newest segment: its number (0 until read from disk) and size
+	seg     uint64
+	segSize int64
 	wake    chan struct{}
 
 	sent, failed, dropped, retries prometheus.Counter
@@ -115,13 +115,9 @@ func (rw *remoteWriters) enqueue(ss []sample) {
 	}
 	ts := toTimeSeries(ss)
 	for _, q := range rw.qs {
-		q.mu.Lock()
-		q.pending = append(q.pending, ts...)
-		q.count += len(ss)
-		q.mu.Unlock()
 		// On disk (fsynced) before the write that brought them is
 		// acknowledged: a kill -9 loses nothing owed to a destination.
-		q.flush()
+		q.write(ts)
 		select {
 		case q.wake <- struct{}{}:
 		default:
@@ -161,40 +157,39 @@ func (rw *remoteWriters) run(ctx context.Context) {
 		wg.Go(func() { q.run(ctx) })
 	}
 	wg.Wait()
-	for _, q := range rw.qs {
-		q.flush() // what arrived during shutdown is kept for the next start
-	}
 }
 
-// flush writes the pending samples to the newest segment (fsynced), so
-// they survive a restart.
-func (q *rwQueue) flush() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.pending) == 0 {
-		return
-	}
-	// The WriteRequest is split so that one request holds at most batch
-	// samples.
-	for len(q.pending) > 0 {
+// write appends ts to the newest segment as records of at most batch
+// samples each, with one write and one fsync, starting a new segment when
+// the newest is full.
+func (q *rwQueue) write(ts []prompb.TimeSeries) {
+	var buf []byte
+	total, lost := 0, 0
+	for len(ts) > 0 {
 		n, cut := 0, 0
-		for cut < len(q.pending) && (cut == 0 || n+len(q.pending[cut].Samples)+len(q.pending[cut].Histograms) <= q.batch) {
-			n += len(q.pending[cut].Samples) + len(q.pending[cut].Histograms)
+		for cut < len(ts) && (cut == 0 || n+len(ts[cut].Samples)+len(ts[cut].Histograms) <= q.batch) {
+			n += len(ts[cut].Samples) + len(ts[cut].Histograms)
 			cut++
 		}
-		req := prompb.WriteRequest{Timeseries: q.pending[:cut]}
-		raw, err := req.Marshal()
+		total += n
+		raw, err := (&prompb.WriteRequest{Timeseries: ts[:cut]}).Marshal()
 		if err != nil {
 			q.log.Error("remote write: marshal", "err", err)
-			q.dropped.Add(float64(n))
-		} else if err := q.appendRecord(snappy.Encode(nil, raw)); err != nil {
-			q.log.Error("remote write: queue on disk", "err", err)
-			q.dropped.Add(float64(n))
+			lost += n
+		} else {
+			rec := snappy.Encode(nil, raw)
+			buf = binary.AppendUvarint(buf, uint64(len(rec)))
+			buf = append(buf, rec...)
 		}
-		q.pending = q.pending[cut:]
+		ts = ts[cut:]
 	}
-	q.pending, q.count = nil, 0
-	q.trim()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err := q.appendRecords(buf); err != nil {
+		q.log.Error("remote write: queue on disk", "err", err)
+		lost = total
+	}
+	q.dropped.Add(float64(lost))
 }
 
 func (q *rwQueue) segments() []uint64 {
@@ -213,31 +208,39 @@ func (q *rwQueue) segPath(n uint64) string {
 	return filepath.Join(q.dir, fmt.Sprintf("%020d.seg", n))
 }
 
-// appendRecord adds a record to the newest segment, starting a new one
-// when it is full. Called with q.mu held.
-func (q *rwQueue) appendRecord(rec []byte) error {
-	segs := q.segments()
-	var n uint64
-	if len(segs) > 0 {
-		n = segs[len(segs)-1]
-		if fi, err := os.Stat(q.segPath(n)); err == nil && fi.Size() >= segMax {
-			n++
-		}
-	} else {
-		n = 1
+// appendRecords adds encoded records to the newest segment, starting a
+// new one (and trimming the queue to its bound) when it is full. Called
+// with q.mu held.
+func (q *rwQueue) appendRecords(buf []byte) error {
+	if len(buf) == 0 {
+		return nil
 	}
-	f, err := os.OpenFile(q.segPath(n), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if q.seg == 0 {
+		q.seg = 1
+		if segs := q.segments(); len(segs) > 0 {
+			q.seg = segs[len(segs)-1]
+			if fi, err := os.Stat(q.segPath(q.seg)); err == nil {
+				q.segSize = fi.Size()
+			}
+		}
+	}
+	if q.segSize >= segMax {
+		q.seg, q.segSize = q.seg+1, 0
+		q.trim()
+	}
+	f, err := os.OpenFile(q.segPath(q.seg), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return err
 	}
-	var hdr [binary.MaxVarintLen64]byte
-	k := binary.PutUvarint(hdr[:], uint64(len(rec)))
-	_, err = f.Write(append(hdr[:k], rec...))
+	_, err = f.Write(buf)
 	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		q.segSize += int64(len(buf))
 	}
 	return err
 }
@@ -335,12 +338,12 @@ func (q *rwQueue) writePos(seg uint64, off int64) {
 	_ = os.Rename(p+".tmp", p)
 }
 
-// run sends segments oldest first, flushing pending samples every second.
+// run sends segments oldest first when woken by a write, and every second
+// (after a failure's backoff, or a restart with a backlog).
 func (q *rwQueue) run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for ctx.Err() == nil {
-		q.flush()
 		q.sendAll(ctx)
 		select {
 		case <-ctx.Done():
