@@ -149,12 +149,12 @@ func (c *cacheRT) fromStore(req *http.Request, p *pass, e *centry) (*http.Respon
 	switch judge(req, e.Header, age, e.Lifetime) {
 	case serveFresh:
 		p.cache = "hit"
-		return c.respond(req, e, age)
+		return c.respond(req, p, e, age)
 	case serveStale:
 		p.cache = "stale"
 		// Open the stored body before the refresh can replace the entry
 		// (and remove the body).
-		resp, err := c.respond(req, e, age)
+		resp, err := c.respond(req, p, e, age)
 		c.revalidateBehind(req, p.cacheKey, e, p.id != nil)
 		return resp, err
 	}
@@ -176,7 +176,7 @@ func (c *cacheRT) fromStore(req *http.Request, p *pass, e *centry) (*http.Respon
 				resp.Body.Close()
 			}
 			p.cache = "stale-if-error"
-			return c.respond(req, e, age)
+			return c.respond(req, p, e, age)
 		}
 		p.cache = "miss"
 		return resp, err
@@ -186,7 +186,7 @@ func (c *cacheRT) fromStore(req *http.Request, p *pass, e *centry) (*http.Respon
 		resp.Body.Close()
 		n := c.store.refresh(e, resp, requested, arrived)
 		p.cache = "revalidated"
-		return c.respond(req, n, n.age(time.Now()))
+		return c.respond(req, p, n, n.age(time.Now()))
 	}
 	p.cache = "expired"
 	if storable(req, resp, p.id != nil) && resp.ContentLength <= c.store.objMax {
@@ -231,7 +231,7 @@ func (c *cacheRT) revalidateBehind(req *http.Request, key string, e *centry, aut
 
 // respond builds the response for a stored entry, answering the client's
 // own conditional request with 304 when it matches.
-func (c *cacheRT) respond(req *http.Request, e *centry, age time.Duration) (*http.Response, error) {
+func (c *cacheRT) respond(req *http.Request, p *pass, e *centry, age time.Duration) (*http.Response, error) {
 	h := e.Header.Clone()
 	h.Set("Age", strconv.FormatInt(int64(age/time.Second), 10))
 	resp := &http.Response{StatusCode: e.Status, Status: strconv.Itoa(e.Status) + " " + http.StatusText(e.Status),
@@ -252,9 +252,7 @@ func (c *cacheRT) respond(req *http.Request, e *centry, age time.Duration) (*htt
 	if err != nil {
 		// The entry was replaced (and its body removed) since it was
 		// looked up: this answer comes from the upstream.
-		if p, _ := req.Context().Value(passKey{}).(*pass); p != nil {
-			p.cache = "miss"
-		}
+		p.cache = "miss"
 		return c.next.RoundTrip(req)
 	}
 	resp.Body = body

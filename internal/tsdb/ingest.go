@@ -113,21 +113,22 @@ func (m *Module) viewSamples(ctx context.Context, ev event.Event) []sample {
 		names = append(names, k)
 	}
 	slices.Sort(names)
+	// The row's labels, once; each measure adds its name.
+	b := labels.NewBuilder(labels.EmptyLabels())
+	for k, kv := range d.Key {
+		name := sanitizeLabel(k)
+		if name == "view" || name == model.MetricNameLabel {
+			name = "key_" + name
+		}
+		b.Set(name, attrString(kv))
+	}
+	b.Set("view", d.View)
 	var out []sample
 	for _, measure := range names {
 		v, ok := number(d.New[measure])
 		if !ok {
 			continue
 		}
-		b := labels.NewBuilder(labels.EmptyLabels())
-		for k, kv := range d.Key {
-			name := sanitizeLabel(k)
-			if name == "view" || name == model.MetricNameLabel {
-				name = "key_" + name
-			}
-			b.Set(name, attrString(kv))
-		}
-		b.Set("view", d.View)
 		metric := "ops_view_" + sanitizeName(measure)
 		b.Set(model.MetricNameLabel, metric)
 		l := b.Labels()
