@@ -179,15 +179,12 @@ func (m *Module) trimViews(now time.Time) {
 	}
 }
 
+// number is a measure's value as a sample: numbers as they are, booleans
+// as 1 and 0 (the values come from JSON, so nothing else is numeric).
 func number(v any) (float64, bool) {
 	switch x := v.(type) {
 	case float64:
 		return x, true
-	case int64:
-		return float64(x), true
-	case json.Number:
-		f, err := x.Float64()
-		return f, err == nil
 	case bool:
 		if x {
 			return 1, true
