@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,34 +145,26 @@ func TestRemoteWriteToPrometheus(t *testing.T) {
 	}
 	// Ops reports the shipped samples and no backlog.
 	testutil.CheckFor(t, 10*time.Second, 200*time.Millisecond, func() error {
-		resp, err := http.Get(r.URL + "/metrics")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if !containsLine(string(b), `ops_tsdb_remote_queue_bytes{remote="prom"} 0`) || !containsLine(string(b), `ops_tsdb_remote_samples_sent_total{remote="prom"} 400`) {
-			return fmt.Errorf("queue not drained")
-		}
-		return nil
+		return hasMetrics(r.URL, `ops_tsdb_remote_queue_bytes{remote="prom"} 0`, `ops_tsdb_remote_samples_sent_total{remote="prom"} 400`)
 	})
 }
 
-func containsLine(text, line string) bool {
-	for len(text) > 0 {
-		i := 0
-		for i < len(text) && text[i] != '\n' {
-			i++
-		}
-		if text[:i] == line {
-			return true
-		}
-		if i == len(text) {
-			break
-		}
-		text = text[i+1:]
+// hasMetrics says which of lines (exact exposition lines) Ops's /metrics
+// lacks.
+func hasMetrics(base string, lines ...string) error {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return err
 	}
-	return false
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	have := strings.Split(string(b), "\n")
+	for _, line := range lines {
+		if !slices.Contains(have, line) {
+			return fmt.Errorf("no %s", line)
+		}
+	}
+	return nil
 }
 
 // TestRemoteWriteOutRetries: a receiver that fails twice with 503 gets
@@ -238,17 +232,6 @@ func TestRemoteWriteOutRetries(t *testing.T) {
 		t.Fatal(code)
 	}
 	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		resp, err := http.Get(r.URL + "/metrics")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		m, _ := io.ReadAll(resp.Body)
-		for _, line := range []string{`ops_tsdb_remote_samples_dropped_total{remote="r"} 1`, `ops_tsdb_remote_retries_total{remote="r"} 2`, `ops_tsdb_remote_samples_sent_total{remote="r"} 2`} {
-			if !containsLine(string(m), line) {
-				return fmt.Errorf("no %s", line)
-			}
-		}
-		return nil
+		return hasMetrics(r.URL, `ops_tsdb_remote_samples_dropped_total{remote="r"} 1`, `ops_tsdb_remote_retries_total{remote="r"} 2`, `ops_tsdb_remote_samples_sent_total{remote="r"} 2`)
 	})
 }
