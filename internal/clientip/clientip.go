@@ -42,7 +42,13 @@ func FromVia(r *http.Request, trusted []netip.Prefix) (client netip.Addr, viaTru
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	a = a.Unmap()
+	return Resolve(a, strings.Join(r.Header.Values("X-Forwarded-For"), ","), trusted)
+}
+
+// Resolve is FromVia for a connection from peer whose X-Forwarded-For
+// values, joined by commas, are xff.
+func Resolve(peer netip.Addr, xff string, trusted []netip.Prefix) (client netip.Addr, viaTrusted bool) {
+	a := peer.Unmap()
 	isTrusted := func(x netip.Addr) bool {
 		for _, p := range trusted {
 			if p.Contains(x) {
@@ -54,7 +60,7 @@ func FromVia(r *http.Request, trusted []netip.Prefix) (client netip.Addr, viaTru
 	if !isTrusted(a) {
 		return a, false
 	}
-	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	hops := strings.Split(xff, ",")
 	for i := len(hops) - 1; i >= 0; i-- {
 		h, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
 		if err != nil {

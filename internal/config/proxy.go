@@ -22,6 +22,7 @@ type Proxy struct {
 	Cache             ProxyCache      `yaml:"cache" doc:"storage of the shared cache that routes with cache: true use"`
 	ReadHeaderTimeout Duration        `yaml:"read_header_timeout" doc:"time for a client to send request headers"`
 	IdleTimeout       Duration        `yaml:"idle_timeout" doc:"keep-alive connections from clients close after this idle time"`
+	FastPath          bool            `yaml:"fast_path" doc:"serve plain HTTP/1.1 requests that need no cache, injection, compression or sign-in on Ops's own lighter path (docs/proxy.md); false sends every request through Go's net/http server"`
 }
 
 // ProxyCache sizes the RFC 9111 shared cache.
@@ -131,6 +132,7 @@ func defaultProxy() Proxy {
 		Listen:            ":8080",
 		ReadHeaderTimeout: Duration(10 * time.Second),
 		IdleTimeout:       Duration(120 * time.Second),
+		FastPath:          true,
 		Tracking: ProxyTrack{
 			Enabled: true, Queue: 10000, Batch: 500, Flush: Duration(200 * time.Millisecond), SpoolMax: 1 << 30,
 			RedactParams: Strings{"token", "access_token", "password", "secret", "key", "api_key", "code", "signature"},

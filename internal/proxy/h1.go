@@ -35,6 +35,9 @@ type h1Conn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it went back to the pool
+	// headLen is the length of the response head the fast path has
+	// parsed and not yet consumed.
+	headLen int
 }
 
 // idleTimeout drops pooled connections unused this long; upstreams close
@@ -44,6 +47,12 @@ const idleTimeout = 60 * time.Second
 func newH1Transport(fallback http.RoundTripper, headerTimeout time.Duration) *h1Transport {
 	return &h1Transport{fallback: fallback, dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
 		headerTimeout: headerTimeout, maxIdle: 256, idle: map[string][]*h1Conn{}}
+}
+
+// getAddr is get for the fast path, which has no request context: a dial
+// is bounded by the dialer's timeout.
+func (t *h1Transport) getAddr(addr string) (*h1Conn, bool, error) {
+	return t.get(context.Background(), addr)
 }
 
 func (t *h1Transport) get(ctx context.Context, addr string) (*h1Conn, bool, error) {

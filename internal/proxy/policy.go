@@ -76,6 +76,14 @@ func (p *policyCache) active(kind, subject string) (policy.Entry, bool) {
 	return e, ok && e.Active(time.Now())
 }
 
+// empty reports whether no entry is held (the common case: nothing to
+// check).
+func (p *policyCache) empty() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return len(p.m) == 0
+}
+
 // reindex rebuilds the path list; call with mu held.
 func (p *policyCache) reindex() {
 	p.paths = p.paths[:0]

@@ -61,7 +61,13 @@ type Module struct {
 	addrs   []net.Addr
 	stopOld context.CancelFunc // ends the current table's health checks
 	runCtx  context.Context
-	servers []*http.Server
+	servers []*http.Server // TLS listeners
+	fast    []fastListener  // plain listeners
+}
+
+type fastListener struct {
+	s  *fastServer
+	ln net.Listener
 }
 
 type metrics struct {
@@ -70,6 +76,7 @@ type metrics struct {
 	aclHits  *prometheus.CounterVec
 	limited  *prometheus.CounterVec
 	upstream *prometheus.GaugeVec
+	handoffs prometheus.Counter
 }
 
 // New builds the proxy from cfg.
@@ -85,9 +92,11 @@ func New(cfg config.Proxy, deps Deps) (*Module, error) {
 		aclHits:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_acl_hits_total", Help: "ACL decisions by route, rule index (default for none) and action."}, []string{"route", "rule", "action"}),
 		limited:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_rate_limited_total", Help: "Requests refused with 429 by route and key kind."}, []string{"route", "by"}),
 		upstream: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ops_proxy_upstream_up", Help: "1 when an upstream passes health checks."}, []string{"route", "upstream"}),
+		handoffs: prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_fast_handoffs_total",
+			Help: "Client connections the fast path handed to the standard HTTP server (a request it does not serve itself)."}),
 	}
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(m.metrics.requests, m.metrics.latency, m.metrics.aclHits, m.metrics.limited, m.metrics.upstream)
+		deps.Registry.MustRegister(m.metrics.requests, m.metrics.latency, m.metrics.aclHits, m.metrics.limited, m.metrics.upstream, m.metrics.handoffs)
 	}
 	t, err := newTracker(deps.Bus, deps.Logger.With("part", "tracking"), filepath.Join(deps.DataDir, "proxy-spool"),
 		cfg.Tracking.Queue, cfg.Tracking.Batch, cfg.Tracking.Flush.D(), int64(cfg.Tracking.SpoolMax), deps.Registry)
@@ -143,9 +152,18 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 		lns = append(lns, ln)
 		m.mu.Lock()
 		m.addrs = append(m.addrs, ln.Addr())
-		m.servers = append(m.servers, srv)
-		m.mu.Unlock()
-		go func() { errc <- srv.Serve(ln) }()
+		if tlsCfg == nil {
+			// Plain HTTP: the fast path takes connections first and hands
+			// the standard server those it does not serve.
+			fs := newFastServer(m, ln, srv, cfg.ReadHeaderTimeout.D(), cfg.IdleTimeout.D())
+			m.fast = append(m.fast, fastListener{fs, ln})
+			m.mu.Unlock()
+			go func() { errc <- fs.serve(ln) }()
+		} else {
+			m.servers = append(m.servers, srv)
+			m.mu.Unlock()
+			go func() { errc <- srv.Serve(ln) }()
+		}
 		m.log.Info("proxy listening", "addr", ln.Addr().String(), "tls", tlsCfg != nil)
 		return nil
 	}
@@ -173,13 +191,18 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	m.mu.Lock()
-	servers := m.servers
+	servers, fast := m.servers, m.fast
 	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, f := range fast {
+		wg.Go(func() { _ = f.s.shutdown(sctx, f.ln) })
+	}
 	for _, s := range servers {
 		if err := s.Shutdown(sctx); err != nil {
 			s.Close()
 		}
 	}
+	wg.Wait()
 	tcancel()
 	<-trackDone
 	return runErr

@@ -31,6 +31,9 @@ type route struct {
 	usrRate *limiter
 	rp      *httputil.ReverseProxy
 	tf      *transform
+	h1      *h1Transport
+	// fast: the route's requests may take the fast path (fast.go).
+	fast bool
 }
 
 // build compiles cfg; cfg has been validated (and route defaults filled).
@@ -62,7 +65,9 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 		rt.ipRate = newLimiter(rc.RateLimit.PerIP, rc.RateLimit)
 		rt.usrRate = newLimiter(rc.RateLimit.PerUser, rc.RateLimit)
 		rt.rp = m.reverseProxy(tb, rt)
-		rt.rp.Transport = newH1Transport(rt.rp.Transport, rc.Timeout.D())
+		rt.h1 = newH1Transport(rt.rp.Transport, rc.Timeout.D())
+		rt.rp.Transport = rt.h1
+		rt.fast = fastRoute(rt)
 		if rc.Cache {
 			cs, err := m.cacheStore(cfg)
 			if err != nil {
@@ -139,4 +144,24 @@ func upstreamTransport(rc config.Route) *http.Transport {
 		// proxy's own decision.
 		DisableCompression: true,
 	}
+}
+
+// fastRoute reports whether a route's requests can take the fast path:
+// plain-http upstreams, and nothing that needs the request as net/http
+// builds it (cache, sign-in, HTML rewriting, header ACL rules).
+func fastRoute(rt *route) bool {
+	if rt.cfg.Cache || rt.cfg.Auth == "required" || rt.tf.injects() {
+		return false
+	}
+	for _, r := range rt.acl.rules {
+		if r.hname != "" {
+			return false
+		}
+	}
+	for _, u := range rt.pool.ups {
+		if u.url.Scheme != "http" || u.url.RawQuery != "" || u.url.User != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -316,7 +316,11 @@ func page(w http.ResponseWriter, code int, title, msg string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	fmt.Fprintf(w, "<!doctype html><title>%d %s</title><h1>%d %s</h1><p>%s</p>\n", code, html.EscapeString(title), code, html.EscapeString(title), html.EscapeString(msg))
+	_, _ = io.WriteString(w, pageBody(code, title, msg))
+}
+
+func pageBody(code int, title, msg string) string {
+	return fmt.Sprintf("<!doctype html><title>%d %s</title><h1>%d %s</h1><p>%s</p>\n", code, html.EscapeString(title), code, html.EscapeString(title), html.EscapeString(msg))
 }
 
 // recorder counts the status and bytes of a response.
@@ -382,12 +386,23 @@ type requestData struct {
 }
 
 func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in int64, p *pass, start time.Time) {
+	q := reqInfo{method: r.Method, host: r.Host, path: r.URL.Path, query: r.URL.RawQuery, ua: r.UserAgent(), referrer: r.Referer(), proto: r.Proto}
+	m.record(tb, rt, &q, rec.code, in, rec.n, p, start)
+}
+
+// reqInfo is what a request event says of the request.
+type reqInfo struct {
+	method, host, path, query, ua, referrer, proto string
+}
+
+// record counts a finished request in the metrics and, with tracking on,
+// queues its ev.proxy.request event.
+func (m *Module) record(tb *table, rt *route, q *reqInfo, code int, in, out int64, p *pass, start time.Time) {
 	d := time.Since(start)
 	name := ""
 	if rt != nil {
 		name = rt.cfg.Name
 	}
-	code := rec.code
 	if code == 0 {
 		code = http.StatusOK
 	}
@@ -397,14 +412,14 @@ func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in
 		return
 	}
 	data := requestData{
-		Route: name, Method: r.Method, Host: r.Host, Path: r.URL.Path, Status: code, BytesIn: in, BytesOut: rec.n,
-		DurationMS: float64(d.Microseconds()) / 1000, Cache: "none", UserAgent: r.UserAgent(), Proto: r.Proto,
+		Route: name, Method: q.method, Host: q.host, Path: q.path, Status: code, BytesIn: in, BytesOut: out,
+		DurationMS: float64(d.Microseconds()) / 1000, Cache: "none", UserAgent: q.ua, Proto: q.proto,
 	}
 	if p.cache != "" {
 		data.Cache = p.cache
 	}
-	if r.URL.RawQuery != "" {
-		data.Query, data.UTM = redactQuery(r.URL.RawQuery, tb.redact)
+	if q.query != "" {
+		data.Query, data.UTM = redactQuery(q.query, tb.redact)
 	}
 	if p.up != nil {
 		data.Upstream = p.up.url.Host
@@ -415,7 +430,7 @@ func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in
 	if p.ip.IsValid() {
 		data.IP = clientip.Anonymize(p.ip).String()
 	}
-	if ref := r.Referer(); ref != "" {
+	if ref := q.referrer; ref != "" {
 		data.Referrer = ref
 		if u, err := url.Parse(ref); err == nil {
 			data.RefHost = u.Hostname()

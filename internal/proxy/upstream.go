@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -14,6 +15,7 @@ import (
 // upstream is one backend of a route with its health.
 type upstream struct {
 	url    *url.URL
+	addr   string // host:port to dial
 	active atomic.Int64 // requests in flight, for least_conn
 	// healthy is the active check's verdict; ejectedUntil the passive one's.
 	healthy      atomic.Bool
@@ -26,7 +28,10 @@ type upstream struct {
 }
 
 func newUpstream(u *url.URL) *upstream {
-	up := &upstream{url: u}
+	up := &upstream{url: u, addr: u.Host}
+	if u.Port() == "" {
+		up.addr = net.JoinHostPort(u.Hostname(), "80")
+	}
 	up.healthy.Store(true)
 	return up
 }
