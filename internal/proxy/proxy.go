@@ -62,7 +62,7 @@ type Module struct {
 	stopOld context.CancelFunc // ends the current table's health checks
 	runCtx  context.Context
 	servers []*http.Server // TLS listeners
-	fast    []fastListener  // plain listeners
+	fast    []fastListener // plain listeners
 }
 
 type fastListener struct {

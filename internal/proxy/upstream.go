@@ -15,7 +15,7 @@ import (
 // upstream is one backend of a route with its health.
 type upstream struct {
 	url    *url.URL
-	addr   string // host:port to dial
+	addr   string       // host:port to dial
 	active atomic.Int64 // requests in flight, for least_conn
 	// healthy is the active check's verdict; ejectedUntil the passive one's.
 	healthy      atomic.Bool
