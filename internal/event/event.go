@@ -99,6 +99,13 @@ func New(source, typ string, data any) (Event, error) {
 	return e, nil
 }
 
+// NewJSON is New for data already encoded as JSON (the caller's to get
+// right; AppendJSON checks it when the event is stored).
+func NewJSON(source, typ string, data []byte) Event {
+	return Event{SpecVersion: SpecVersion, ID: NewID(), Source: source, Type: typ, Time: time.Now().UTC(),
+		Data: data, DataContentType: "application/json"}
+}
+
 // BusSubject is the NATS subject the event is stored under: "ev." followed by
 // the tokens of its type. Call Validate first; BusSubject does not check.
 func (e *Event) BusSubject() string {

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/policy"
 )
@@ -55,11 +57,8 @@ type fastServer struct {
 	closing atomic.Bool
 	wg      sync.WaitGroup
 
-	handoffs prometheusCounter
+	handoffs prometheus.Counter
 }
-
-// prometheusCounter is the part of a prometheus.Counter used here.
-type prometheusCounter interface{ Inc() }
 
 func newFastServer(m *Module, ln net.Listener, slow *http.Server, headerTimeout, idleTimeout time.Duration) *fastServer {
 	return &fastServer{
@@ -150,6 +149,12 @@ func (s *fastServer) done(fc *fastConn) {
 	delete(s.conns, fc)
 	s.mu.Unlock()
 	s.wg.Done()
+}
+
+// Handoffs is how many client connections the fast path has handed to
+// the standard server so far.
+func (m *Module) Handoffs() int {
+	return int(m.handoffN.Load())
 }
 
 // chanListener hands connections to the standard server.
@@ -293,6 +298,7 @@ func (fc *fastConn) started() {
 // standard server.
 func (fc *fastConn) handoff() {
 	fc.s.handoffs.Inc()
+	fc.s.m.handoffN.Add(1)
 	buf := append([]byte(nil), fc.head...)
 	if b, _ := fc.br.Peek(fc.br.Buffered()); len(b) > 0 {
 		buf = append(buf, b...)

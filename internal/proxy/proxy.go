@@ -51,6 +51,8 @@ type Module struct {
 	track   *tracker
 	policy  *policyCache
 	metrics *metrics
+	// handoffN counts the fast path's hand-offs (also a metric).
+	handoffN atomic.Int64
 	// policyRate enforces POLICY rate entries per (anonymised) address.
 	policyRate *limiter
 

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -436,12 +438,86 @@ func (m *Module) record(tb *table, rt *route, q *reqInfo, code int, in, out int6
 			data.RefHost = u.Hostname()
 		}
 	}
-	ev, err := event.New("ops/proxy", "proxy.request", &data)
-	if err != nil {
-		return
-	}
+	ev := event.NewJSON("ops/proxy", "proxy.request", data.appendJSON(make([]byte, 0, 384)))
 	ev.Time = start.UTC()
 	m.track.add(ev)
+}
+
+// appendJSON encodes d as encoding/json would (TestRequestDataJSON holds
+// it to that), without reflection: a request event is made per request.
+func (d *requestData) appendJSON(b []byte) []byte {
+	str := func(k, v string, omitEmpty bool) {
+		if omitEmpty && v == "" {
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, k...)
+		b = append(b, '"', ':')
+		b = event.AppendString(b, v)
+	}
+	num := func(k string, v int64) {
+		b = append(b, ',', '"')
+		b = append(b, k...)
+		b = append(b, '"', ':')
+		b = strconv.AppendInt(b, v, 10)
+	}
+	b = append(b, `{"route":`...)
+	b = event.AppendString(b, d.Route)
+	str("method", d.Method, false)
+	str("host", d.Host, false)
+	str("path", d.Path, false)
+	str("query", d.Query, true)
+	num("status", int64(d.Status))
+	num("bytes_in", d.BytesIn)
+	num("bytes_out", d.BytesOut)
+	b = append(b, `,"duration_ms":`...)
+	b = appendJSONFloat(b, d.DurationMS)
+	str("upstream", d.Upstream, true)
+	str("cache", d.Cache, false)
+	str("user", d.User, true)
+	str("ip", d.IP, true)
+	str("user_agent", d.UserAgent, true)
+	str("referrer", d.Referrer, true)
+	str("referrer_host", d.RefHost, true)
+	if len(d.UTM) > 0 {
+		keys := make([]string, 0, len(d.UTM))
+		for k := range d.UTM {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, `,"utm":{`...)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = event.AppendString(b, k)
+			b = append(b, ':')
+			b = event.AppendString(b, d.UTM[k])
+		}
+		b = append(b, '}')
+	}
+	str("proto", d.Proto, false)
+	return append(b, '}')
+}
+
+// appendJSONFloat formats f as encoding/json does (finite values only;
+// durations are).
+func appendJSONFloat(b []byte, f float64) []byte {
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// clean up e-09 to e-9
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
 }
 
 // redactQuery replaces the values of secret parameters and picks out UTM
