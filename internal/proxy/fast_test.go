@@ -139,7 +139,7 @@ func TestFastPathMatchesStandard(t *testing.T) {
 		{"GET", "/early", "", nil},
 		{"GET", "/notransform", "", nil},
 		{"GET", "/hop", "", nil},
-		{"GET", "/slow", "", nil},     // route timeout: 504
+		{"GET", "/slow", "", nil},        // route timeout: 504
 		{"GET", "/_ops/ops.js", "", nil}, // Ops's own endpoints
 		{"GET", "/%7Euser", "", nil},     // percent-encoded: the standard path decides
 	} {
