@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -221,10 +222,11 @@ type fastConn struct {
 	active    atomic.Bool  // serving a request
 	idleSince atomic.Int64 // set while waiting for a request
 
-	head []byte // the current request head, copied out of br
-	body []byte
-	req  reqHead
-	resp respHead
+	head  []byte // the current request head, copied out of br
+	body  []byte
+	chunk []byte // injected pages are sent from here
+	req   reqHead
+	resp  respHead
 }
 
 func (fc *fastConn) run() {
@@ -465,7 +467,11 @@ func (fc *fastConn) proxy(tb *table, rt *route, p *pass, xff string, body []byte
 	code = r.code
 	noBody := bodyless(h.method, r.code)
 	closeClient := h.close || fc.s.closing.Load()
-	delimited := !noBody && !r.chunked && r.contentLength < 0 // the body ends when the upstream closes
+	// Snippets go into HTML pages as the standard path's transform puts
+	// them: decoded, rewritten, sent chunked.
+	injecting := !noBody && rt.tf.injects() && r.code == http.StatusOK && transformable(h.method, r) &&
+		mediaType(r.contentType) == "text/html" && (len(r.encoding) == 0 || eqFold(r.encoding, "identity") || knownEncoding(r.encoding))
+	delimited := !injecting && !noBody && !r.chunked && r.contentLength < 0 // the body ends when the upstream closes
 	if delimited {
 		closeClient = true
 	}
@@ -473,21 +479,24 @@ func (fc *fastConn) proxy(tb *table, rt *route, p *pass, xff string, body []byte
 	bw.WriteString("HTTP/1.1 ")
 	bw.Write(r.status)
 	bw.WriteString("\r\n")
-	for _, f := range r.fields {
-		if f.kind == hSkip {
+	for i, f := range r.fields {
+		if f.kind == hSkip || injecting && eqFold(f.name, "content-encoding") {
 			continue
 		}
 		bw.Write(f.name)
 		bw.WriteString(": ")
+		if injecting && i == r.etag && !strings.HasPrefix(string(f.value), "W/") {
+			bw.WriteString("W/") // the bytes differ from the upstream's
+		}
 		bw.Write(f.value)
 		bw.WriteString("\r\n")
 	}
-	if r.contentLength >= 0 {
+	if r.contentLength >= 0 && !injecting {
 		bw.WriteString("Content-Length: ")
 		bw.WriteString(strconv.FormatInt(r.contentLength, 10))
 		bw.WriteString("\r\n")
 	}
-	if r.chunked {
+	if r.chunked || injecting {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	}
 	if !r.hasDate {
@@ -504,11 +513,40 @@ func (fc *fastConn) proxy(tb *table, rt *route, p *pass, xff string, body []byte
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("\r\n")
+	var csp string
+	if injecting && len(r.csp) > 0 {
+		csp = string(r.csp)
+	}
 	_, _ = pc.br.Discard(pc.headLen)
 	upOK := true // the upstream connection ended in step
 	var err error
 	switch {
 	case noBody:
+	case injecting:
+		// Snippets go into HTML pages as the standard path's transform
+		// puts them: decoded, rewritten, sent chunked.
+		if rt.cfg.Timeout > 0 {
+			_ = pc.c.SetReadDeadline(time.Time{})
+		}
+		var raw io.Reader = pc.br
+		var limited *io.LimitedReader
+		switch {
+		case r.chunked:
+			raw = httputil.NewChunkedReader(pc.br)
+		case r.contentLength >= 0:
+			limited = &io.LimitedReader{R: pc.br, N: r.contentLength}
+			raw = limited
+		}
+		d, ok := decode(string(r.encoding), raw) // (r's fields are not used from here: reads move pc.br's buffer)
+		if !ok {
+			err = errBadResponse // the upstream's encoding header did not decode
+			break
+		}
+		out, err = fc.copyInjected(pc, rt.tf.newInjector(d, csp))
+		_ = d.Close()
+		// The connection is reusable only when the body was read to its
+		// end and no further (chunked trailers are left unread).
+		upOK = err == nil && limited != nil && limited.N == 0
 	case r.chunked:
 		out, err = fc.copyChunked(pc)
 	case r.contentLength >= 0:
@@ -678,6 +716,53 @@ func (fc *fastConn) copyN(pc *h1Conn, n int64) (int64, error) {
 		done += int64(k)
 	}
 	return done, nil
+}
+
+// copyInjected sends what inj reads as a chunked body.
+func (fc *fastConn) copyInjected(pc *h1Conn, inj io.Reader) (int64, error) {
+	if fc.chunk == nil {
+		fc.chunk = make([]byte, injectBuf)
+	}
+	var out int64
+	bw := fc.bw
+	for {
+		if pc.br.Buffered() == 0 {
+			if err := bw.Flush(); err != nil {
+				return out, clientWriteError{err}
+			}
+		}
+		n, err := inj.Read(fc.chunk)
+		if n > 0 {
+			bw.WriteString(strconv.FormatInt(int64(n), 16))
+			bw.WriteString("\r\n")
+			bw.Write(fc.chunk[:n])
+			if _, werr := bw.WriteString("\r\n"); werr != nil {
+				return out, clientWriteError{werr}
+			}
+			out += int64(n)
+		}
+		if err == io.EOF {
+			_, werr := bw.WriteString("0\r\n\r\n")
+			if werr != nil {
+				return out, clientWriteError{werr}
+			}
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+}
+
+// knownEncoding reports whether decode reads enc (so a failure to decode
+// has consumed bytes).
+func knownEncoding(enc []byte) bool {
+	for _, e := range []string{"gzip", "x-gzip", "br", "zstd"} {
+		if eqFold(enc, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxChunkLine bounds a chunk-size or trailer line.

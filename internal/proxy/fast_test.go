@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +58,28 @@ func fastUpstream(t *testing.T, release chan struct{}) *httptest.Server {
 			w.Header().Set("Cache-Control", "no-transform")
 			w.Header().Set("Content-Type", "text/plain")
 			fmt.Fprint(w, strings.Repeat("x", 2000))
+		case "/page", "/pagegz", "/pagechunked":
+			page := "<!doctype html><html><head><title>t</title></head><body>" + strings.Repeat("<p>text</p>", 500) + "</body></html>"
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("ETag", `"p1"`)
+			w.Header().Set("Content-Security-Policy", "script-src 'nonce-abc123'")
+			switch r.URL.Path {
+			case "/pagegz":
+				var b bytes.Buffer
+				zw := gzip.NewWriter(&b)
+				_, _ = zw.Write([]byte(page))
+				_ = zw.Close()
+				w.Header().Set("Content-Encoding", "gzip")
+				w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
+				_, _ = w.Write(b.Bytes())
+			case "/pagechunked":
+				fmt.Fprint(w, page[:100])
+				w.(http.Flusher).Flush()
+				fmt.Fprint(w, page[100:])
+			default:
+				w.Header().Set("Content-Length", strconv.Itoa(len(page)))
+				fmt.Fprint(w, page)
+			}
 		case "/hop":
 			w.Header().Set("Connection", "X-Hop")
 			w.Header().Set("X-Hop", "secret")
@@ -93,6 +118,8 @@ func TestFastPathMatchesStandard(t *testing.T) {
 	routes := []config.Route{
 		{Name: "api", Path: "/api", Upstreams: config.Strings{up.URL + "/base"}, StripPath: true},
 		{Name: "slow", Path: "/slow", Upstreams: config.Strings{up.URL}, Timeout: config.Duration(300 * time.Millisecond)},
+		{Name: "inj", Path: "/inj", Upstreams: config.Strings{up.URL}, StripPath: true,
+			Inject: config.Inject{Tracker: true, WriteKey: "wk_1", Head: "<script>var x=1</script>", Body: "<!-- end -->", CSPNonce: true}},
 		{Name: "site", Upstreams: config.Strings{up.URL}},
 	}
 	fast, fastBase := startProxy(t, routes, nil)
@@ -139,7 +166,12 @@ func TestFastPathMatchesStandard(t *testing.T) {
 		{"GET", "/early", "", nil},
 		{"GET", "/notransform", "", nil},
 		{"GET", "/hop", "", nil},
-		{"GET", "/slow", "", nil},        // route timeout: 504
+		{"GET", "/slow", "", nil},            // route timeout: 504
+		{"GET", "/inj/page", "", nil},        // snippets injected
+		{"GET", "/inj/pagegz", "", nil},      // decoded, injected
+		{"GET", "/inj/pagechunked", "", nil}, // from a chunked body
+		{"HEAD", "/inj/page", "", nil},
+		{"GET", "/inj/echo", "", nil},    // not HTML: untouched
 		{"GET", "/_ops/ops.js", "", nil}, // Ops's own endpoints
 		{"GET", "/%7Euser", "", nil},     // percent-encoded: the standard path decides
 	} {
@@ -149,7 +181,7 @@ func TestFastPathMatchesStandard(t *testing.T) {
 		if f.code != s.code {
 			t.Errorf("%s: status fast %d, standard %d", name, f.code, s.code)
 		}
-		for _, h := range []string{"Content-Type", "Content-Length", "Vary", "Etag", "X-Upstream", "Cache-Control", "Link", "Keep-Alive", "X-Hop"} {
+		for _, h := range []string{"Content-Type", "Content-Length", "Content-Encoding", "Vary", "Etag", "X-Upstream", "Cache-Control", "Link", "Keep-Alive", "X-Hop"} {
 			if f.header.Get(h) != s.header.Get(h) {
 				t.Errorf("%s: %s fast %q, standard %q", name, h, f.header.Get(h), s.header.Get(h))
 			}
@@ -157,7 +189,12 @@ func TestFastPathMatchesStandard(t *testing.T) {
 		if f.header.Get("Date") == "" {
 			t.Errorf("%s: no Date", name)
 		}
-		if strings.HasPrefix(c.path, "/echo") || strings.HasPrefix(c.path, "/api") {
+		if strings.HasPrefix(c.path, "/inj/page") && c.method == "GET" &&
+			(!strings.Contains(f.body, `<script defer src="/_ops/ops.js" data-api="/_ops" data-key="wk_1" nonce="abc123"></script><script nonce="abc123">var x=1</script></head>`) ||
+				!strings.HasSuffix(f.body, "<!-- end --></body></html>")) {
+			t.Errorf("%s: not injected: %.300q", name, f.body)
+		}
+		if strings.HasPrefix(c.path, "/echo") || strings.HasPrefix(c.path, "/api") || strings.HasPrefix(c.path, "/inj/echo") {
 			if c.method == "HEAD" {
 				continue
 			}

@@ -249,6 +249,9 @@ type respHead struct {
 	noTransform   bool
 	contentRange  bool
 	contentType   []byte
+	encoding      []byte   // Content-Encoding
+	csp           []byte   // Content-Security-Policy
+	etag          int      // index of the ETag field, -1 for none
 	connTokens    [][]byte // other fields named in Connection (not passed on)
 	fields        []field
 }
@@ -258,7 +261,7 @@ var errBadResponse = errors.New("malformed response head from the upstream")
 // parseResponseHead parses an upstream's response head into h.
 func parseResponseHead(head []byte, h *respHead) error {
 	fields, toks := h.fields[:0], h.connTokens[:0]
-	*h = respHead{contentLength: -1}
+	*h = respHead{contentLength: -1, etag: -1}
 	line, rest, ok := cutLine(head)
 	if !ok || len(line) < 12 || line[8] != ' ' {
 		return errBadResponse
@@ -343,6 +346,12 @@ func parseResponseHead(head []byte, h *respHead) error {
 			h.hasDate = true
 		case eqFold(name, "content-type"):
 			h.contentType = value
+		case eqFold(name, "content-encoding"):
+			h.encoding = value
+		case eqFold(name, "content-security-policy"):
+			h.csp = value
+		case eqFold(name, "etag"):
+			h.etag = len(fields)
 		case eqFold(name, "content-range"):
 			h.contentRange = true
 		case eqFold(name, "cache-control"):

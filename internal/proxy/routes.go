@@ -148,9 +148,10 @@ func upstreamTransport(rc config.Route) *http.Transport {
 
 // fastRoute reports whether a route's requests can take the fast path:
 // plain-http upstreams, and nothing that needs the request as net/http
-// builds it (cache, sign-in, HTML rewriting, header ACL rules).
+// builds it (cache, sign-in, link rewriting, header ACL rules). Snippet
+// injection is done on the fast path too.
 func fastRoute(rt *route) bool {
-	if rt.cfg.Cache || rt.cfg.Auth == "required" || rt.tf.injects() {
+	if rt.cfg.Cache || rt.cfg.Auth == "required" || rt.tf.rewrites() {
 		return false
 	}
 	for _, r := range rt.acl.rules {

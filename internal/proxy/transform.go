@@ -200,23 +200,7 @@ func (t *transform) apply(req *http.Request, resp *http.Response) {
 		if !ok {
 			return // an encoding this proxy cannot read: pass it on as is
 		}
-		head, tail := []byte(nil), []byte(nil)
-		nonce := ""
-		if t.inject.CSPNonce {
-			if m := nonceRE.FindStringSubmatch(h.Get("Content-Security-Policy")); m != nil {
-				nonce = m[1]
-			}
-		}
-		if t.tracker != "" {
-			tag := t.tracker
-			if nonce != "" {
-				tag += ` nonce="` + nonce + `"`
-			}
-			head = append(head, tag+"></script>"...)
-		}
-		head = append(head, withNonce(t.inject.Head, nonce)...)
-		tail = []byte(withNonce(t.inject.Body, nonce))
-		inj := &injector{src: d, head: head, body: tail, headDone: len(head) == 0, bodyDone: len(tail) == 0}
+		inj := t.newInjector(d, h.Get("Content-Security-Policy"))
 		if t.rewrites() {
 			host := strings.ToLower(req.Host)
 			if h, _, err := net.SplitHostPort(host); err == nil {
@@ -282,6 +266,28 @@ func (t *transform) apply(req *http.Request, resp *http.Response) {
 	resp.Body = readCloser{pr, pr}
 }
 
+// newInjector inserts the route's snippets into the HTML read from src;
+// csp is the page's Content-Security-Policy, for csp_nonce.
+func (t *transform) newInjector(src io.Reader, csp string) *injector {
+	head, tail := []byte(nil), []byte(nil)
+	nonce := ""
+	if t.inject.CSPNonce {
+		if m := nonceRE.FindStringSubmatch(csp); m != nil {
+			nonce = m[1]
+		}
+	}
+	if t.tracker != "" {
+		tag := t.tracker
+		if nonce != "" {
+			tag += ` nonce="` + nonce + `"`
+		}
+		head = append(head, tag+"></script>"...)
+	}
+	head = append(head, withNonce(t.inject.Head, nonce)...)
+	tail = []byte(withNonce(t.inject.Body, nonce))
+	return &injector{src: src, head: head, body: tail, headDone: len(head) == 0, bodyDone: len(tail) == 0}
+}
+
 func withNonce(snippet, nonce string) string {
 	if nonce == "" || snippet == "" {
 		return snippet
@@ -331,8 +337,9 @@ type injector struct {
 	headDone bool
 	bodyDone bool
 	out      []byte // ready to return
+	obuf     []byte // out's storage, reused once out is drained
 	pend     []byte // scanned but possibly the start of a tag
-	tmp      []byte
+	tmp      *[injectBuf]byte
 	err      error
 }
 
@@ -343,15 +350,22 @@ func (j *injector) Read(p []byte) (int, error) {
 				j.out, j.pend = j.pend, nil
 				break
 			}
+			if j.tmp != nil {
+				injectBufs.Put(j.tmp)
+				j.tmp = nil
+			}
 			return 0, j.err
 		}
 		if j.tmp == nil {
-			j.tmp = make([]byte, 32<<10)
+			j.tmp = injectBufs.Get().(*[injectBuf]byte)
 		}
-		n, err := j.src.Read(j.tmp)
+		n, err := j.src.Read(j.tmp[:])
 		j.err = err
-		data := append(j.pend, j.tmp[:n]...)
-		j.pend = nil
+		data := j.tmp[:n]
+		if len(j.pend) > 0 {
+			data = append(j.pend, data...)
+			j.pend = nil
+		}
 		if j.headDone && j.bodyDone && j.link == nil {
 			j.out = data
 			continue
@@ -363,10 +377,16 @@ func (j *injector) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// injectBuf is the size of an injector's reads.
+const injectBuf = 16 << 10
+
+var injectBufs = sync.Pool{New: func() any { return new([injectBuf]byte) }}
+
 // scan returns what of data can go out now, keeping a possible partial
 // tag at the end in pend.
-func (j *injector) scan(data []byte) []byte {
-	var out []byte
+func (j *injector) scan(data []byte) (out []byte) {
+	out = j.obuf[:0]
+	defer func() { j.obuf = out[:0] }()
 	for {
 		i := bytes.IndexByte(data, '<')
 		if i < 0 {
