@@ -323,7 +323,10 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 	if len(h.path) >= len(OpsPrefix) && string(h.path[:len(OpsPrefix)]) == OpsPrefix {
 		return false, true
 	}
-	rt := tb.match(string(h.host), string(h.path))
+	// The strings the rest needs, made once.
+	q := reqInfo{method: string(h.method), host: string(h.host), path: string(h.path), query: string(h.query),
+		ua: string(h.ua), referrer: string(h.referrer), proto: "HTTP/1.1"}
+	rt := tb.match(q.host, q.path)
 	if rt == nil || !rt.fast {
 		return false, true
 	}
@@ -343,7 +346,7 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 	if !fc.peer.IsValid() {
 		ip, trusted = netip.Addr{}, false
 	}
-	up, ok := m.fastAllowed(rt, h, ip, start)
+	up, ok := m.fastAllowed(rt, h, &q, ip, start)
 	if !ok {
 		return false, true
 	}
@@ -365,11 +368,9 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 	}
 	p := &pass{ip: ip, trusted: trusted, up: up}
 	up.active.Add(1)
-	code, out, keep := fc.proxy(tb, rt, p, xff, body)
+	code, out, keep := fc.proxy(rt, p, &q, body)
 	up.active.Add(-1)
 	rt.pool.result(up, p.failed || code >= 500)
-	q := reqInfo{method: string(h.method), host: string(h.host), path: string(h.path), query: string(h.query),
-		ua: string(h.ua), referrer: string(h.referrer), proto: "HTTP/1.1"}
 	m.record(tb, rt, &q, code, int64(len(body)), out, p, start)
 	return keep && !h.close && !fc.s.closing.Load(), false
 }
@@ -378,8 +379,8 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 // request (no policy, ACL, rate-limit or size refusal, no compression),
 // and picks its upstream. The per-address rate limit is consulted last:
 // it spends a token only when the request is served here.
-func (m *Module) fastAllowed(rt *route, h *reqHead, ip netip.Addr, now time.Time) (*upstream, bool) {
-	path := string(h.path)
+func (m *Module) fastAllowed(rt *route, h *reqHead, q *reqInfo, ip netip.Addr, now time.Time) (*upstream, bool) {
+	path := q.path
 	if !m.policy.empty() {
 		if _, ok := m.policy.active(policy.Maintenance, rt.cfg.Name); ok {
 			return nil, false
@@ -396,7 +397,7 @@ func (m *Module) fastAllowed(rt *route, h *reqHead, ip netip.Addr, now time.Time
 			return nil, false
 		}
 	}
-	allowed, rule := rt.acl.decide(subject{method: string(h.method), path: path, ip: ip, now: now})
+	allowed, rule := rt.acl.decide(subject{method: q.method, path: path, ip: ip, now: now})
 	if !allowed {
 		return nil, false
 	}
@@ -424,7 +425,7 @@ func (m *Module) fastAllowed(rt *route, h *reqHead, ip netip.Addr, now time.Time
 // proxy sends the request to p.up and copies the answer back. It returns
 // the status sent, the body bytes sent, and whether the client connection
 // is still in step for another request.
-func (fc *fastConn) proxy(tb *table, rt *route, p *pass, xff string, body []byte) (code int, out int64, keep bool) {
+func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int, out int64, keep bool) {
 	h := &fc.req
 	t := rt.h1
 	var pc *h1Conn
@@ -437,7 +438,7 @@ func (fc *fastConn) proxy(tb *table, rt *route, p *pass, xff string, body []byte
 			continue // a body is never sent twice, so only to a live connection
 		}
 		if err == nil {
-			err = fc.writeRequest(pc.bw, tb, rt, p, xff, body)
+			err = fc.writeRequest(pc.bw, rt, p, q, body)
 		}
 		if err == nil {
 			if rt.cfg.Timeout > 0 {
@@ -608,11 +609,11 @@ func readResponseHead(pc *h1Conn, h *reqHead, r *respHead) error {
 
 // writeRequest writes the request head (with the forwarding fields the
 // standard path sets) and body to the upstream.
-func (fc *fastConn) writeRequest(bw *bufio.Writer, tb *table, rt *route, p *pass, xff string, body []byte) error {
+func (fc *fastConn) writeRequest(bw *bufio.Writer, rt *route, p *pass, q *reqInfo, body []byte) error {
 	h := &fc.req
 	bw.Write(h.method)
 	bw.WriteByte(' ')
-	path := string(h.path)
+	path := q.path
 	if rt.cfg.StripPath && rt.cfg.Path != "/" {
 		path = "/" + strings.TrimPrefix(strings.TrimPrefix(path, strings.TrimSuffix(rt.cfg.Path, "/")), "/")
 	}
@@ -660,7 +661,7 @@ func (fc *fastConn) writeRequest(bw *bufio.Writer, tb *table, rt *route, p *pass
 	bw.WriteString("for=")
 	bw.WriteString(forwardedFor(fc.remote))
 	bw.WriteString(";host=")
-	bw.WriteString(quoteForwarded(string(h.host)))
+	bw.WriteString(quoteForwarded(q.host))
 	bw.WriteString(";proto=http\r\n\r\n")
 	bw.Write(body)
 	return bw.Flush()

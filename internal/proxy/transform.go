@@ -336,10 +336,10 @@ type injector struct {
 	link     func(href string) (string, bool)
 	headDone bool
 	bodyDone bool
-	out      []byte // ready to return
-	obuf     []byte // out's storage, reused once out is drained
-	pend     []byte // scanned but possibly the start of a tag
-	tmp      *[injectBuf]byte
+	out      []byte        // ready to return
+	obuf     []byte        // out's storage, reused once out is drained
+	pend     []byte        // scanned but possibly the start of a tag
+	bufs     *injectorBufs // from injectBufs; back there at the end
 	err      error
 }
 
@@ -350,18 +350,20 @@ func (j *injector) Read(p []byte) (int, error) {
 				j.out, j.pend = j.pend, nil
 				break
 			}
-			if j.tmp != nil {
-				injectBufs.Put(j.tmp)
-				j.tmp = nil
+			if j.bufs != nil {
+				j.bufs.out = j.obuf[:0]
+				injectBufs.Put(j.bufs)
+				j.bufs, j.obuf = nil, nil
 			}
 			return 0, j.err
 		}
-		if j.tmp == nil {
-			j.tmp = injectBufs.Get().(*[injectBuf]byte)
+		if j.bufs == nil {
+			j.bufs = injectBufs.Get().(*injectorBufs)
+			j.obuf = j.bufs.out
 		}
-		n, err := j.src.Read(j.tmp[:])
+		n, err := j.src.Read(j.bufs.in[:])
 		j.err = err
-		data := j.tmp[:n]
+		data := j.bufs.in[:n]
 		if len(j.pend) > 0 {
 			data = append(j.pend, data...)
 			j.pend = nil
@@ -380,7 +382,14 @@ func (j *injector) Read(p []byte) (int, error) {
 // injectBuf is the size of an injector's reads.
 const injectBuf = 16 << 10
 
-var injectBufs = sync.Pool{New: func() any { return new([injectBuf]byte) }}
+// injectorBufs are an injector's buffers, pooled: a page's worth of
+// garbage per request is what made injection slow.
+type injectorBufs struct {
+	in  [injectBuf]byte
+	out []byte
+}
+
+var injectBufs = sync.Pool{New: func() any { return new(injectorBufs) }}
 
 // scan returns what of data can go out now, keeping a possible partial
 // tag at the end in pend.
