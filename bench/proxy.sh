@@ -72,7 +72,7 @@ our_ticks() {
 cpu_stat() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
 
 
-ops_config() { # dir proxy-port api-addr tracking [extra route lines]
+ops_config() { # dir proxy-port api-addr tracking [extra route lines] [routes before]
 	mkdir -p "$1/data"
 	cat >"$1/ops.yaml" <<-EOF
 		data_dir: $1/data
@@ -83,6 +83,7 @@ ops_config() { # dir proxy-port api-addr tracking [extra route lines]
 		  listen: 127.0.0.1:$2
 		  tracking: {enabled: $4}
 		  routes:
+		${6:-}
 		    - name: bench
 		      upstreams: [http://$UP_ADDR]
 		${5:-}
@@ -91,7 +92,12 @@ ops_config() { # dir proxy-port api-addr tracking [extra route lines]
 
 nginx_config() { # dir
 	mkdir -p "$1"
+	# As root, nginx's workers would run as nobody, who cannot enter the
+	# private temp dir its cache lives in.
+	local user=""
+	[[ $(id -u) -ne 0 ]] || user="user root;"
 	cat >"$1/nginx.conf" <<-EOF
+		$user
 		worker_processes 2;
 		pid $1/nginx.pid;
 		error_log $1/error.log warn;
@@ -107,12 +113,29 @@ nginx_config() { # dir
 		    server $UP_ADDR;
 		    keepalive 64;
 		  }
+		  proxy_cache_path $1/cache keys_zone=bench:10m;
 		  server {
 		    listen 127.0.0.1:$NGINX_PORT;
 		    location / {
 		      proxy_pass http://origin;
 		      proxy_http_version 1.1;
 		      proxy_set_header Connection "";
+		    }
+		    # The peers of Ops's cache and injection rows: nginx's own cache,
+		    # and sub_filter inserting the same tag Ops injects.
+		    location /cached {
+		      proxy_pass http://origin;
+		      proxy_http_version 1.1;
+		      proxy_set_header Connection "";
+		      proxy_cache bench;
+		    }
+		    location /html {
+		      proxy_pass http://origin;
+		      proxy_http_version 1.1;
+		      proxy_set_header Connection "";
+		      proxy_set_header Accept-Encoding "";
+		      sub_filter '</head>' '<script defer src="/_ops/ops.js" data-api="/_ops" data-key="wk_bench_key"></script></head>';
+		      sub_filter_once on;
 		    }
 		  }
 		}
@@ -227,22 +250,28 @@ main() {
 	start ops "$ops" serve -c "$tmp/ops/ops.yaml"
 	ops_config "$tmp/opsnt" "$OPSNT_PORT" "$OPSNT_API" false
 	start opsnt "$ops" serve -c "$tmp/opsnt/ops.yaml"
-	ops_config "$tmp/opsx" "$OPSX_PORT" "$OPSX_API" true $'      cache: true\n      inject: {tracker: true, write_key: wk_bench_key}'
+	# /cached through a caching route; the rest (/html) through one that
+	# injects the tracker, as nginx's /cached and /html locations do.
+	ops_config "$tmp/opsx" "$OPSX_PORT" "$OPSX_API" true $'      inject: {tracker: true, write_key: wk_bench_key}' \
+		$'    - name: cached\n      path: /cached\n      upstreams: [http://'"$UP_ADDR"$']\n      cache: true'
+
 	start opsx "$ops" serve -c "$tmp/opsx/ops.yaml"
 
-	local -a names=("direct" "nginx" "caddy" "ops (tracking)" "ops (no tracking)" "ops cache hit" "direct /html" "ops inject /html")
+	local -a names=("direct" "nginx" "caddy" "ops (tracking)" "ops (no tracking)" "nginx cache hit" "ops cache hit" "direct /html" "nginx inject /html" "ops inject /html")
 	local -A url=(
 		["direct"]=http://$UP_ADDR/
 		["nginx"]=http://127.0.0.1:$NGINX_PORT/
 		["caddy"]=http://127.0.0.1:$CADDY_PORT/
 		["ops (tracking)"]=http://127.0.0.1:$OPS_PORT/
 		["ops (no tracking)"]=http://127.0.0.1:$OPSNT_PORT/
+		["nginx cache hit"]=http://127.0.0.1:$NGINX_PORT/cached
+		["nginx inject /html"]=http://127.0.0.1:$NGINX_PORT/html
 		["ops cache hit"]=http://127.0.0.1:$OPSX_PORT/cached
 		["direct /html"]=http://$UP_ADDR/html
 		["ops inject /html"]=http://127.0.0.1:$OPSX_PORT/html
 	)
 	local -A srv=(["direct"]=upstream ["nginx"]=nginx ["caddy"]=caddy ["ops (tracking)"]=ops ["ops (no tracking)"]=opsnt
-		["ops cache hit"]=opsx ["direct /html"]=upstream ["ops inject /html"]=opsx)
+		["ops cache hit"]=opsx ["direct /html"]=upstream ["ops inject /html"]=opsx ["nginx cache hit"]=nginx ["nginx inject /html"]=nginx)
 	for n in "${names[@]}"; do
 		wait_ok "${url[$n]}"
 	done
@@ -286,6 +315,8 @@ main() {
 		"(${after} in all with warm-ups and other rounds, ${distinct} distinct ids)"
 	echo "ratio ops(tracking)/caddy = $(ratio "${rps[ops (tracking)]}" "${rps[caddy]}")   (target >= 1.0)"
 	echo "ratio ops(tracking)/nginx = $(ratio "${rps[ops (tracking)]}" "${rps[nginx]}")   (target >= 0.6)"
+	echo "ratio ops cache hit/nginx cache hit = $(ratio "${rps[ops cache hit]}" "${rps[nginx cache hit]}")"
+	echo "ratio ops inject/nginx sub_filter = $(ratio "${rps[ops inject /html]}" "${rps[nginx inject /html]}")   (Caddy has neither without plugins)"
 
 	# Latency added by the proxy, under light load (-c$LIGHT_CONNS), where
 	# percentiles show the work a request costs rather than queueing on
