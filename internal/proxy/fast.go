@@ -325,7 +325,7 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 	}
 	// The strings the rest needs, made once.
 	q := reqInfo{method: string(h.method), host: string(h.host), path: string(h.path), query: string(h.query),
-		ua: string(h.ua), referrer: string(h.referrer), proto: "HTTP/1.1"}
+		ua: string(h.ua), referrer: string(h.referrer), proto: "HTTP/1.1", acceptEnc: string(h.acceptEnc)}
 	rt := tb.match(q.host, q.path)
 	if rt == nil || !rt.fast {
 		return false, true
@@ -407,9 +407,6 @@ func (m *Module) fastAllowed(rt *route, h *reqHead, q *reqInfo, ip netip.Addr, n
 	if max := int64(rt.cfg.MaxBody); max > 0 && h.contentLength > max || h.contentLength > fastMaxBody {
 		return nil, false
 	}
-	if rt.tf.compress && h.acceptEnc != nil && negotiate(string(h.acceptEnc)) != "" {
-		return nil, false
-	}
 	up := rt.pool.pick()
 	if up == nil {
 		return nil, false
@@ -468,11 +465,22 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 	code = r.code
 	noBody := bodyless(h.method, r.code)
 	closeClient := h.close || fc.s.closing.Load()
-	// Snippets go into HTML pages as the standard path's transform puts
-	// them: decoded, rewritten, sent chunked.
-	injecting := !noBody && rt.tf.injects() && r.code == http.StatusOK && transformable(h.method, r) &&
-		mediaType(r.contentType) == "text/html" && (len(r.encoding) == 0 || eqFold(r.encoding, "identity") || knownEncoding(r.encoding))
-	delimited := !injecting && !noBody && !r.chunked && r.contentLength < 0 // the body ends when the upstream closes
+	// The standard path's transform, decided the same way: snippets go
+	// into HTML pages (decoded first), and compressible bodies are
+	// encoded for a client that accepts it; either is sent chunked.
+	mt := ""
+	if !noBody && transformable(h.method, r) {
+		mt = mediaType(r.contentType)
+	}
+	injecting := mt == "text/html" && rt.tf.injects() && r.code == http.StatusOK &&
+		(len(r.encoding) == 0 || eqFold(r.encoding, "identity") || knownEncoding(r.encoding))
+	canCompress := mt != "" && rt.tf.compress && compressible(mt)
+	clientEnc := ""
+	if canCompress && (r.contentLength < 0 || r.contentLength >= minCompress || injecting) && (len(r.encoding) == 0 || injecting) {
+		clientEnc = negotiate(q.acceptEnc)
+	}
+	transforming := injecting || clientEnc != ""
+	delimited := !transforming && !noBody && !r.chunked && r.contentLength < 0 // the body ends when the upstream closes
 	if delimited {
 		closeClient = true
 	}
@@ -481,24 +489,29 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 	bw.Write(r.status)
 	bw.WriteString("\r\n")
 	for i, f := range r.fields {
-		if f.kind == hSkip || injecting && eqFold(f.name, "content-encoding") {
+		if f.kind == hSkip || transforming && eqFold(f.name, "content-encoding") {
 			continue
 		}
 		bw.Write(f.name)
 		bw.WriteString(": ")
-		if injecting && i == r.etag && !strings.HasPrefix(string(f.value), "W/") {
+		if transforming && i == r.etag && !strings.HasPrefix(string(f.value), "W/") {
 			bw.WriteString("W/") // the bytes differ from the upstream's
 		}
 		bw.Write(f.value)
 		bw.WriteString("\r\n")
 	}
-	if r.contentLength >= 0 && !injecting {
+	if r.contentLength >= 0 && !transforming {
 		bw.WriteString("Content-Length: ")
 		bw.WriteString(strconv.FormatInt(r.contentLength, 10))
 		bw.WriteString("\r\n")
 	}
-	if r.chunked || injecting {
+	if r.chunked || transforming {
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if clientEnc != "" {
+		bw.WriteString("Content-Encoding: ")
+		bw.WriteString(clientEnc)
+		bw.WriteString("\r\n")
 	}
 	if !r.hasDate {
 		bw.WriteString("Date: ")
@@ -507,44 +520,46 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 	}
 	// As the standard path's transform does: a response that could have
 	// been compressed varies by Accept-Encoding, even when it was not.
-	if rt.tf.compress && !r.varyAE && transformable(h.method, r) && compressible(mediaType(r.contentType)) {
+	if canCompress && !r.varyAE {
 		bw.WriteString("Vary: Accept-Encoding\r\n")
 	}
 	if closeClient {
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("\r\n")
-	var csp string
-	if injecting && len(r.csp) > 0 {
-		csp = string(r.csp)
+	var csp, encoding string
+	if injecting {
+		csp, encoding = string(r.csp), string(r.encoding)
 	}
 	_, _ = pc.br.Discard(pc.headLen)
 	upOK := true // the upstream connection ended in step
 	var err error
 	switch {
 	case noBody:
-	case injecting:
-		// Snippets go into HTML pages as the standard path's transform
-		// puts them: decoded, rewritten, sent chunked.
+	case transforming:
 		if rt.cfg.Timeout > 0 {
 			_ = pc.c.SetReadDeadline(time.Time{})
 		}
-		var raw io.Reader = pc.br
+		var src io.Reader = pc.br
 		var limited *io.LimitedReader
 		switch {
 		case r.chunked:
-			raw = httputil.NewChunkedReader(pc.br)
+			src = httputil.NewChunkedReader(pc.br)
 		case r.contentLength >= 0:
 			limited = &io.LimitedReader{R: pc.br, N: r.contentLength}
-			raw = limited
+			src = limited
 		}
-		d, ok := decode(string(r.encoding), raw) // (r's fields are not used from here: reads move pc.br's buffer)
-		if !ok {
-			err = errBadResponse // the upstream's encoding header did not decode
-			break
+		// (r's fields are not used from here: reads move pc.br's buffer.)
+		if injecting {
+			d, ok := decode(encoding, src)
+			if !ok {
+				err = errBadResponse // the upstream's encoding header did not decode
+				break
+			}
+			defer d.Close()
+			src = rt.tf.newInjector(d, csp)
 		}
-		out, err = fc.copyInjected(pc, rt.tf.newInjector(d, csp))
-		_ = d.Close()
+		out, err = fc.copyTransformed(pc, src, clientEnc)
 		// The connection is reusable only when the body was read to its
 		// end and no further (chunked trailers are left unread).
 		upOK = err == nil && limited != nil && limited.N == 0
@@ -719,40 +734,75 @@ func (fc *fastConn) copyN(pc *h1Conn, n int64) (int64, error) {
 	return done, nil
 }
 
-// copyInjected sends what inj reads as a chunked body.
-func (fc *fastConn) copyInjected(pc *h1Conn, inj io.Reader) (int64, error) {
+// copyTransformed sends what src reads as a chunked body, encoded with
+// enc when set. Whatever is pending goes out (the encoder flushed) when
+// the next read could wait on the upstream.
+func (fc *fastConn) copyTransformed(pc *h1Conn, src io.Reader, enc string) (int64, error) {
 	if fc.chunk == nil {
 		fc.chunk = make([]byte, injectBuf)
 	}
-	var out int64
-	bw := fc.bw
+	cw := &chunkWriter{bw: fc.bw}
+	var w io.Writer = cw
+	var encoder flushWriteCloser
+	if enc != "" {
+		var put func()
+		encoder, put = newEncoder(enc, cw)
+		defer put()
+		w = encoder
+	}
 	for {
 		if pc.br.Buffered() == 0 {
-			if err := bw.Flush(); err != nil {
-				return out, clientWriteError{err}
+			if encoder != nil {
+				if err := encoder.Flush(); err != nil {
+					return cw.n, clientWriteError{err}
+				}
+			}
+			if err := fc.bw.Flush(); err != nil {
+				return cw.n, clientWriteError{err}
 			}
 		}
-		n, err := inj.Read(fc.chunk)
+		n, err := src.Read(fc.chunk)
 		if n > 0 {
-			bw.WriteString(strconv.FormatInt(int64(n), 16))
-			bw.WriteString("\r\n")
-			bw.Write(fc.chunk[:n])
-			if _, werr := bw.WriteString("\r\n"); werr != nil {
-				return out, clientWriteError{werr}
+			if _, werr := w.Write(fc.chunk[:n]); werr != nil {
+				return cw.n, clientWriteError{werr}
 			}
-			out += int64(n)
 		}
 		if err == io.EOF {
-			_, werr := bw.WriteString("0\r\n\r\n")
-			if werr != nil {
-				return out, clientWriteError{werr}
+			if encoder != nil {
+				if cerr := encoder.Close(); cerr != nil {
+					return cw.n, clientWriteError{cerr}
+				}
 			}
-			return out, nil
+			if _, werr := fc.bw.WriteString("0\r\n\r\n"); werr != nil {
+				return cw.n, clientWriteError{werr}
+			}
+			return cw.n, nil
 		}
 		if err != nil {
-			return out, err
+			return cw.n, err
 		}
 	}
+}
+
+// chunkWriter frames what is written as HTTP/1.1 chunks; n counts the
+// data bytes.
+type chunkWriter struct {
+	bw *bufio.Writer
+	n  int64
+}
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+	c.bw.WriteString("\r\n")
+	c.bw.Write(p)
+	if _, err := c.bw.WriteString("\r\n"); err != nil {
+		return 0, err
+	}
+	c.n += int64(len(p))
+	return len(p), nil
 }
 
 // knownEncoding reports whether decode reads enc (so a failure to decode

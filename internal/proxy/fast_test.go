@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/testutil"
 )
@@ -144,7 +147,28 @@ func TestFastPathMatchesStandard(t *testing.T) {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
 		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		var rd2 io.Reader = resp.Body
+		switch enc := resp.Header.Get("Content-Encoding"); enc {
+		case "gzip":
+			zr, err := gzip.NewReader(resp.Body)
+			if err != nil {
+				t.Fatalf("%s %s: gzip: %v", method, path, err)
+			}
+			rd2 = zr
+		case "br":
+			rd2 = brotli.NewReader(resp.Body)
+		case "zstd":
+			zr, err := zstd.NewReader(resp.Body)
+			if err != nil {
+				t.Fatalf("%s %s: zstd: %v", method, path, err)
+			}
+			defer zr.Close()
+			rd2 = zr
+		}
+		b, err := io.ReadAll(rd2)
+		if err != nil {
+			t.Fatalf("%s %s: body: %v", method, path, err)
+		}
 		return answer{resp.StatusCode, resp.Header, string(b)}
 	}
 	for _, c := range []struct {
@@ -171,6 +195,13 @@ func TestFastPathMatchesStandard(t *testing.T) {
 		{"GET", "/inj/pagegz", "", nil},      // decoded, injected
 		{"GET", "/inj/pagechunked", "", nil}, // from a chunked body
 		{"HEAD", "/inj/page", "", nil},
+		{"GET", "/inj/page", "", []string{"Accept-Encoding", "gzip, deflate"}},        // injected and compressed
+		{"GET", "/inj/pagegz", "", []string{"Accept-Encoding", "br;q=1, gzip;q=0.5"}}, // decoded, injected, re-encoded
+		{"GET", "/inj/pagechunked", "", []string{"Accept-Encoding", "zstd"}},
+		{"GET", "/chunked", "", []string{"Accept-Encoding", "gzip"}},     // length unknown: compressed
+		{"GET", "/echo", "", []string{"Accept-Encoding", "gzip"}},        // under 1 KiB: not
+		{"GET", "/notransform", "", []string{"Accept-Encoding", "gzip"}}, // no-transform: not
+		{"GET", "/untilclose", "", []string{"Accept-Encoding", "br"}},
 		{"GET", "/inj/echo", "", nil},    // not HTML: untouched
 		{"GET", "/_ops/ops.js", "", nil}, // Ops's own endpoints
 		{"GET", "/%7Euser", "", nil},     // percent-encoded: the standard path decides
@@ -188,6 +219,10 @@ func TestFastPathMatchesStandard(t *testing.T) {
 		}
 		if f.header.Get("Date") == "" {
 			t.Errorf("%s: no Date", name)
+		}
+		if ae := f.header.Get("Content-Encoding"); ae == "" && len(c.hdr) == 2 && c.hdr[0] == "Accept-Encoding" &&
+			(strings.HasPrefix(c.path, "/inj/page") || c.path == "/chunked" || c.path == "/untilclose") {
+			t.Errorf("%s: not compressed", name)
 		}
 		if strings.HasPrefix(c.path, "/inj/page") && c.method == "GET" &&
 			(!strings.Contains(f.body, `<script defer src="/_ops/ops.js" data-api="/_ops" data-key="wk_1" nonce="abc123"></script><script nonce="abc123">var x=1</script></head>`) ||

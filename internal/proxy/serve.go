@@ -395,6 +395,7 @@ func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in
 // reqInfo is what a request event says of the request.
 type reqInfo struct {
 	method, host, path, query, ua, referrer, proto string
+	acceptEnc                                      string // (not in the event)
 }
 
 // record counts a finished request in the metrics and, with tracking on,
