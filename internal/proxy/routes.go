@@ -6,8 +6,12 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/config"
@@ -34,6 +38,25 @@ type route struct {
 	h1      *h1Transport
 	// fast: the route's requests may take the fast path (fast.go).
 	fast bool
+	// The route's series of the request metrics, looked up once.
+	latency prometheus.Observer
+	codes   [600]atomic.Pointer[prometheus.Counter]
+}
+
+// count records a finished request in the route's metrics.
+func (rt *route) count(mt *metrics, code int, d time.Duration) {
+	rt.latency.Observe(d.Seconds())
+	if code < 100 || code >= len(rt.codes) {
+		mt.requests.WithLabelValues(rt.cfg.Name, strconv.Itoa(code)).Inc()
+		return
+	}
+	c := rt.codes[code].Load()
+	if c == nil {
+		cc := mt.requests.WithLabelValues(rt.cfg.Name, strconv.Itoa(code))
+		c = &cc
+		rt.codes[code].Store(c)
+	}
+	(*c).Inc()
 }
 
 // build compiles cfg; cfg has been validated (and route defaults filled).
@@ -52,7 +75,7 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 		if len(rc.Upstreams) == 0 {
 			return nil, fmt.Errorf("proxy.routes[%d]: no upstreams", i)
 		}
-		rt := &route{cfg: rc, acl: compileACL(rc.ACL), tf: newTransform(rc)}
+		rt := &route{cfg: rc, acl: compileACL(rc.ACL), tf: newTransform(rc), latency: m.metrics.latency.WithLabelValues(rc.Name)}
 		rt.tf.outbound = m.deps.OutboundLink
 		for _, h := range rc.Hosts {
 			rt.hosts = append(rt.hosts, strings.ToLower(h))

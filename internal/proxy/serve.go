@@ -409,8 +409,12 @@ func (m *Module) record(tb *table, rt *route, q *reqInfo, code int, in, out int6
 	if code == 0 {
 		code = http.StatusOK
 	}
-	m.metrics.requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
-	m.metrics.latency.WithLabelValues(name).Observe(d.Seconds())
+	if rt != nil {
+		rt.count(m.metrics, code, d)
+	} else {
+		m.metrics.requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
+		m.metrics.latency.WithLabelValues(name).Observe(d.Seconds())
+	}
 	if !tb.cfg.Tracking.Enabled {
 		return
 	}
