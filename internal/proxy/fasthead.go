@@ -454,12 +454,12 @@ func parseDecimal(b []byte) (int64, bool) {
 }
 
 // parseChunkSize parses a chunk-size line (without CRLF): hex digits and
-// optional extensions after ';'.
+// optional extensions after ';', no spaces (net/http's reader refuses
+// some, so none are taken).
 func parseChunkSize(line []byte) (int64, bool) {
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
 		line = line[:i]
 	}
-	line = trimOWS(line)
 	if len(line) == 0 || len(line) > 15 {
 		return 0, false
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"strings"
 	"testing"
 )
@@ -197,6 +198,33 @@ func FuzzRequestDataJSON(f *testing.F) {
 		want, _ := json.Marshal(&d)
 		if got := d.appendJSON(nil); string(got) != string(want) {
 			t.Fatalf("appendJSON:\n got %s\nwant %s", got, want)
+		}
+	})
+}
+
+// FuzzCopyChunked: a chunked body the fast path passes on is one that
+// net/http's chunked reader decodes to as many bytes, and what is passed
+// on is exactly the bytes read.
+func FuzzCopyChunked(f *testing.F) {
+	for _, s := range []string{"3\r\nabc\r\n0\r\n\r\n", "1;x=y\r\na\r\n0\r\nTrailer: v\r\n\r\n", "ff\r\nshort\r\n", "0\r\n\r\nextra", "3\nabc\n0\n\n", "-1\r\n\r\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var out bytes.Buffer
+		fc := &fastConn{bw: bufio.NewWriter(&out)}
+		pc := &h1Conn{br: bufio.NewReaderSize(bytes.NewReader(in), 64)}
+		n, err := fc.copyChunked(pc)
+		if err != nil {
+			return
+		}
+		_ = fc.bw.Flush()
+		rest, _ := io.ReadAll(pc.br)
+		if !bytes.Equal(out.Bytes(), in[:len(in)-len(rest)]) {
+			t.Fatalf("passed on %q of %q", out.Bytes(), in)
+		}
+		data, err := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(out.Bytes())))
+		if err != nil || int64(len(data)) != n {
+			t.Fatalf("net/http reads %d bytes (%v), fast path counted %d: %q", len(data), err, n, out.Bytes())
 		}
 	})
 }

@@ -19,7 +19,7 @@ func FuzzMatch(f *testing.F) {
 	if errs := cfg.Validate(); len(errs) > 0 {
 		f.Fatal(errs)
 	}
-	m := &Module{}
+	m := &Module{metrics: newMetrics()}
 	tb, err := m.build(cfg.Proxy)
 	if err != nil {
 		f.Fatal(err)

@@ -81,13 +81,8 @@ type metrics struct {
 	handoffs prometheus.Counter
 }
 
-// New builds the proxy from cfg.
-func New(cfg config.Proxy, deps Deps) (*Module, error) {
-	if deps.Bus == nil || deps.Auth == nil || deps.Local == nil {
-		return nil, errors.New("proxy needs the bus, identity and the API handler")
-	}
-	m := &Module{deps: deps, log: deps.Logger, policyRate: newLimiter(1, config.RateLimit{Burst: 1})}
-	m.metrics = &metrics{
+func newMetrics() *metrics {
+	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_requests_total", Help: "Proxied requests by route and status code."}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ops_proxy_request_seconds", Help: "Time from request to the end of the response, by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 3, 10)}, []string{"route"}),
@@ -97,6 +92,15 @@ func New(cfg config.Proxy, deps Deps) (*Module, error) {
 		handoffs: prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_fast_handoffs_total",
 			Help: "Client connections the fast path handed to the standard HTTP server (a request it does not serve itself)."}),
 	}
+}
+
+// New builds the proxy from cfg.
+func New(cfg config.Proxy, deps Deps) (*Module, error) {
+	if deps.Bus == nil || deps.Auth == nil || deps.Local == nil {
+		return nil, errors.New("proxy needs the bus, identity and the API handler")
+	}
+	m := &Module{deps: deps, log: deps.Logger, policyRate: newLimiter(1, config.RateLimit{Burst: 1})}
+	m.metrics = newMetrics()
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(m.metrics.requests, m.metrics.latency, m.metrics.aclHits, m.metrics.limited, m.metrics.upstream, m.metrics.handoffs)
 	}
