@@ -496,48 +496,48 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 		closeClient = true
 	}
 	bw := fc.bw
-	bw.WriteString("HTTP/1.1 ")
-	bw.Write(r.status)
-	bw.WriteString("\r\n")
+	ws(bw, "HTTP/1.1 ")
+	wb(bw, r.status)
+	ws(bw, "\r\n")
 	for i, f := range r.fields {
 		if f.kind == hSkip || transforming && eqFold(f.name, "content-encoding") {
 			continue
 		}
-		bw.Write(f.name)
-		bw.WriteString(": ")
+		wb(bw, f.name)
+		ws(bw, ": ")
 		if transforming && i == r.etag && !strings.HasPrefix(string(f.value), "W/") {
-			bw.WriteString("W/") // the bytes differ from the upstream's
+			ws(bw, "W/") // the bytes differ from the upstream's
 		}
-		bw.Write(f.value)
-		bw.WriteString("\r\n")
+		wb(bw, f.value)
+		ws(bw, "\r\n")
 	}
 	if r.contentLength >= 0 && !transforming {
-		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.FormatInt(r.contentLength, 10))
-		bw.WriteString("\r\n")
+		ws(bw, "Content-Length: ")
+		ws(bw, strconv.FormatInt(r.contentLength, 10))
+		ws(bw, "\r\n")
 	}
 	if r.chunked || transforming {
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		ws(bw, "Transfer-Encoding: chunked\r\n")
 	}
 	if clientEnc != "" {
-		bw.WriteString("Content-Encoding: ")
-		bw.WriteString(clientEnc)
-		bw.WriteString("\r\n")
+		ws(bw, "Content-Encoding: ")
+		ws(bw, clientEnc)
+		ws(bw, "\r\n")
 	}
 	if !r.hasDate {
-		bw.WriteString("Date: ")
-		bw.WriteString(httpDate())
-		bw.WriteString("\r\n")
+		ws(bw, "Date: ")
+		ws(bw, httpDate())
+		ws(bw, "\r\n")
 	}
 	// As the standard path's transform does: a response that could have
 	// been compressed varies by Accept-Encoding, even when it was not.
 	if canCompress && !r.varyAE {
-		bw.WriteString("Vary: Accept-Encoding\r\n")
+		ws(bw, "Vary: Accept-Encoding\r\n")
 	}
 	if closeClient {
-		bw.WriteString("Connection: close\r\n")
+		ws(bw, "Connection: close\r\n")
 	}
-	bw.WriteString("\r\n")
+	ws(bw, "\r\n")
 	var csp, encoding string
 	if injecting {
 		csp, encoding = string(r.csp), string(r.encoding)
@@ -637,8 +637,8 @@ func readResponseHead(pc *h1Conn, h *reqHead, r *respHead) error {
 // standard path sets) and body to the upstream.
 func (fc *fastConn) writeRequest(bw *bufio.Writer, rt *route, p *pass, q *reqInfo, body []byte) error {
 	h := &fc.req
-	bw.Write(h.method)
-	bw.WriteByte(' ')
+	wb(bw, h.method)
+	wc(bw, ' ')
 	path := q.path
 	if rt.cfg.StripPath && rt.cfg.Path != "/" {
 		path = "/" + strings.TrimPrefix(strings.TrimPrefix(path, strings.TrimSuffix(rt.cfg.Path, "/")), "/")
@@ -646,50 +646,50 @@ func (fc *fastConn) writeRequest(bw *bufio.Writer, rt *route, p *pass, q *reqInf
 	if base := p.up.url.Path; base != "" && base != "/" {
 		path = singleJoin(base, path)
 	}
-	bw.WriteString(path)
+	ws(bw, path)
 	if h.query != nil {
-		bw.WriteByte('?')
-		bw.Write(h.query)
+		wc(bw, '?')
+		wb(bw, h.query)
 	}
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.Write(h.host)
-	bw.WriteString("\r\n")
+	ws(bw, " HTTP/1.1\r\nHost: ")
+	wb(bw, h.host)
+	ws(bw, "\r\n")
 	for _, f := range h.fields {
 		if f.kind == hSkip {
 			continue
 		}
-		bw.Write(f.name)
-		bw.WriteString(": ")
-		bw.Write(f.value)
-		bw.WriteString("\r\n")
+		wb(bw, f.name)
+		ws(bw, ": ")
+		wb(bw, f.value)
+		ws(bw, "\r\n")
 	}
 	if h.contentLength >= 0 {
-		bw.WriteString("Content-Length: ")
-		bw.WriteString(strconv.Itoa(len(body)))
-		bw.WriteString("\r\n")
+		ws(bw, "Content-Length: ")
+		ws(bw, strconv.Itoa(len(body)))
+		ws(bw, "\r\n")
 	}
 	peerHost := fc.peerHost()
-	bw.WriteString("X-Forwarded-For: ")
+	ws(bw, "X-Forwarded-For: ")
 	if p.trusted && len(h.xff) > 0 {
 		for _, v := range h.xff {
-			bw.Write(v)
-			bw.WriteString(", ")
+			wb(bw, v)
+			ws(bw, ", ")
 		}
 	}
-	bw.WriteString(peerHost)
-	bw.WriteString("\r\nX-Forwarded-Host: ")
-	bw.Write(h.host)
-	bw.WriteString("\r\nX-Forwarded-Proto: http\r\nForwarded: ")
+	ws(bw, peerHost)
+	ws(bw, "\r\nX-Forwarded-Host: ")
+	wb(bw, h.host)
+	ws(bw, "\r\nX-Forwarded-Proto: http\r\nForwarded: ")
 	if p.trusted && len(h.forwarded) > 0 {
-		bw.Write(h.forwarded)
-		bw.WriteString(", ")
+		wb(bw, h.forwarded)
+		ws(bw, ", ")
 	}
-	bw.WriteString("for=")
-	bw.WriteString(forwardedFor(fc.remote))
-	bw.WriteString(";host=")
-	bw.WriteString(quoteForwarded(q.host))
-	bw.WriteString(";proto=http\r\n\r\n")
-	bw.Write(body)
+	ws(bw, "for=")
+	ws(bw, forwardedFor(fc.remote))
+	ws(bw, ";host=")
+	ws(bw, quoteForwarded(q.host))
+	ws(bw, ";proto=http\r\n\r\n")
+	wb(bw, body)
 	return bw.Flush()
 }
 
@@ -806,9 +806,9 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
-	c.bw.WriteString("\r\n")
-	c.bw.Write(p)
+	ws(c.bw, strconv.FormatInt(int64(len(p)), 16))
+	ws(c.bw, "\r\n")
+	wb(c.bw, p)
 	if _, err := c.bw.WriteString("\r\n"); err != nil {
 		return 0, err
 	}
@@ -925,17 +925,17 @@ func indexLF(b []byte) int {
 func (fc *fastConn) errorPage(code int) error {
 	body := pageBody(code, http.StatusText(code), "The upstream server did not answer properly.")
 	bw := fc.bw
-	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(strconv.Itoa(code))
-	bw.WriteByte(' ')
-	bw.WriteString(http.StatusText(code))
-	bw.WriteString("\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nDate: ")
-	bw.WriteString(httpDate())
-	bw.WriteString("\r\nContent-Length: ")
-	bw.WriteString(strconv.Itoa(len(body)))
-	bw.WriteString("\r\n\r\n")
+	ws(bw, "HTTP/1.1 ")
+	ws(bw, strconv.Itoa(code))
+	wc(bw, ' ')
+	ws(bw, http.StatusText(code))
+	ws(bw, "\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nDate: ")
+	ws(bw, httpDate())
+	ws(bw, "\r\nContent-Length: ")
+	ws(bw, strconv.Itoa(len(body)))
+	ws(bw, "\r\n\r\n")
 	if string(fc.req.method) != "HEAD" {
-		bw.WriteString(body)
+		ws(bw, body)
 	}
 	return bw.Flush()
 }
@@ -981,3 +981,10 @@ type cachedDate struct {
 }
 
 var dateCache atomic.Pointer[cachedDate]
+
+// ws, wb and wc write into a bufio.Writer without looking at the error:
+// bufio keeps the first one and returns it from every later call and
+// from Flush, which is checked.
+func ws(w *bufio.Writer, s string) { _, _ = w.WriteString(s) }
+func wb(w *bufio.Writer, b []byte) { _, _ = w.Write(b) }
+func wc(w *bufio.Writer, c byte)   { _ = w.WriteByte(c) }
