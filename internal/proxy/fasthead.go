@@ -142,17 +142,8 @@ func parseRequestHead(head []byte, h *reqHead, idHeaders []string) bool {
 		if len(fields) == maxFastFields {
 			return false
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return false
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		for _, c := range name {
-			if !httpguts.IsTokenRune(rune(c)) {
-				return false
-			}
-		}
-		if !httpguts.ValidHeaderFieldValue(string(value)) {
+		name, value, ok := splitField(line)
+		if !ok {
 			return false
 		}
 		kind := hOther
@@ -175,15 +166,17 @@ func parseRequestHead(head []byte, h *reqHead, idHeaders []string) bool {
 			h.contentLength = n
 			kind = hSkip
 		case eqFold(name, "connection"):
-			for _, tok := range bytes.Split(value, []byte(",")) {
-				tok = trimOWS(tok)
+			if !eachToken(value, func(tok []byte) bool {
 				switch {
 				case eqFold(tok, "close"):
 					h.close = true
-				case eqFold(tok, "keep-alive"), len(tok) == 0:
+				case eqFold(tok, "keep-alive"):
 				default:
 					return false // names more hop-by-hop fields, or asks to upgrade
 				}
+				return true
+			}) {
+				return false
 			}
 			kind = hSkip
 		case eqFold(name, "transfer-encoding"), eqFold(name, "expect"), eqFold(name, "upgrade"),
@@ -298,17 +291,8 @@ func parseResponseHead(head []byte, h *respHead) error {
 		if len(line) == 0 {
 			break
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return errBadResponse
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		for _, c := range name {
-			if !httpguts.IsTokenRune(rune(c)) {
-				return errBadResponse
-			}
-		}
-		if !httpguts.ValidHeaderFieldValue(string(value)) {
+		name, value, ok := splitField(line)
+		if !ok {
 			return errBadResponse
 		}
 		kind := hOther
@@ -327,17 +311,17 @@ func parseResponseHead(head []byte, h *respHead) error {
 			h.chunked = true
 			kind = hSkip
 		case eqFold(name, "connection"):
-			for _, tok := range bytes.Split(value, []byte(",")) {
-				tok = trimOWS(tok)
+			eachToken(value, func(tok []byte) bool {
 				switch {
 				case eqFold(tok, "close"):
 					h.close = true
 				case eqFold(tok, "keep-alive"):
 					h.keepAlive = true
-				case len(tok) > 0:
+				default:
 					toks = append(toks, tok)
 				}
-			}
+				return true
+			})
 			kind = hSkip
 		case eqFold(name, "keep-alive"), eqFold(name, "proxy-connection"), eqFold(name, "te"),
 			eqFold(name, "upgrade"), eqFold(name, "proxy-authenticate"):
@@ -359,12 +343,10 @@ func parseResponseHead(head []byte, h *respHead) error {
 				h.noTransform = true
 			}
 		case eqFold(name, "vary"):
-			for _, tok := range bytes.Split(value, []byte(",")) {
-				tok = trimOWS(tok)
-				if eqFold(tok, "accept-encoding") || string(tok) == "*" {
-					h.varyAE = true
-				}
-			}
+			eachToken(value, func(tok []byte) bool {
+				h.varyAE = h.varyAE || eqFold(tok, "accept-encoding") || string(tok) == "*"
+				return true
+			})
 		}
 		fields = append(fields, field{name: name, value: value, kind: kind})
 	}
@@ -383,6 +365,39 @@ func parseResponseHead(head []byte, h *respHead) error {
 	}
 	h.fields, h.connTokens = fields, toks
 	return nil
+}
+
+// splitField splits a field line into a token name and a value without
+// surrounding whitespace, refusing what RFC 9110 does not allow.
+func splitField(line []byte) (name, value []byte, ok bool) {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return nil, nil, false
+	}
+	name, value = line[:colon], trimOWS(line[colon+1:])
+	for _, c := range name {
+		if !httpguts.IsTokenRune(rune(c)) {
+			return nil, nil, false
+		}
+	}
+	return name, value, httpguts.ValidHeaderFieldValue(string(value))
+}
+
+// eachToken calls fn with each non-empty element of a comma-separated
+// list, trimmed, until fn returns false; it reports whether none did.
+func eachToken(list []byte, fn func(tok []byte) bool) bool {
+	for len(list) > 0 {
+		tok := list
+		if i := bytes.IndexByte(list, ','); i >= 0 {
+			tok, list = list[:i], list[i+1:]
+		} else {
+			list = nil
+		}
+		if tok = trimOWS(tok); len(tok) > 0 && !fn(tok) {
+			return false
+		}
+	}
+	return true
 }
 
 // bodyless reports whether a response to method with this code has no
