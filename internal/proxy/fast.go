@@ -267,6 +267,7 @@ func (fc *fastConn) run() {
 				fc.setReadDeadline(now.Add(idle))
 			}
 		}
+		fc.head = fc.head[:0] // a hand-off must not replay the previous request
 		n, err := peekHead(fc.br, fc.started)
 		fc.idleSince.Store(0)
 		fc.active.Store(true)
