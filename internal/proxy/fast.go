@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -15,8 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/policy"
@@ -32,10 +31,11 @@ import (
 // proxied request's cost (docs/benchmarks.md).
 //
 // The fast path only does what needs none of that: routes without cache,
-// HTML injection or sign-in, requests that are not compressed for the
-// client, with a small body of known length. For anything else (or
-// anything it does not parse) the connection goes, with the bytes read so
-// far, to the standard net/http server, which serves it from then on; the
+// sign-in or link rewriting, requests with a small body of known length
+// that nothing refuses; snippet injection and compression it does by the
+// standard path's rules (transform.plan). For anything else (or anything
+// it does not parse) the connection goes, with the bytes read so far, to
+// the standard net/http server, which serves it from then on; the
 // standard path also renders every refusal (ACL, policy, rate limits), so
 // both paths answer alike.
 
@@ -57,31 +57,27 @@ type fastServer struct {
 	conns   map[*fastConn]struct{}
 	closing atomic.Bool
 	wg      sync.WaitGroup
-
-	handoffs prometheus.Counter
 }
 
 func newFastServer(m *Module, ln net.Listener, slow *http.Server, headerTimeout, idleTimeout time.Duration) *fastServer {
 	return &fastServer{
 		m: m, slow: slow, handoff: &chanListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})},
 		headerTimeout: headerTimeout, idleTimeout: idleTimeout, log: m.log, conns: map[*fastConn]struct{}{},
-		handoffs: m.metrics.handoffs,
 	}
 }
 
 // serve accepts on ln until it is closed; the standard server runs on the
 // hand-off listener meanwhile.
 func (s *fastServer) serve(ln net.Listener) error {
-	slowDone := make(chan error, 1)
-	go func() { slowDone <- s.slow.Serve(s.handoff) }()
+	go func() { _ = s.slow.Serve(s.handoff) }() // ends when shutdown closes the hand-off listener
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
-				if s.closing.Load() {
-					return http.ErrServerClosed
-				}
+			if s.closing.Load() {
+				return http.ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
 			// Out of descriptors and the like: wait and try again, as
@@ -139,7 +135,7 @@ func (s *fastServer) closeIdle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for fc := range s.conns {
-		if !fc.active.Load() && fc.idleSince.Load() != 0 {
+		if fc.idle.Load() {
 			fc.c.Close()
 		}
 	}
@@ -220,8 +216,7 @@ type fastConn struct {
 	remote string    // the peer's address as net/http's RemoteAddr has it
 	rdl    time.Time // the read deadline in force
 
-	active    atomic.Bool  // serving a request
-	idleSince atomic.Int64 // set while waiting for a request
+	idle atomic.Bool // waiting for a request, none of it read yet: shutdown may close it
 
 	head  []byte // the current request head, copied out of br
 	body  []byte
@@ -255,7 +250,7 @@ func (fc *fastConn) run() {
 	fc.bw = writerPool.Get().(*bufio.Writer)
 	fc.bw.Reset(fc.c)
 	for {
-		fc.idleSince.Store(time.Now().UnixNano())
+		fc.idle.Store(true)
 		if fc.s.closing.Load() {
 			return
 		}
@@ -269,8 +264,7 @@ func (fc *fastConn) run() {
 		}
 		fc.head = fc.head[:0] // a hand-off must not replay the previous request
 		n, err := peekHead(fc.br, fc.started)
-		fc.idleSince.Store(0)
-		fc.active.Store(true)
+		fc.idle.Store(false)
 		if err != nil {
 			if errors.Is(err, errHeadTooBig) || errors.Is(err, errBareLF) {
 				handedOff = true
@@ -287,7 +281,6 @@ func (fc *fastConn) run() {
 			fc.handoff()
 			return
 		}
-		fc.active.Store(false)
 		if !keep {
 			return
 		}
@@ -296,8 +289,7 @@ func (fc *fastConn) run() {
 
 // started puts the header timeout on a head that has begun to arrive.
 func (fc *fastConn) started() {
-	fc.idleSince.Store(0)
-	fc.active.Store(true)
+	fc.idle.Store(false)
 	if fc.s.headerTimeout > 0 {
 		fc.setReadDeadline(time.Now().Add(fc.s.headerTimeout))
 	}
@@ -311,7 +303,6 @@ func (fc *fastConn) setReadDeadline(t time.Time) {
 // handoff gives the connection, with what was read of it, to the
 // standard server.
 func (fc *fastConn) handoff() {
-	fc.s.handoffs.Inc()
 	fc.s.m.handoffN.Add(1)
 	buf := append([]byte(nil), fc.head...)
 	if b, _ := fc.br.Peek(fc.br.Buffered()); len(b) > 0 {
@@ -342,22 +333,7 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 	if rt == nil || !rt.fast {
 		return false, true
 	}
-	var xff string
-	switch len(h.xff) {
-	case 0:
-	case 1:
-		xff = string(h.xff[0])
-	default:
-		parts := make([]string, len(h.xff))
-		for i, v := range h.xff {
-			parts[i] = string(v)
-		}
-		xff = strings.Join(parts, ",")
-	}
-	ip, trusted := clientip.Resolve(fc.peer, xff, tb.trusted)
-	if !fc.peer.IsValid() {
-		ip, trusted = netip.Addr{}, false
-	}
+	ip, trusted := clientip.Resolve(fc.peer, string(bytes.Join(h.xff, []byte(","))), tb.trusted)
 	up, ok := m.fastAllowed(rt, h, &q, ip, start)
 	if !ok {
 		return false, true
@@ -388,8 +364,8 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 }
 
 // fastAllowed reports whether the standard path would simply proxy this
-// request (no policy, ACL, rate-limit or size refusal, no compression),
-// and picks its upstream. The per-address rate limit is consulted last:
+// request (no policy, ACL, rate-limit or size refusal), and picks its
+// upstream. The per-address rate limit is consulted last:
 // it spends a token only when the request is served here.
 func (m *Module) fastAllowed(rt *route, h *reqHead, q *reqInfo, ip netip.Addr, now time.Time) (*upstream, bool) {
 	path := q.path
@@ -453,7 +429,7 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 			if rt.cfg.Timeout > 0 {
 				_ = pc.c.SetReadDeadline(time.Now().Add(rt.cfg.Timeout.D()))
 			}
-			err = readResponseHead(pc, h, &fc.resp)
+			err = readResponseHead(pc, &fc.resp)
 		}
 		if err == nil {
 			break
@@ -609,7 +585,7 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 
 // readResponseHead reads the upstream's head into r, skipping 1xx
 // interim responses; the head stays in pc.br (pc.headLen bytes).
-func readResponseHead(pc *h1Conn, h *reqHead, r *respHead) error {
+func readResponseHead(pc *h1Conn, r *respHead) error {
 	for {
 		n, err := peekHead(pc.br, nil)
 		if err != nil {

@@ -19,7 +19,7 @@ func FuzzMatch(f *testing.F) {
 	if errs := cfg.Validate(); len(errs) > 0 {
 		f.Fatal(errs)
 	}
-	m := &Module{metrics: newMetrics()}
+	m := &Module{metrics: newMetrics(func() float64 { return 0 })}
 	tb, err := m.build(cfg.Proxy)
 	if err != nil {
 		f.Fatal(err)

@@ -51,7 +51,7 @@ type Module struct {
 	track   *tracker
 	policy  *policyCache
 	metrics *metrics
-	// handoffN counts the fast path's hand-offs (also a metric).
+	// handoffN counts the fast path's hand-offs (ops_proxy_fast_handoffs_total).
 	handoffN atomic.Int64
 	// policyRate enforces POLICY rate entries per (anonymised) address.
 	policyRate *limiter
@@ -78,10 +78,12 @@ type metrics struct {
 	aclHits  *prometheus.CounterVec
 	limited  *prometheus.CounterVec
 	upstream *prometheus.GaugeVec
-	handoffs prometheus.Counter
+	handoffs prometheus.CounterFunc
 }
 
-func newMetrics() *metrics {
+// newMetrics makes the proxy's metrics; handoffs reads the fast path's
+// hand-off count.
+func newMetrics(handoffs func() float64) *metrics {
 	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_requests_total", Help: "Proxied requests by route and status code."}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ops_proxy_request_seconds", Help: "Time from request to the end of the response, by route.",
@@ -89,8 +91,8 @@ func newMetrics() *metrics {
 		aclHits:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_acl_hits_total", Help: "ACL decisions by route, rule index (default for none) and action."}, []string{"route", "rule", "action"}),
 		limited:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_rate_limited_total", Help: "Requests refused with 429 by route and key kind."}, []string{"route", "by"}),
 		upstream: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ops_proxy_upstream_up", Help: "1 when an upstream passes health checks."}, []string{"route", "upstream"}),
-		handoffs: prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_fast_handoffs_total",
-			Help: "Client connections the fast path handed to the standard HTTP server (a request it does not serve itself)."}),
+		handoffs: prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ops_proxy_fast_handoffs_total",
+			Help: "Client connections the fast path handed to the standard HTTP server (a request it does not serve itself)."}, handoffs),
 	}
 }
 
@@ -100,7 +102,7 @@ func New(cfg config.Proxy, deps Deps) (*Module, error) {
 		return nil, errors.New("proxy needs the bus, identity and the API handler")
 	}
 	m := &Module{deps: deps, log: deps.Logger, policyRate: newLimiter(1, config.RateLimit{Burst: 1})}
-	m.metrics = newMetrics()
+	m.metrics = newMetrics(func() float64 { return float64(m.handoffN.Load()) })
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(m.metrics.requests, m.metrics.latency, m.metrics.aclHits, m.metrics.limited, m.metrics.upstream, m.metrics.handoffs)
 	}
