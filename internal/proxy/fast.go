@@ -453,20 +453,12 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 	code = r.code
 	noBody := bodyless(h.method, r.code)
 	closeClient := h.close || fc.s.closing.Load()
-	// The standard path's transform, decided the same way: snippets go
+	// The standard path's transform, decided by the same plan: snippets go
 	// into HTML pages (decoded first), and compressible bodies are
 	// encoded for a client that accepts it; either is sent chunked.
-	mt := ""
-	if !noBody && transformable(h.method, r) {
-		mt = mediaType(r.contentType)
-	}
-	injecting := mt == "text/html" && rt.tf.injects() && r.code == http.StatusOK &&
-		(len(r.encoding) == 0 || eqFold(r.encoding, "identity") || knownEncoding(r.encoding))
-	canCompress := mt != "" && rt.tf.compress && compressible(mt)
-	clientEnc := ""
-	if canCompress && (r.contentLength < 0 || r.contentLength >= minCompress || injecting) && (len(r.encoding) == 0 || injecting) {
-		clientEnc = negotiate(q.acceptEnc)
-	}
+	pl := rt.tf.plan(q.method, r.code, string(r.contentType), r.noTransform, r.contentRange, r.contentLength,
+		strings.ToLower(string(r.encoding)), q.acceptEnc)
+	injecting, clientEnc := pl.inject, pl.enc
 	transforming := injecting || clientEnc != ""
 	delimited := !transforming && !noBody && !r.chunked && r.contentLength < 0 // the body ends when the upstream closes
 	if delimited {
@@ -508,7 +500,7 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 	}
 	// As the standard path's transform does: a response that could have
 	// been compressed varies by Accept-Encoding, even when it was not.
-	if canCompress && !r.varyAE {
+	if pl.vary && !r.varyAE {
 		ws(bw, "Vary: Accept-Encoding\r\n")
 	}
 	if closeClient {
@@ -793,17 +785,6 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// knownEncoding reports whether decode reads enc (so a failure to decode
-// has consumed bytes).
-func knownEncoding(enc []byte) bool {
-	for _, e := range []string{"gzip", "x-gzip", "br", "zstd"} {
-		if eqFold(enc, e) {
-			return true
-		}
-	}
-	return false
-}
-
 // maxChunkLine bounds a chunk-size or trailer line.
 const maxChunkLine = 4096
 
@@ -915,30 +896,6 @@ func (fc *fastConn) errorPage(code int) error {
 		ws(bw, body)
 	}
 	return bw.Flush()
-}
-
-// transformable mirrors the conditions under which the standard path's
-// transform looks at a response at all.
-func transformable(method []byte, r *respHead) bool {
-	return string(method) != "HEAD" && r.code >= 200 && r.code != 204 && r.code != 304 && r.code != 206 &&
-		!r.contentRange && !r.noTransform
-}
-
-// mediaType is the lower-cased type/subtype of a Content-Type value.
-func mediaType(ct []byte) string {
-	if i := indexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
-	}
-	return strings.ToLower(string(trimOWS(ct)))
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // httpDate is the current time in HTTP's format, made once a second.

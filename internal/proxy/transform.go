@@ -5,7 +5,6 @@ import (
 	"context"
 	"html"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -168,31 +167,62 @@ func (t *transform) rewrites() bool { return t.inject.RewriteLinks && t.outbound
 
 var nonceRE = regexp.MustCompile(`'nonce-([A-Za-z0-9+/=_-]+)'`)
 
+// plan is what the transform does to one response.
+type plan struct {
+	inject bool   // insert the route's snippets (the body decoded first)
+	enc    string // encode for the client: br, zstd, gzip, or none
+	vary   bool   // the response varies by Accept-Encoding
+}
+
+// plan decides for the response (code, Content-Type ct, Cache-Control
+// no-transform, a Content-Range, length (-1 unknown), Content-Encoding
+// upEnc in lower case) to a method request that accepts the encodings in
+// accept. Both request paths ask it, so they transform alike.
+func (t *transform) plan(method string, code int, ct string, noTransform, partial bool, length int64, upEnc, accept string) plan {
+	if method == http.MethodHead || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified ||
+		code == http.StatusPartialContent || partial || noTransform {
+		return plan{}
+	}
+	mt := mediaType(ct)
+	var p plan
+	p.inject = t.injects() && mt == "text/html" && code == http.StatusOK && decodable(upEnc)
+	p.vary = t.compress && compressible(mt)
+	if p.vary && (length < 0 || length >= minCompress || p.inject) && (upEnc == "" || p.inject) {
+		p.enc = negotiate(accept)
+	}
+	return p
+}
+
+// decodable reports whether decode reads enc (lower case).
+func decodable(enc string) bool {
+	switch enc {
+	case "", "identity", "gzip", "x-gzip", "br", "zstd":
+		return true
+	}
+	return false
+}
+
+// mediaType is the lower-cased type/subtype of a Content-Type value.
+func mediaType(ct string) string {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(ct))
+}
+
 // apply rewrites resp for the client that sent req.
 func (t *transform) apply(req *http.Request, resp *http.Response) {
 	h := resp.Header
-	if req.Method == http.MethodHead || resp.StatusCode < 200 || resp.StatusCode == http.StatusNoContent ||
-		resp.StatusCode == http.StatusNotModified || resp.StatusCode == http.StatusPartialContent || h.Get("Content-Range") != "" {
-		return
-	}
-	if strings.Contains(strings.ToLower(h.Get("Cache-Control")), "no-transform") {
-		return
-	}
-	ct := h.Get("Content-Type")
-	mt, _, _ := mime.ParseMediaType(ct)
 	upEnc := strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
-	inject := t.injects() && mt == "text/html" && resp.StatusCode == http.StatusOK
-	canCompress := t.compress && compressible(mt)
-	if canCompress {
+	pl := t.plan(req.Method, resp.StatusCode, h.Get("Content-Type"), containsFold([]byte(h.Get("Cache-Control")), "no-transform"),
+		h.Get("Content-Range") != "", resp.ContentLength, upEnc, req.Header.Get("Accept-Encoding"))
+	if pl.vary {
 		addVary(h, "Accept-Encoding")
 	}
-	clientEnc := ""
-	if canCompress && (resp.ContentLength < 0 || resp.ContentLength >= minCompress || inject) {
-		clientEnc = negotiate(req.Header.Get("Accept-Encoding"))
-	}
-	if !inject && (upEnc != "" || clientEnc == "") {
+	if !pl.inject && pl.enc == "" {
 		return // already encoded by the upstream, or nothing to do
 	}
+	inject, clientEnc := pl.inject, pl.enc
 	var closer io.Closer = resp.Body
 	var src io.Reader = resp.Body
 	if inject {
