@@ -49,12 +49,6 @@ func newH1Transport(fallback http.RoundTripper, headerTimeout time.Duration) *h1
 		headerTimeout: headerTimeout, maxIdle: 256, idle: map[string][]*h1Conn{}}
 }
 
-// getAddr is get for the fast path, which has no request context: a dial
-// is bounded by the dialer's timeout.
-func (t *h1Transport) getAddr(addr string) (*h1Conn, bool, error) {
-	return t.get(context.Background(), addr)
-}
-
 func (t *h1Transport) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
 	t.mu.Lock()
 	for l := t.idle[addr]; len(l) > 0; l = t.idle[addr] {
