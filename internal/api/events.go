@@ -79,6 +79,18 @@ func (m *Module) postEvents(w http.ResponseWriter, r *http.Request) {
 		writeEventError(w, err)
 		return
 	}
+	// Events on reserved domains steer Ops or are Ops's own record: only
+	// a caller holding the domain's permission may publish them.
+	for i, e := range evs {
+		if perm, ok := event.Reserved(e.Type); ok && !m.deps.Auth.Allowed(r, perm) {
+			field := "type"
+			if len(evs) > 1 || isArray {
+				field = fmt.Sprintf("[%d].type", i)
+			}
+			writeError(w, http.StatusForbidden, field, fmt.Sprintf("type %q is on a reserved domain: publishing it needs %s (docs/security.md, reserved event domains); nothing was stored", e.Type, perm))
+			return
+		}
+	}
 	acks, err := m.deps.Bus.Publish(r.Context(), evs)
 	if err != nil {
 		m.log.Warn("publish failed", "events", len(evs), "err", err)

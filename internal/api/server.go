@@ -41,6 +41,9 @@ type Deps struct {
 // ("public" lets anyone through). The identity module implements it.
 type Authorizer interface {
 	Require(perm string, h http.Handler) http.Handler
+	// Allowed reports whether the caller Require let through also holds
+	// perm (for what a route's body decides, such as reserved events).
+	Allowed(r *http.Request, perm string) bool
 }
 
 // Status is the body of GET /api/v1/status.

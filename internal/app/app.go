@@ -100,8 +100,10 @@ func (a *App) defs() []Def {
 			return m, err
 		}},
 		{Name: "identity", Deps: []string{"bus"}, New: func() (Module, error) {
+			s := &settler{a: a}
 			m, err := identity.New(a.cfg.Identity, identity.Deps{
 				Bus: a.bus.Bus(), Logger: a.logs.Logger("identity"), Registry: a.reg, DataDir: a.cfg.DataDir, Trusted: a.cfg.Collector.TrustedProxies,
+				Settle: s.settle,
 			})
 			a.identity = m
 			return m, err
@@ -122,7 +124,7 @@ func (a *App) defs() []Def {
 		// policy applies ev.policy.* to the POLICY bucket that logins (and
 		// the proxy) consult.
 		{Name: "policy", Deps: []string{"bus", "api"}, New: func() (Module, error) {
-			return policy.New(policy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("policy"), Handle: a.api.Handle,
+			return policy.New(policy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("policy"), Handle: a.api.Handle, Cleared: a.identity.ClearThrottle,
 				Actor: func(r *http.Request) string {
 					if id := identity.FromContext(r.Context()); id != nil {
 						return id.User
@@ -134,7 +136,8 @@ func (a *App) defs() []Def {
 		// API at any time. Idle, each is one KV watch.
 		{Name: "pipeline", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {
-				return pipeline.New(a.graph, pipeline.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("pipeline"), Registry: a.reg, Handle: a.api.Handle})
+				return pipeline.New(a.graph, pipeline.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("pipeline"), Registry: a.reg, Handle: a.api.Handle,
+					Allowed: a.identity.Allowed})
 			}},
 		{Name: "views", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {

@@ -105,7 +105,9 @@ func (o *outreach) verify(ctx context.Context, tok string) (linkToken, error) {
 	if !ok || len(tok) > 4096 {
 		return t, errBadToken
 	}
-	enc := base64.RawURLEncoding
+	// Strict: the unused bits of the last character must be zero, or one
+	// token would have several spellings that all verify.
+	enc := base64.RawURLEncoding.Strict()
 	p, err1 := enc.DecodeString(p64)
 	sig, err2 := enc.DecodeString(s64)
 	if err1 != nil || err2 != nil {
@@ -288,6 +290,9 @@ func (o *outreach) open(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusBadRequest
 		return
 	}
+	// Counted once per link and recipient an hour: the key is what the
+	// token says, not how it is spelt.
+	payload, _ := json.Marshal(t)
 	now := time.Now().UTC()
 	window := now.Truncate(openWindow)
 	kv, err := o.kv(r.Context(), openBucket, 2*openWindow)
@@ -295,7 +300,7 @@ func (o *outreach) open(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusServiceUnavailable
 		return
 	}
-	k := fmt.Sprintf("%x", sha256.Sum256([]byte(tok+window.String())))[:32]
+	k := fmt.Sprintf("%x", sha256.Sum256(append(payload, window.String()...)))[:32]
 	if _, err := kv.Create(r.Context(), k, []byte{1}); err != nil {
 		return // opened already in this window: counted once
 	}

@@ -50,8 +50,14 @@ func TestOutreach(t *testing.T) {
 	// Altered or unsigned tokens never redirect.
 	tok := strings.TrimPrefix(click, r.URL+"/c/")
 	payload, _, _ := strings.Cut(tok, ".")
+	// The signature's last character holds bits no byte uses: flipping
+	// the lowest gives another spelling of the same bytes, which a lax
+	// decoder accepts.
+	const b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	respelt := tok[:len(tok)-1] + string(b64[strings.IndexByte(b64, tok[len(tok)-1])^1])
 	for name, bad := range map[string]string{
 		"altered signature": tok[:len(tok)-2] + "AA",
+		"respelt signature": respelt,
 		"unsigned":          payload,
 		"altered target":    strings.Replace(tok, payload[:8], "eyJjIjoi", 1) + "x",
 		"garbage":           "not-a-token",
@@ -88,6 +94,10 @@ func TestOutreach(t *testing.T) {
 	get(links[1].(map[string]any)["open_pixel"].(string), "Mozilla/5.0 (via ggpht.com GoogleImageProxy)")
 	if c := get(r.URL+"/o/"+tok[:len(tok)-2]+"AA.gif", "x"); c != 400 {
 		t.Errorf("altered pixel: %d", c)
+	}
+	annOpen := strings.TrimSuffix(strings.TrimPrefix(pixel, r.URL+"/o/"), ".gif")
+	if c := get(r.URL+"/o/"+annOpen[:len(annOpen)-1]+string(b64[strings.IndexByte(b64, annOpen[len(annOpen)-1])^1])+".gif", "x"); c != 400 {
+		t.Errorf("respelt pixel (a second open of the same link): %d", c)
 	}
 	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
 		evs := otelEvents(t, r.URL, "ev.outreach.>")

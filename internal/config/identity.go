@@ -80,9 +80,23 @@ type Grant struct {
 	Groups Strings `yaml:"groups"`
 }
 
-// Lockout refuses logins that the POLICY bucket marks (see the brute-force example).
+// Lockout slows password guessing: the identity module's own throttle
+// per user and per client address, applied before a password is checked,
+// and the locks that the event graph writes to the POLICY bucket (see
+// examples/bruteforce.yaml).
 type Lockout struct {
-	Policy bool `yaml:"policy" doc:"refuse logins for users and IPs locked in the POLICY bucket"`
+	Policy  bool     `yaml:"policy" doc:"refuse logins for users and IPs locked in the POLICY bucket"`
+	User    Throttle `yaml:"user" doc:"refused logins per user name (case-insensitive) before that user's logins are refused for a while"`
+	Address Throttle `yaml:"address" doc:"refused logins per client address (IPv6: per /64) before that address's logins are refused for a while"`
+	Settle  Duration `yaml:"settle" doc:"after a refused login, wait up to this long for the event graph to act on its ev.auth.failed (a POLICY lock) before the next attempt for the same user or address is checked; 0 does not wait"`
+}
+
+// Throttle refuses logins for For once Failures refused logins happened
+// within Within.
+type Throttle struct {
+	Failures int      `yaml:"failures" doc:"refused logins that start a lockout; 0 turns this throttle off"`
+	Within   Duration `yaml:"within" doc:"the window failures are counted in"`
+	For      Duration `yaml:"for" doc:"how long logins are refused once the count is reached"`
 }
 
 func defaultIdentity() Identity {
@@ -94,7 +108,9 @@ func defaultIdentity() Identity {
 		},
 		Session:   Session{Idle: Duration(2 * time.Hour), Absolute: Duration(24 * time.Hour), Secure: "auto"},
 		AdminFile: true,
-		Lockout:   Lockout{Policy: true},
+		Lockout: Lockout{Policy: true, Settle: Duration(2 * time.Second),
+			User:    Throttle{Failures: 10, Within: Duration(10 * time.Minute), For: Duration(15 * time.Minute)},
+			Address: Throttle{Failures: 50, Within: Duration(10 * time.Minute), For: Duration(15 * time.Minute)}},
 	}
 }
 
@@ -191,6 +207,17 @@ func (id *Identity) validate(add func(path, format string, a ...any)) {
 		if l.Timeout <= 0 {
 			add("identity.ldap.timeout", "must be positive")
 		}
+	}
+	for _, t := range []struct {
+		name string
+		t    Throttle
+	}{{"user", id.Lockout.User}, {"address", id.Lockout.Address}} {
+		if t.t.Failures < 0 || t.t.Failures > 0 && (t.t.Within <= 0 || t.t.For <= 0) {
+			add("identity.lockout."+t.name, "want failures >= 0, and with failures a positive within and for")
+		}
+	}
+	if id.Lockout.Settle < 0 || id.Lockout.Settle > Duration(30*time.Second) {
+		add("identity.lockout.settle", "want 0 to 30s, got %s", id.Lockout.Settle)
 	}
 	if id.Session.Idle <= 0 || id.Session.Absolute <= 0 || id.Session.Idle > id.Session.Absolute {
 		add("identity.session.idle", "want 0 < idle <= absolute")

@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"path"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/opsgraph/ops/internal/canon"
 )
 
 // Proxy configures the edge reverse proxy. It runs when routes are set.
@@ -22,6 +23,7 @@ type Proxy struct {
 	Cache             ProxyCache      `yaml:"cache" doc:"storage of the shared cache that routes with cache: true use"`
 	ReadHeaderTimeout Duration        `yaml:"read_header_timeout" doc:"time for a client to send request headers"`
 	IdleTimeout       Duration        `yaml:"idle_timeout" doc:"keep-alive connections from clients close after this idle time"`
+	EncodedSlashes    string          `yaml:"encoded_slashes" doc:"reject: a path holding %2F or %5C gets 400; keep: they go upstream escaped, and routes, ACLs and path blocks must agree on the path read both ways (docs/proxy.md)"`
 	FastPath          bool            `yaml:"fast_path" doc:"serve plain HTTP/1.1 requests that need no cache, injection, compression or sign-in on Ops's own lighter path (docs/proxy.md); false sends every request through Go's net/http server"`
 }
 
@@ -97,8 +99,9 @@ type Health struct {
 
 // Passive ejects an upstream after errors on live traffic.
 type Passive struct {
-	MaxFails int      `yaml:"max_fails" doc:"connection errors or 5xx in a row; 0 turns it off"`
-	EjectFor Duration `yaml:"eject_for" doc:"how long an ejected upstream rests"`
+	MaxFails     int      `yaml:"max_fails" doc:"upstream failures in a row (connection refused or reset, timeouts, broken responses, fail_statuses) that take it out; client errors never count; 0 turns it off"`
+	EjectFor     Duration `yaml:"eject_for" doc:"how long an ejected upstream rests"`
+	FailStatuses []int    `yaml:"fail_statuses" doc:"upstream status codes that count as failures too, e.g. [502, 503, 504]; empty: none"`
 }
 
 // ACL is an ordered rule list; the first matching rule decides.
@@ -133,6 +136,7 @@ func defaultProxy() Proxy {
 		ReadHeaderTimeout: Duration(10 * time.Second),
 		IdleTimeout:       Duration(120 * time.Second),
 		FastPath:          true,
+		EncodedSlashes:    "reject",
 		Tracking: ProxyTrack{
 			Enabled: true, Queue: 10000, Batch: 500, Flush: Duration(200 * time.Millisecond), SpoolMax: 1 << 30,
 			RedactParams: Strings{"token", "access_token", "password", "secret", "key", "api_key", "code", "signature"},
@@ -184,8 +188,22 @@ func (r *Route) defaults() {
 var (
 	routeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	timeWinRE   = regexp.MustCompile(`^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$`)
-	hostRE      = regexp.MustCompile(`^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
 )
+
+// RouteHost is a route's host in the form requests are matched in
+// (canon.Host: lower-case ASCII, no trailing dot), keeping a leading "*."
+// wildcard.
+func RouteHost(h string) (string, error) {
+	rest, wild := strings.CutPrefix(h, "*.")
+	c, port, err := canon.Host(rest)
+	if err != nil || port != "" || strings.ContainsAny(c, ":*") {
+		return "", fmt.Errorf("host %q: %w", h, canon.ErrHost)
+	}
+	if wild {
+		c = "*." + c
+	}
+	return c, nil
+}
 
 func (p *Proxy) validate(add func(path, format string, a ...any)) {
 	if len(p.Routes) == 0 {
@@ -203,6 +221,9 @@ func (p *Proxy) validate(add func(path, format string, a ...any)) {
 		if len(p.Certificates) == 0 {
 			add("proxy.certificates", "proxy.tls_listen needs at least one certificate")
 		}
+	}
+	if p.EncodedSlashes != "reject" && p.EncodedSlashes != "keep" {
+		add("proxy.encoded_slashes", "want reject or keep, got %q", p.EncodedSlashes)
 	}
 	if p.Listen == "" && p.TLSListen == "" {
 		add("proxy.listen", "set listen or tls_listen")
@@ -235,12 +256,12 @@ func (p *Proxy) validate(add func(path, format string, a ...any)) {
 		}
 		names[r.Name] = true
 		for j, h := range r.Hosts {
-			if !hostRE.MatchString(strings.ToLower(h)) {
-				add(fmt.Sprintf("proxy.routes[%d].hosts[%d]", i, j), "want a host name such as example.com or *.example.com, got %q", h)
+			if _, err := RouteHost(h); err != nil {
+				add(fmt.Sprintf("proxy.routes[%d].hosts[%d]", i, j), "want a host name such as example.com, bücher.example or *.example.com, got %q", h)
 			}
 		}
-		if !strings.HasPrefix(r.Path, "/") || path.Clean(r.Path) != strings.TrimSuffix(r.Path, "/") && r.Path != "/" {
-			add(at("path"), "want a clean absolute path prefix such as /api, got %q", r.Path)
+		if cp, err := canon.Path(r.Path, canon.Options{}); err != nil || strings.TrimSuffix(cp, "/") != strings.TrimSuffix(r.Path, "/") {
+			add(at("path"), "want a canonical absolute path prefix such as /api (no //, . or .. segments, escapes only where needed), got %q", r.Path)
 		}
 		if strings.HasPrefix(r.Path, "/_ops") {
 			add(at("path"), "/_ops/ is reserved for Ops's first-party endpoints")
@@ -285,8 +306,8 @@ func (p *Proxy) validate(add func(path, format string, a ...any)) {
 				}
 			}
 			for k, pth := range rule.Paths {
-				if !strings.HasPrefix(pth, "/") {
-					add(fmt.Sprintf("proxy.routes[%d].acl.rules[%d].paths[%d]", i, j, k), "want a glob starting with /, got %q", pth)
+				if _, err := canon.Path(pth, canon.Options{}); err != nil {
+					add(fmt.Sprintf("proxy.routes[%d].acl.rules[%d].paths[%d]", i, j, k), "want a glob starting with / (matched against canonical paths: %v), got %q", err, pth)
 				}
 			}
 			if rule.Time != "" && !timeWinRE.MatchString(rule.Time) {
@@ -297,6 +318,11 @@ func (p *Proxy) validate(add func(path, format string, a ...any)) {
 			}
 			if (len(rule.Users) > 0 || len(rule.Groups) > 0) && r.Auth != "required" {
 				add(rat("users"), "user and group rules need auth: required on the route")
+			}
+		}
+		for k, code := range r.Passive.FailStatuses {
+			if code < 100 || code > 599 {
+				add(fmt.Sprintf("proxy.routes[%d].passive.fail_statuses[%d]", i, k), "want an HTTP status code such as 503, got %d", code)
 			}
 		}
 		if r.RateLimit.PerIP < 0 || r.RateLimit.PerUser < 0 || r.RateLimit.Burst < 0 {

@@ -244,6 +244,53 @@ func Overlaps(a, b string) bool {
 	}
 }
 
+// Chain returns the nodes on a path from events on subject from to a node
+// that publishes on a subject overlapping to (from and to may be
+// patterns), in the graph's order: the nodes whose work must be done
+// before what from caused shows up on to.
+func (g *Graph) Chain(from, to string) []Node {
+	next, prev := map[string][]string{}, map[string][]string{}
+	for _, e := range g.Edges {
+		next[e.From] = append(next[e.From], e.To)
+		prev[e.To] = append(prev[e.To], e.From)
+	}
+	walk := func(start []string, adj map[string][]string) map[string]bool {
+		seen := map[string]bool{}
+		for len(start) > 0 {
+			n := start[len(start)-1]
+			start = start[:len(start)-1]
+			if !seen[n] {
+				seen[n] = true
+				start = append(start, adj[n]...)
+			}
+		}
+		return seen
+	}
+	var heads, tails []string
+	for _, n := range g.Nodes {
+		for _, f := range n.From {
+			if Overlaps(f, from) {
+				heads = append(heads, n.Name)
+				break
+			}
+		}
+		for _, e := range n.Emits {
+			if Overlaps(e, to) {
+				tails = append(tails, n.Name)
+				break
+			}
+		}
+	}
+	fwd, back := walk(heads, next), walk(tails, prev)
+	var out []Node
+	for _, n := range g.Nodes {
+		if fwd[n.Name] && back[n.Name] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func (g *Graph) link() {
 	for _, a := range g.Nodes {
 		for _, b := range g.Nodes {

@@ -32,8 +32,10 @@ func Follow(ctx context.Context, b *bus.Bus, base *config.Config) (*Store, *Grap
 
 // PutHandler serves PUT /api/v1/<kind>s/{name}: the body is the node as in
 // ops.yaml (YAML or JSON); put checks it against the whole graph and stores it.
+// allow, when set, may refuse the node for the caller (a processor whose
+// output is on a reserved event domain needs that domain's permission).
 func PutHandler[T any](kind string, store func() *Store, name func(*T) *string,
-	put func(s *Store, ctx context.Context, node T) (bool, error)) http.HandlerFunc {
+	put func(s *Store, ctx context.Context, node T) (bool, error), allow func(r *http.Request, node *T) *reply.ErrorBody) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s := store()
 		if s == nil {
@@ -57,6 +59,12 @@ func PutHandler[T any](kind string, store func() *Store, name func(*T) *string,
 		if *n != r.PathValue("name") {
 			reply.Error(w, http.StatusBadRequest, "name", "name in the body differs from the path")
 			return
+		}
+		if allow != nil {
+			if e := allow(r, &node); e != nil {
+				reply.Error(w, http.StatusForbidden, e.Field, e.Error)
+				return
+			}
 		}
 		created, err := put(s, r.Context(), node)
 		switch {

@@ -13,8 +13,9 @@ import (
 // A computed value is confined to its token: '.', '*', '>' and spaces in it
 // become '_', so it can never change the subject's shape.
 type Template struct {
-	src   string
-	parts []tplPart
+	src    string
+	parts  []tplPart
+	domain string // the token after "ev." when literal
 }
 
 type tplPart struct {
@@ -54,6 +55,9 @@ func ParseTemplate(s string) (Template, error) {
 	}
 	if strings.Contains(p, ">") {
 		return t, fmt.Errorf("%q: an output subject cannot hold '>'", s)
+	}
+	if toks := strings.Split(p, "."); len(toks) > 1 && toks[1] != "*" {
+		t.domain = toks[1]
 	}
 	return t, nil
 }
@@ -104,10 +108,20 @@ func (t Template) Render(obj any) (string, error) {
 		b.WriteString(s)
 	}
 	out := b.String()
-	if err := event.ValidateTypeTokens(strings.TrimPrefix(out, "ev.")); err != nil {
+	typ := strings.TrimPrefix(out, "ev.")
+	if err := event.ValidateTypeTokens(typ); err != nil {
 		return "", fmt.Errorf("to %q: %v", out, err)
+	}
+	// What an event's data computes may not pick a reserved domain: a
+	// processor that publishes there names it in its to:.
+	if _, ok := event.Reserved(typ); ok && t.domain == "" {
+		return "", fmt.Errorf("to %q: the computed domain is reserved (docs/security.md); name a reserved domain literally in to:", out)
 	}
 	return out, nil
 }
+
+// Domain is the event domain the subject publishes to (the token after
+// "ev."), or "" when that token is computed.
+func (t Template) Domain() string { return t.domain }
 
 func (t Template) String() string { return t.src }

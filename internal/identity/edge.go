@@ -26,6 +26,19 @@ func prefixOf(r *http.Request) string {
 	return p
 }
 
+type edgeKey struct{}
+
+// edge reports whether r reached Ops through the proxy (Identify, or a
+// first-party path under a prefix): its session is the proxy's, cookie
+// ops_edge.
+func edge(r *http.Request) bool {
+	return prefixOf(r) != "" || r.Context().Value(edgeKey{}) != nil
+}
+
+// IsToken reports whether a credential has the shape of an Ops API token
+// (ops_<id>_<secret>), so that the proxy can keep it from upstreams.
+func IsToken(s string) bool { return strings.HasPrefix(s, "ops_") }
+
 // ErrUnauthenticated is returned by Identify when the request carries no
 // credentials.
 var ErrUnauthenticated = errNoCredentials
@@ -34,7 +47,7 @@ var ErrUnauthenticated = errNoCredentials
 // Errors: ErrUnauthenticated, ErrInvalid (refused credentials),
 // ErrUnavailable (cannot check now).
 func (m *Module) Identify(w http.ResponseWriter, r *http.Request) (*Identity, error) {
-	req, err := m.identify(w, r)
+	req, err := m.identify(w, r.WithContext(context.WithValue(r.Context(), edgeKey{}, true)))
 	if err != nil {
 		return nil, err
 	}

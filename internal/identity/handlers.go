@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,8 +123,30 @@ func (m *Module) postLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := m.ClientIP(r)
-	failed := func(reason string) {
-		m.emit(r.Context(), "auth.failed", map[string]any{"user": c.User, "reason": reason, "ip": m.anonIP(r), "user_agent": r.UserAgent()})
+	failed := func(reason string) uint64 {
+		return m.emit(r.Context(), "auth.failed", map[string]any{"user": c.User, "reason": reason, "ip": m.anonIP(r), "user_agent": r.UserAgent()})
+	}
+	// One attempt at a time per client address and per user name
+	// (throttle.go): the throttle and any POLICY lock the last refusal
+	// caused are in force before this one is looked at.
+	ukey, akey := "u:"+userKey(c.User), addrKey(ip)
+	alock := ""
+	if akey != "" {
+		alock = "a:" + akey
+	}
+	unlock, err := m.attempts.lock(r.Context(), alock, ukey)
+	if err != nil {
+		return // the client went away while waiting
+	}
+	defer unlock()
+	now := time.Now()
+	if no, wait := m.userThrottle.refused(ukey, now); no {
+		m.throttled(w, r, failed, fail, c.Next, "user", "too many refused sign-ins for this user", wait)
+		return
+	}
+	if no, wait := m.addrThrottle.refused(akey, now); no && akey != "" {
+		m.throttled(w, r, failed, fail, c.Next, "", "too many refused sign-ins from your address", wait)
+		return
 	}
 	why, err := m.locked(r.Context(), c.User, ip)
 	if err != nil {
@@ -138,7 +161,12 @@ func (m *Module) postLogin(w http.ResponseWriter, r *http.Request) {
 	id, err := m.login(r.Context(), c.User, c.Password)
 	switch {
 	case errors.Is(err, ErrInvalid):
-		failed("invalid_credentials")
+		seq := failed("invalid_credentials")
+		m.userThrottle.fail(ukey, time.Now())
+		if akey != "" {
+			m.addrThrottle.fail(akey, time.Now())
+		}
+		m.settle(r.Context(), seq)
 		fail(http.StatusUnauthorized, "password", "invalid user or password", c.Next)
 		return
 	case err != nil:
@@ -146,10 +174,12 @@ func (m *Module) postLogin(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusServiceUnavailable, "", "cannot check the password now (identity provider unavailable); try again shortly", c.Next)
 		return
 	}
+	m.userThrottle.succeed(ukey)
 	// A new session id at every login: a session id planted before login
 	// (fixation) never becomes an authenticated one.
-	if old, err := r.Cookie(cookieName); err == nil {
-		if sid, ok := m.sessions.open(old.Value); ok {
+	name := cookieFor(edge(r))
+	if old, err := r.Cookie(name); err == nil {
+		if sid, ok := m.sessions.open(old.Value, name); ok {
 			_ = m.sessions.end(r.Context(), sid)
 		}
 	}
@@ -169,30 +199,53 @@ func (m *Module) postLogin(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// throttled refuses a login attempt the throttle holds back: 429 with
+// Retry-After, before any password is checked.
+func (m *Module) throttled(w http.ResponseWriter, r *http.Request, failed func(string) uint64,
+	fail func(int, string, string, string), next, field, msg string, wait time.Duration) {
+	failed("throttled")
+	m.logins.WithLabelValues("throttle", "refused").Inc()
+	secs := int(wait.Seconds()) + 1
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	fail(http.StatusTooManyRequests, field, fmt.Sprintf("%s; try again in %s (identity.lockout)", msg, (time.Duration(secs)*time.Second).String()), next)
+}
+
+// settle waits, up to identity.lockout.settle, until the event graph has
+// acted on the refusal stored at seq.
+func (m *Module) settle(ctx context.Context, seq uint64) {
+	if seq == 0 || m.deps.Settle == nil || m.cfg.Lockout.Settle <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.Lockout.Settle.D())
+	defer cancel()
+	m.deps.Settle(ctx, seq)
+}
+
 // startSession stores a session for id, sets the cookie and emits
 // ev.auth.login; nil means the session could not be stored.
 func (m *Module) startSession(w http.ResponseWriter, r *http.Request, id *Identity, method string) *Session {
-	sess, cookie, err := m.sessions.create(r.Context(), id)
+	sess, cookie, err := m.sessions.create(r.Context(), id, edge(r))
 	if err != nil {
 		m.log.Error("store session", "err", err)
 		return nil
 	}
-	http.SetCookie(w, m.sessions.cookie(cookie, m.secure(r), m.cfg.Session.Absolute.D()))
+	http.SetCookie(w, m.sessions.cookie(cookieFor(sess.Edge), cookie, m.secure(r), m.cfg.Session.Absolute.D()))
 	m.emit(r.Context(), "auth.login", map[string]any{"user": id.User, "provider": id.Provider, "method": method, "ip": m.anonIP(r), "user_agent": r.UserAgent()})
 	return sess
 }
 
 func (m *Module) logout(w http.ResponseWriter, r *http.Request) {
 	id := FromContext(r.Context())
-	if c, err := r.Cookie(cookieName); err == nil {
-		if sid, ok := m.sessions.open(c.Value); ok {
+	name := cookieFor(edge(r))
+	if c, err := r.Cookie(name); err == nil {
+		if sid, ok := m.sessions.open(c.Value, name); ok {
 			if err := m.sessions.end(r.Context(), sid); err != nil {
 				reply.Error(w, http.StatusServiceUnavailable, "", "cannot end the session now: "+err.Error())
 				return
 			}
 		}
 	}
-	http.SetCookie(w, m.sessions.cookie("", m.secure(r), -time.Second))
+	http.SetCookie(w, m.sessions.cookie(name, "", m.secure(r), -time.Second))
 	m.emit(r.Context(), "auth.logout", map[string]any{"user": id.User, "ip": m.anonIP(r)})
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
 		http.Redirect(w, r, prefixOf(r)+"/login", http.StatusSeeOther)

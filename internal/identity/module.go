@@ -29,6 +29,10 @@ type Deps struct {
 	DataDir  string
 	// Trusted are proxies whose X-Forwarded-For is believed for client IPs.
 	Trusted []string
+	// Settle waits until the event graph has acted on the event stored at
+	// seq (a POLICY lock from ev.auth.failed), or ctx ends; nil does not
+	// wait.
+	Settle func(ctx context.Context, seq uint64)
 }
 
 // Module authenticates requests and authorises them by role.
@@ -47,6 +51,10 @@ type Module struct {
 
 	logins  *prometheus.CounterVec
 	refused *prometheus.CounterVec
+
+	// Password guessing (throttle.go).
+	userThrottle, addrThrottle *throttle
+	attempts                   keyLocks
 }
 
 // New opens the identity buckets and builds the providers.
@@ -58,6 +66,7 @@ func New(cfg config.Identity, deps Deps) (*Module, error) {
 	defer cancel()
 	m := &Module{cfg: cfg, deps: deps, log: deps.Logger, roles: NewRoles(cfg)}
 	m.trusted = clientip.ParsePrefixes(deps.Trusted)
+	m.userThrottle, m.addrThrottle = newThrottle(cfg.Lockout.User), newThrottle(cfg.Lockout.Address)
 	users, err := deps.Bus.KeyValue(ctx, jetstream.KeyValueConfig{Bucket: usersBucket, Description: "local users (bcrypt hashes)", History: 1})
 	if err != nil {
 		return nil, err
@@ -169,18 +178,22 @@ func (m *Module) firstRun(ctx context.Context) error {
 // from trusted proxies.
 func (m *Module) ClientIP(r *http.Request) netip.Addr { return clientip.From(r, m.trusted) }
 
-// emit publishes an ev.<typ> event; identity events are an audit trail, so
-// a failure is logged loudly but does not fail the request that caused it.
-func (m *Module) emit(ctx context.Context, typ string, data map[string]any) {
+// emit publishes an ev.<typ> event and returns where it is stored (0 when
+// it is not); identity events are an audit trail, so a failure is logged
+// loudly but does not fail the request that caused it.
+func (m *Module) emit(ctx context.Context, typ string, data map[string]any) uint64 {
 	ev, err := event.New("ops/identity", typ, data)
+	var acks []bus.Ack
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_, err = m.deps.Bus.Publish(ctx, []event.Event{ev})
+		acks, err = m.deps.Bus.Publish(ctx, []event.Event{ev})
 	}
-	if err != nil {
+	if err != nil || len(acks) == 0 {
 		m.log.Error("audit event not stored", "type", typ, "err", err)
+		return 0
 	}
+	return acks[0].Position.Seq
 }
 
 // login tries the password providers in order. ErrInvalid from one lets the

@@ -59,11 +59,12 @@ func (m *Module) authenticate(w http.ResponseWriter, r *http.Request) (request, 
 	default:
 		return request{}, fmt.Errorf("%w: unsupported Authorization scheme %q", ErrInvalid, scheme)
 	}
-	c, err := r.Cookie(cookieName)
+	name := cookieFor(edge(r))
+	c, err := r.Cookie(name)
 	if err != nil {
 		return request{}, errNoCredentials
 	}
-	sess, err := m.sessions.get(r.Context(), c.Value)
+	sess, err := m.sessions.get(r.Context(), c.Value, name)
 	if err != nil {
 		return request{}, err
 	}
@@ -122,6 +123,13 @@ func (m *Module) Require(perm string, h http.Handler) http.Handler {
 }
 
 type sessKey struct{}
+
+// Allowed reports whether the identity Require established for r holds
+// perm.
+func (m *Module) Allowed(r *http.Request, perm string) bool {
+	id := FromContext(r.Context())
+	return id != nil && m.roles.Allows(id.Roles, perm)
+}
 
 // identify authenticates r, signs a browser that negotiated in, and
 // resolves the identity's roles: the shared first step of Require (the

@@ -28,7 +28,12 @@ const (
 	sessionsBucket = "OPS_AUTH_SESSIONS"
 	authBucket     = "OPS_AUTH"
 	cookieName     = "ops_session"
-	csrfHeader     = "X-CSRF-Token"
+	// edgeCookie carries sessions made on hosts the proxy fronts (sign-in
+	// under /_ops/). It is sealed for its own name and its record says so:
+	// a proxy session, which the upstream could see if anything leaked
+	// it, is never an API session.
+	edgeCookie = "ops_edge"
+	csrfHeader = "X-CSRF-Token"
 	// seenEvery bounds writes: last-use is recorded at most this often, so
 	// the idle limit is exact to within it.
 	seenEvery = time.Minute
@@ -46,6 +51,8 @@ type Session struct {
 	Created  time.Time `json:"created"`
 	Seen     time.Time `json:"seen"`
 	CSRF     string    `json:"csrf"`
+	// Edge marks a session made through the proxy: valid only there.
+	Edge bool `json:"edge,omitempty"`
 }
 
 type sessions struct {
@@ -74,45 +81,61 @@ func randHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// create stores a session for id and returns the cookie value.
-func (s *sessions) create(ctx context.Context, id *Identity) (*Session, string, error) {
+// create stores a session for id and returns the cookie value; edge
+// makes it a proxy session (cookie ops_edge).
+func (s *sessions) create(ctx context.Context, id *Identity, edge bool) (*Session, string, error) {
 	now := time.Now().UTC()
 	sess := &Session{
 		ID: randHex(16), User: id.User, Name: id.Name, Email: id.Email, Groups: id.Groups, Roles: id.Roles,
-		Provider: id.Provider, Created: now, Seen: now, CSRF: randHex(16),
+		Provider: id.Provider, Created: now, Seen: now, CSRF: randHex(16), Edge: edge,
 	}
 	b, _ := json.Marshal(sess)
 	if _, err := s.kv.Create(ctx, sess.ID, b); err != nil {
 		return nil, "", fmt.Errorf("store session: %w: %v", ErrUnavailable, err)
 	}
-	return sess, s.seal(sess.ID), nil
+	return sess, s.seal(sess.ID, cookieFor(edge)), nil
 }
 
-func (s *sessions) seal(sid string) string {
+// cookieFor is the cookie name of an API (false) or proxy (true) session.
+func cookieFor(edge bool) string {
+	if edge {
+		return edgeCookie
+	}
+	return cookieName
+}
+
+// IsSessionCookie reports whether a cookie name is one of Ops's session
+// cookies (the proxy never forwards them).
+func IsSessionCookie(name string) bool { return name == cookieName || name == edgeCookie }
+
+// seal encrypts sid for the cookie called name: a value sealed for one
+// cookie does not open as the other.
+func (s *sessions) seal(sid, name string) string {
 	nonce := make([]byte, s.aead.NonceSize())
 	_, _ = rand.Read(nonce)
-	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(sid), []byte(cookieName)))
+	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(sid), []byte(name)))
 }
 
-// open returns the session id in a cookie value, or false if it was not
-// sealed by this deployment.
-func (s *sessions) open(v string) (string, bool) {
-	raw, err := base64.RawURLEncoding.DecodeString(v)
+// open returns the session id in the value of cookie name, or false if it
+// was not sealed by this deployment for that cookie.
+func (s *sessions) open(v, name string) (string, bool) {
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(v)
 	ns := s.aead.NonceSize()
 	if err != nil || len(raw) < ns+s.aead.Overhead() {
 		return "", false
 	}
-	sid, err := s.aead.Open(nil, raw[:ns], raw[ns:], []byte(cookieName))
+	sid, err := s.aead.Open(nil, raw[:ns], raw[ns:], []byte(name))
 	if err != nil || len(sid) != 32 {
 		return "", false
 	}
 	return string(sid), true
 }
 
-// get returns the live session a cookie names. It ends sessions past their
-// idle or absolute limit and records use at most once per seenEvery.
-func (s *sessions) get(ctx context.Context, cookie string) (*Session, error) {
-	sid, ok := s.open(cookie)
+// get returns the live session the value of cookie name holds. It ends
+// sessions past their idle or absolute limit and records use at most once
+// per seenEvery.
+func (s *sessions) get(ctx context.Context, cookie, name string) (*Session, error) {
+	sid, ok := s.open(cookie, name)
 	if !ok {
 		return nil, ErrInvalid
 	}
@@ -124,7 +147,7 @@ func (s *sessions) get(ctx context.Context, cookie string) (*Session, error) {
 		return nil, fmt.Errorf("sessions: %w: %v", ErrUnavailable, err)
 	}
 	var sess Session
-	if err := json.Unmarshal(e.Value(), &sess); err != nil {
+	if err := json.Unmarshal(e.Value(), &sess); err != nil || sess.Edge != (name == edgeCookie) {
 		return nil, ErrInvalid
 	}
 	sess.ID = sid
@@ -144,10 +167,11 @@ func (s *sessions) get(ctx context.Context, cookie string) (*Session, error) {
 
 func (s *sessions) end(ctx context.Context, sid string) error { return s.kv.Purge(ctx, sid) }
 
-// cookie builds the session cookie; secure follows identity.session.secure.
-func (s *sessions) cookie(value string, secure bool, maxAge time.Duration) *http.Cookie {
+// cookie builds the session cookie called name; secure follows
+// identity.session.secure.
+func (s *sessions) cookie(name, value string, secure bool, maxAge time.Duration) *http.Cookie {
 	return &http.Cookie{
-		Name: cookieName, Value: value, Path: "/", HttpOnly: true, Secure: secure,
+		Name: name, Value: value, Path: "/", HttpOnly: true, Secure: secure,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(maxAge / time.Second),
 	}
 }

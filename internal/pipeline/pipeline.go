@@ -25,6 +25,7 @@ import (
 	"github.com/opsgraph/ops/internal/enrich"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/graph"
+	"github.com/opsgraph/ops/internal/reply"
 )
 
 // Deps are what the pipeline module needs.
@@ -35,6 +36,9 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Handle mounts HTTP handlers on the main listener; may be nil.
 	Handle func(pattern, perm string, h http.Handler)
+	// Allowed reports whether a request's caller holds a permission; nil
+	// allows nothing beyond the route's own.
+	Allowed func(r *http.Request, perm string) bool
 }
 
 // Module runs every processor of the graph: those of ops.yaml and those
@@ -64,10 +68,28 @@ func New(g *graph.Graph, deps Deps) (*Module, error) {
 	if deps.Handle != nil {
 		deps.Handle("GET /api/v1/processors", "graph:read", http.HandlerFunc(m.list))
 		deps.Handle("PUT /api/v1/processors/{name}", "graph:write", graph.PutHandler("processor", m.store.Load,
-			func(p *config.Processor) *string { return &p.Name }, (*graph.Store).PutProcessor))
+			func(p *config.Processor) *string { return &p.Name }, (*graph.Store).PutProcessor, m.allowOutput))
 		deps.Handle("DELETE /api/v1/processors/{name}", "graph:write", graph.DeleteHandler("processor", m.store.Load))
 	}
 	return m, nil
+}
+
+// allowOutput refuses a processor whose to: names a reserved event domain
+// unless the caller holds that domain's permission: a processor the
+// caller may create must not publish what the caller may not.
+func (m *Module) allowOutput(r *http.Request, p *config.Processor) *reply.ErrorBody {
+	t, err := graph.ParseTemplate(p.To)
+	if err != nil {
+		return nil // the graph check reports it
+	}
+	d := t.Domain()
+	if d == "" {
+		return nil
+	}
+	if perm, ok := event.Reserved(d); ok && (m.deps.Allowed == nil || !m.deps.Allowed(r, perm)) {
+		return &reply.ErrorBody{Field: "to", Error: fmt.Sprintf("%q is on the reserved domain %s: a processor publishing there needs %s (docs/security.md)", p.To, d, perm)}
+	}
+	return nil
 }
 
 // Run starts every processor, follows API changes, and on cancellation

@@ -27,6 +27,9 @@ type Deps struct {
 	Handle func(pattern, perm string, h http.Handler)
 	// Actor names who made a request, for the entry's By.
 	Actor func(*http.Request) string
+	// Cleared, when set, hears of an entry an admin cleared (kind and
+	// normalised subject): identity lifts its own login throttle too.
+	Cleared func(kind, subject string)
 }
 
 // Module applies ev.policy.set and ev.policy.clear events to the bucket and
@@ -254,6 +257,11 @@ func (m *Module) clear(w http.ResponseWriter, r *http.Request) {
 		}
 		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
 		return
+	}
+	if m.deps.Cleared != nil {
+		if norm, err := Normalize(r.PathValue("kind"), sub); err == nil {
+			m.deps.Cleared(r.PathValue("kind"), norm)
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

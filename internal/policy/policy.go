@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/canon"
 	"github.com/opsgraph/ops/internal/clientip"
 )
 
@@ -90,10 +91,16 @@ func Normalize(kind, subject string) (string, error) {
 		}
 		return clientip.Anonymize(a).String(), nil
 	case Path:
-		if !strings.HasPrefix(subject, "/") || len(subject) > 1024 || strings.ContainsAny(subject, "?#") {
+		if len(subject) > 1024 || strings.ContainsAny(subject, "?#") {
 			return "", fmt.Errorf("%w: want a path such as /wp-login.php (no query), got %q", errSubject, subject)
 		}
-		return subject, nil
+		// Stored in the canonical form the proxy matches requests in, so
+		// /x/../wp-login.php blocks what it names.
+		cp, err := canon.Path(subject, canon.Options{KeepEncodedSlash: true})
+		if err != nil {
+			return "", fmt.Errorf("%w: want a path such as /wp-login.php, got %q (%v)", errSubject, subject, err)
+		}
+		return cp, nil
 	case Maintenance:
 		if subject == "" || len(subject) > 64 {
 			return "", fmt.Errorf("%w: want a route name or *", errSubject)

@@ -150,3 +150,29 @@ func FuzzChange(f *testing.F) {
 		_, _ = policy.Normalize(e.Kind, e.Subject)
 	})
 }
+
+// TestNormalizePath: a path block is stored in the canonical form the
+// proxy matches requests in (docs/proxy.md), so any spelling blocks the
+// path it names.
+func TestNormalizePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/wp-login.php":       "/wp-login.php",
+		"//x/../wp-login.php": "/wp-login.php",
+		"/%77p-login.php":     "/wp-login.php",
+		"/admin/":             "/admin/",
+		"/a%2Fb":              "/a%2Fb",
+		"wp-login.php":        "",
+		"/x?y":                "",
+	} {
+		got, err := policy.Normalize(policy.Path, in)
+		if want == "" {
+			if err == nil {
+				t.Errorf("%q: %q, want an error", in, got)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("%q: %q %v, want %q", in, got, err, want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opsgraph/ops/internal/canon"
 	"github.com/opsgraph/ops/internal/config"
 )
 
@@ -32,9 +33,20 @@ type aclRule struct {
 }
 
 // globRE compiles a path glob: * within a segment, ** across segments.
+// A glob is put in canonical form first (it is matched against canonical
+// paths), and a final /** also matches the prefix itself: /admin/**
+// covers /admin, or a rule meant for a directory would leave its index
+// open.
 func globRE(g string) *regexp.Regexp {
+	if c, err := canon.Path(g, canon.Options{KeepEncodedSlash: true}); err == nil {
+		g = c
+	}
 	var b strings.Builder
 	b.WriteString("^")
+	tail := ""
+	if rest, ok := strings.CutSuffix(g, "/**"); ok {
+		g, tail = rest, "(/.*)?"
+	}
 	for i := 0; i < len(g); i++ {
 		switch {
 		case strings.HasPrefix(g[i:], "**"):
@@ -48,7 +60,7 @@ func globRE(g string) *regexp.Regexp {
 			b.WriteString(regexp.QuoteMeta(g[i : i+1]))
 		}
 	}
-	b.WriteString("$")
+	b.WriteString(tail + "$")
 	return regexp.MustCompile(b.String())
 }
 
@@ -88,7 +100,8 @@ func clock(hhmm string) int {
 // subject is what ACL rules look at.
 type subject struct {
 	method string
-	path   string
+	path   string // canonical
+	alt    string // the path as a permissive upstream reads it, when that differs
 	ip     netip.Addr
 	user   string
 	groups []string
@@ -97,8 +110,20 @@ type subject struct {
 }
 
 // decide returns whether the request is allowed and the index of the rule
-// that decided (-1 for the default).
+// that decided (-1 for the default). With an alternative reading of the
+// path, both readings must be allowed.
 func (a *acl) decide(s subject) (bool, int) {
+	ok, rule := a.decide1(s)
+	if ok && s.alt != "" {
+		s.path, s.alt = s.alt, ""
+		if ok2, rule2 := a.decide1(s); !ok2 {
+			return false, rule2
+		}
+	}
+	return ok, rule
+}
+
+func (a *acl) decide1(s subject) (bool, int) {
 	for _, r := range a.rules {
 		if r.matches(s) {
 			return !r.deny, r.index

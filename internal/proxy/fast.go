@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/opsgraph/ops/internal/canon"
 	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/policy"
 )
@@ -214,6 +215,7 @@ type fastConn struct {
 	remote string // the peer's address as net/http's RemoteAddr has it
 	// The peer as X-Forwarded-For and Forwarded name it, made once.
 	peerHost, fwdFor string
+	peerIP           string    // peer as X-Real-IP names it
 	rdl              time.Time // the read deadline in force
 
 	idle atomic.Bool // waiting for a request, none of it read yet: shutdown may close it
@@ -248,6 +250,7 @@ func (fc *fastConn) run() {
 	}
 	if ap, err := netip.ParseAddrPort(fc.remote); err == nil {
 		fc.peer = ap.Addr().Unmap()
+		fc.peerIP = fc.peer.String()
 	}
 	fc.br = readerPool.Get().(*bufio.Reader)
 	fc.br.Reset(fc.c)
@@ -322,7 +325,7 @@ func (fc *fastConn) handoff() {
 func (fc *fastConn) serve() (keep, handoff bool) {
 	m := fc.s.m
 	tb := m.table.Load()
-	if !m.cfg.Load().FastPath || !parseRequestHead(fc.head, &fc.req, tb.idHeaders) {
+	if !m.cfg.Load().FastPath || !parseRequestHead(fc.head, &fc.req, tb.spoof) {
 		return false, true
 	}
 	h := &fc.req
@@ -330,10 +333,20 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 	if len(h.path) >= len(OpsPrefix) && string(h.path[:len(OpsPrefix)]) == OpsPrefix {
 		return false, true
 	}
+	// Only a path and host already in canonical form (request.go) are
+	// served here; the standard path puts the others in it, or refuses
+	// them.
+	host, port := h.host, []byte(nil)
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 {
+		host, port = host[:i], host[i+1:]
+	}
+	if !canon.IsCanonical(h.path) || bytes.IndexByte(h.path, ';') >= 0 || !canon.IsCanonicalHost(host) || !digits(port) {
+		return false, true
+	}
 	// The strings the rest needs, made once.
 	q := reqInfo{method: string(h.method), host: string(h.host), path: string(h.path), query: string(h.query),
 		ua: string(h.ua), referrer: string(h.referrer), proto: "HTTP/1.1", acceptEnc: string(h.acceptEnc)}
-	rt := tb.match(q.host, q.path)
+	rt := tb.match(q.host[:len(host)], q.path)
 	if rt == nil || !rt.fast {
 		return false, true
 	}
@@ -362,9 +375,18 @@ func (fc *fastConn) serve() (keep, handoff bool) {
 	up.active.Add(1)
 	code, out, keep := fc.proxy(rt, p, &q, body)
 	up.active.Add(-1)
-	rt.pool.result(up, p.failed || code >= 500)
+	rt.pool.result(up, p.failed || rt.pool.failedStatus(code))
 	m.record(tb, rt, &q, code, int64(len(body)), out, p, start)
 	return keep && !h.close && !fc.s.closing.Load(), false
+}
+
+func digits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) <= 5
 }
 
 // fastAllowed reports whether the standard path would simply proxy this

@@ -69,6 +69,7 @@ type reqHead struct {
 	host                        []byte
 	contentLength               int64 // -1: none
 	close                       bool
+	idemKey                     bool // Idempotency-Key or X-Idempotency-Key is set
 	ua, referrer, acceptEnc     []byte
 	xff                         [][]byte
 	forwarded                   []byte // the first Forwarded value
@@ -87,9 +88,11 @@ var fastMethods = [][]byte{[]byte("GET"), []byte("HEAD"), []byte("POST"), []byte
 // plain origin-form paths (percent-encoding included, so the path the
 // proxy routes on is the one net/http would decode), framing it does not
 // do (Transfer-Encoding, Expect, Upgrade), malformed or duplicate fields.
-// idHeaders (canonical names) are dropped, as the identity headers are
-// the proxy's to set.
-func parseRequestHead(head []byte, h *reqHead, idHeaders []string) bool {
+// Headers only the proxy sets (spoof: identity, forwarding, X-Real-IP,
+// also spelt with '_') are dropped; requests carrying Ops's session
+// cookies or an Authorization that may hold an Ops token go to the
+// standard path, which removes those (request.go).
+func parseRequestHead(head []byte, h *reqHead, spoof []string) bool {
 	fields := h.fields[:0]
 	xff := h.xff[:0]
 	*h = reqHead{contentLength: -1}
@@ -207,17 +210,24 @@ func parseRequestHead(head []byte, h *reqHead, idHeaders []string) bool {
 				return false // several: leave the negotiation to the standard path
 			}
 			h.acceptEnc = value
+		case eqFold(name, "x-real-ip"):
+			kind = hSkip
+		case eqFold(name, "idempotency-key"), eqFold(name, "x-idempotency-key"):
+			h.idemKey = true
+		case eqFold(name, "cookie"):
+			if hasOpsCookie(value) {
+				return false
+			}
+		case eqFold(name, "authorization"):
+			if hasOpsCookie(value) || len(value) >= 6 && eqFold(value[:6], "basic ") {
+				return false
+			}
 		}
 		if kind == hHandoff {
 			return false
 		}
-		if kind == hOther {
-			for _, id := range idHeaders {
-				if eqFold(name, id) {
-					kind = hSkip
-					break
-				}
-			}
+		if kind == hOther && isSpoofable(name, spoof) {
+			kind = hSkip
 		}
 		fields = append(fields, field{name: name, value: value, kind: kind})
 	}
@@ -226,6 +236,31 @@ func parseRequestHead(head []byte, h *reqHead, idHeaders []string) bool {
 	}
 	h.fields, h.xff = fields, xff
 	return true
+}
+
+// isSpoofable reports whether name is, read as CGI reads it (case folded,
+// '_' as '-'), one of the names only the proxy sets; without allocating.
+func isSpoofable(name []byte, spoof []string) bool {
+	for _, s := range spoof {
+		if len(s) != len(name) {
+			continue
+		}
+		same := true
+		for i := 0; i < len(name) && same; i++ {
+			c := name[i]
+			switch {
+			case c == '_':
+				c = '-'
+			case 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
+			}
+			same = c == s[i]
+		}
+		if same {
+			return true
+		}
+	}
+	return false
 }
 
 // respHead is a parsed response head.

@@ -23,17 +23,20 @@ import (
 func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int, out int64, keep bool) {
 	h := &fc.req
 	t := rt.h1
+	again := replayable(h.method, h.idemKey)
 	var pc *h1Conn
 	for attempt := 0; ; attempt++ {
 		var reused bool
 		var err error
 		pc, reused, err = t.get(context.Background(), p.up.addr) // a dial is bounded by the dialer's timeout
-		if err == nil && reused && len(body) > 0 && !alive(pc) {
+		if err == nil && reused && (len(body) > 0 || !again) && !alive(pc) {
 			pc.c.Close()
-			continue // a body is never sent twice, so only to a live connection
+			continue // a body, or a request that cannot be sent twice, goes only to a connection still open
 		}
 		if err == nil {
-			err = fc.writeRequest(pc.bw, rt, p, q, body)
+			if err = fc.writeRequest(pc.bw, rt, p, q, body); err != nil {
+				err = nothingRead{err}
+			}
 		}
 		if err == nil {
 			if rt.cfg.Timeout > 0 {
@@ -47,8 +50,12 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 		if pc != nil {
 			pc.c.Close()
 		}
-		if reused && len(body) == 0 && attempt == 0 && !isTimeout(err) {
-			continue // the upstream closed an idle connection meanwhile
+		// A pooled connection the upstream closed meanwhile fails before
+		// any answer; the request is sent again on a new one only when
+		// net/http's Transport would: an idempotent method (or an
+		// Idempotency-Key), and nothing of a response read.
+		if reused && attempt == 0 && errors.Is(err, errNothingRead) && !isTimeout(err) && again {
+			continue
 		}
 		p.failed = true
 		code = http.StatusBadGateway
@@ -186,8 +193,12 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 }
 
 // readResponseHead reads the upstream's head into r, skipping 1xx
-// interim responses; the head stays in pc.br (pc.headLen bytes).
+// interim responses; the head stays in pc.br (pc.headLen bytes). An
+// error before any byte of a response arrived wraps errNothingRead.
 func readResponseHead(pc *h1Conn, r *respHead) error {
+	if _, err := pc.br.Peek(1); err != nil {
+		return nothingRead{err}
+	}
 	for {
 		n, err := peekHead(pc.br, nil)
 		if err != nil {
@@ -220,7 +231,7 @@ func (fc *fastConn) writeRequest(bw *bufio.Writer, rt *route, p *pass, q *reqInf
 	wc(bw, ' ')
 	path := q.path
 	if rt.cfg.StripPath && rt.cfg.Path != "/" {
-		path = "/" + strings.TrimPrefix(strings.TrimPrefix(path, strings.TrimSuffix(rt.cfg.Path, "/")), "/")
+		path = stripPrefix(path, rt.cfg.Path)
 	}
 	if base := p.up.url.Path; base != "" && base != "/" {
 		path = singleJoin(base, path)
@@ -257,7 +268,17 @@ func (fc *fastConn) writeRequest(bw *bufio.Writer, rt *route, p *pass, q *reqInf
 	ws(bw, fc.peerHost)
 	ws(bw, "\r\nX-Forwarded-Host: ")
 	wb(bw, h.host)
-	ws(bw, "\r\nX-Forwarded-Proto: http\r\nForwarded: ")
+	ws(bw, "\r\nX-Forwarded-Proto: http\r\n")
+	if p.ip.IsValid() {
+		ws(bw, "X-Real-Ip: ")
+		if p.ip == fc.peer {
+			ws(bw, fc.peerIP)
+		} else {
+			ws(bw, p.ip.String())
+		}
+		ws(bw, "\r\n")
+	}
+	ws(bw, "Forwarded: ")
 	if p.trusted && len(h.forwarded) > 0 {
 		wb(bw, h.forwarded)
 		ws(bw, ", ")

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"bufio"
+	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"testing"
 
@@ -33,6 +36,82 @@ func FuzzMatch(f *testing.F) {
 		rt := tb.match(host, path)
 		if rt != nil && rt.cfg.Name == "a" && !(path == "/api" || strings.HasPrefix(path, "/api/")) {
 			t.Fatalf("route a for path %q", path)
+		}
+	})
+}
+
+// permissive reads a path as the most lenient upstream would: every
+// escape decoded once, '\' as '/', ;parameters dropped from segments
+// (servlet containers), then cleaned. It is the reference the proxy's
+// decisions are held to.
+func permissive(p string) string {
+	d, err := url.PathUnescape(p)
+	if err != nil {
+		d = p
+	}
+	d = strings.ReplaceAll(d, "\\", "/")
+	segs := strings.Split(d, "/")
+	for i, s := range segs {
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			segs[i] = s[:j]
+		}
+	}
+	return path.Clean("/" + strings.Join(segs, "/"))
+}
+
+// FuzzACLPath is the differential test of path canonicalisation: random
+// request targets go through what the proxy does (net/http's parsing,
+// canonRequest, route and ACL with both readings) with a rule denying
+// /admin/**. Whenever the proxy would forward a request, neither the
+// target as the client sent it nor the path sent upstream may read, to
+// the permissive reference, as /admin or below. Both encoded-slash
+// modes are held to it.
+func FuzzACLPath(f *testing.F) {
+	tables := map[bool]*table{}
+	for _, keep := range []bool{false, true} {
+		cfg := config.Default()
+		cfg.Proxy.Routes = []config.Route{{Name: "site", Upstreams: config.Strings{"http://127.0.0.1:1"},
+			ACL: config.ACL{Rules: []config.ACLRule{{Action: "deny", Paths: config.Strings{"/admin/**"}}}}}}
+		if keep {
+			cfg.Proxy.EncodedSlashes = "keep"
+		}
+		if errs := cfg.Validate(); len(errs) > 0 {
+			f.Fatal(errs)
+		}
+		m := &Module{metrics: newMetrics(func() float64 { return 0 })}
+		tb, err := m.build(cfg.Proxy)
+		if err != nil {
+			f.Fatal(err)
+		}
+		tables[keep] = tb
+	}
+	for _, s := range []string{"/admin", "//admin/x", "/x/../admin", "/%2e/admin", "/%61dmin", "/admin;x/y", "/a%2F..%2Fadmin",
+		"/public/..;/admin", "/x/..%5Cadmin", "/ok/page", "/admin%20/x", "/ADMIN"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, target string, keep bool) {
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + target + " HTTP/1.1\r\nHost: x\r\n\r\n")))
+		if err != nil {
+			return // net/http refuses it before the proxy sees it
+		}
+		tb := tables[keep]
+		alt, err := tb.canonRequest(r)
+		if err != nil {
+			return // refused with 400
+		}
+		p := r.URL.EscapedPath()
+		rt := tb.match(hostOnly(r.Host), p)
+		if rt == nil || alt != "" && tb.match(hostOnly(r.Host), alt) != rt {
+			return
+		}
+		if ok, _ := rt.acl.decide(subject{method: "GET", path: p, alt: alt}); !ok {
+			return
+		}
+		for what, q := range map[string]string{"the client's target": strings.SplitN(target, "?", 2)[0], "the path sent upstream": p} {
+			if ref := permissive(q); ref == "/admin" || strings.HasPrefix(ref, "/admin/") {
+				t.Fatalf("allowed %q (keep %v): %s reads as %q; sent upstream %q", target, keep, what, ref, p)
+			}
 		}
 	})
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -101,24 +100,29 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !strings.Contains(addr, ":") || strings.HasSuffix(addr, "]") {
 		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
 	}
-	// A pooled connection may have been closed by the upstream meanwhile;
-	// a request that sent no body can be tried once more on a fresh one.
-	replayable := req.Body == nil || req.Body == http.NoBody
+	// A pooled connection may have been closed by the upstream meanwhile.
+	// As net/http's Transport does, the request is tried once more on a
+	// new connection only when it can be sent again (no body) and may be
+	// (an idempotent method or an Idempotency-Key), and only when nothing
+	// of a response came back.
+	noBody := req.Body == nil || req.Body == http.NoBody
+	again := noBody && replayable([]byte(req.Method), req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != "")
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := t.get(req.Context(), addr)
 		if err != nil {
 			return nil, err
 		}
-		// A body cannot be sent twice, so make sure a pooled connection is
-		// still open before using it for one: a closed one reads EOF at once.
-		if reused && !replayable && !alive(pc) {
+		// Make sure a pooled connection is still open before a request
+		// that cannot be tried again goes on it: a closed one reads EOF
+		// at once.
+		if reused && !again && !alive(pc) {
 			pc.c.Close()
 			continue
 		}
 		resp, err := t.roundTrip(req, pc, addr)
 		if err != nil {
 			pc.c.Close()
-			if reused && replayable && attempt == 0 && !errors.Is(err, context.Canceled) && !isTimeout(err) {
+			if reused && again && attempt == 0 && errors.Is(err, errNothingRead) && !errors.Is(err, context.Canceled) && !isTimeout(err) {
 				continue
 			}
 			return nil, err
@@ -127,31 +131,23 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// alive peeks at the socket without blocking: a closed connection reads
-// EOF, an idle live one has nothing to read. (A read deadline cannot do
-// this: a deadline already past fails the read before the socket is
-// looked at.)
-func alive(pc *h1Conn) bool {
-	if pc.br.Buffered() > 0 {
-		return false // bytes nobody asked for: the connection is out of step
-	}
-	sc, ok := pc.c.(syscall.Conn)
-	if !ok {
+// replayable reports whether a request may be sent a second time: the
+// methods net/http's Transport retries, or any with an idempotency key.
+func replayable(method []byte, idemKey bool) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
 		return true
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ok = false
-	_ = raw.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ok = n < 0 || err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true
-	})
-	return ok
+	return idemKey
 }
+
+// errNothingRead marks a failure before any byte of a response arrived.
+var errNothingRead = errors.New("connection failed before a response")
+
+type nothingRead struct{ err error }
+
+func (e nothingRead) Error() string   { return errNothingRead.Error() + ": " + e.err.Error() }
+func (e nothingRead) Unwrap() []error { return []error{errNothingRead, e.err} }
 
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -164,14 +160,21 @@ func (t *h1Transport) roundTrip(req *http.Request, pc *h1Conn, addr string) (*ht
 	stop := context.AfterFunc(req.Context(), func() { _ = pc.c.SetDeadline(time.Unix(1, 0)) })
 	if err := req.Write(pc.bw); err != nil {
 		stop()
-		return nil, err
+		return nil, nothingRead{err}
 	}
 	if err := pc.bw.Flush(); err != nil {
 		stop()
-		return nil, err
+		return nil, nothingRead{err}
 	}
 	if t.headerTimeout > 0 {
 		_ = pc.c.SetReadDeadline(time.Now().Add(t.headerTimeout))
+	}
+	if _, err := pc.br.Peek(1); err != nil {
+		stop()
+		if req.Context().Err() != nil {
+			return nil, req.Context().Err()
+		}
+		return nil, nothingRead{err}
 	}
 	var resp *http.Response
 	var err error

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -89,5 +90,52 @@ func TestH1Transport(t *testing.T) {
 	do("GET", "/", "")
 	if conns.Load() != before+1 {
 		t.Fatalf("connection reused after Connection: close (%d -> %d)", before, conns.Load())
+	}
+}
+
+// TestAlive: a pooled connection is usable only while the upstream keeps
+// it open and quiet: closed (EOF), reset (RST) or with unasked-for bytes
+// it is not.
+func TestAlive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pair := func() (*h1Conn, *net.TCPConn) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); s.Close() })
+		return &h1Conn{c: c, br: bufio.NewReader(c)}, s.(*net.TCPConn)
+	}
+	settle := func() { time.Sleep(50 * time.Millisecond) }
+	pc, _ := pair()
+	if !alive(pc) {
+		t.Error("an open, quiet connection is not alive")
+	}
+	pc, s := pair()
+	s.Close()
+	settle()
+	if alive(pc) {
+		t.Error("a connection the upstream closed is alive")
+	}
+	pc, s = pair()
+	_ = s.SetLinger(0) // close with RST
+	s.Close()
+	settle()
+	if alive(pc) {
+		t.Error("a reset connection is alive")
+	}
+	pc, s = pair()
+	_, _ = s.Write([]byte("HTTP/1.1 200 OK\r\n"))
+	settle()
+	if alive(pc) {
+		t.Error("a connection with bytes nobody asked for is alive")
 	}
 }

@@ -23,6 +23,8 @@ type table struct {
 	trusted   []netip.Prefix
 	redact    map[string]bool
 	idHeaders []string
+	spoof     []string // names only the proxy sets, lower case with '-'
+	keepSlash bool     // proxy.encoded_slashes: keep
 	cfg       *config.Proxy
 }
 
@@ -70,6 +72,8 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 			tb.idHeaders = append(tb.idHeaders, http.CanonicalHeaderKey(h))
 		}
 	}
+	tb.spoof = spoofable(tb.idHeaders)
+	tb.keepSlash = cfg.EncodedSlashes == "keep"
 	for i := range cfg.Routes {
 		rc := cfg.Routes[i]
 		if len(rc.Upstreams) == 0 {
@@ -77,8 +81,12 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 		}
 		rt := &route{cfg: rc, acl: compileACL(rc.ACL), tf: newTransform(rc), latency: m.metrics.latency.WithLabelValues(rc.Name)}
 		rt.tf.outbound = m.deps.OutboundLink
-		for _, h := range rc.Hosts {
-			rt.hosts = append(rt.hosts, strings.ToLower(h))
+		for j, h := range rc.Hosts {
+			ch, err := config.RouteHost(h)
+			if err != nil {
+				return nil, fmt.Errorf("proxy.routes[%d].hosts[%d]: %w", i, j, err)
+			}
+			rt.hosts = append(rt.hosts, ch)
 		}
 		p := &pool{least: rc.Balance == "least_conn", passive: rc.Passive}
 		for _, u := range rc.Upstreams {
@@ -103,16 +111,8 @@ func (m *Module) build(cfg config.Proxy) (*table, error) {
 	return tb, nil
 }
 
-// match finds the first route for host and path.
+// match finds the first route for a canonical host (no port) and path.
 func (tb *table) match(host, path string) *route {
-	host = strings.ToLower(host)
-	if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
-		host = h
-	} else if strings.HasPrefix(host, "[") {
-		if i := strings.LastIndex(host, "]"); i > 0 {
-			host = host[1:i]
-		}
-	}
 	for _, rt := range tb.routes {
 		if !rt.matchHost(host) || !pathUnder(path, rt.cfg.Path) {
 			continue

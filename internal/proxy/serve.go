@@ -41,34 +41,49 @@ type pass struct {
 	id        *identity.Identity
 	trusted   bool // the client is a trusted proxy: keep its X-Forwarded-For
 	ip        netip.Addr
-	failed    bool
+	// failed: the upstream was at fault (connect error, reset, timeout,
+	// broken response); a client's own fault never sets it.
+	failed   bool
+	upStatus int          // the upstream's status code, 0 when none came
+	in       *countReader // the request body as read from the client
 }
 
 type passKey struct{}
 
 // ServeHTTP is the proxy's request path.
 func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == OpsPrefix || strings.HasPrefix(r.URL.Path, OpsPrefix+"/") {
+	start := time.Now()
+	tb := m.table.Load()
+	// One form of the path and host for every decision below and for the
+	// upstream (request.go); a request that has none is refused.
+	alt, cerr := tb.canonRequest(r)
+	if cerr == nil && (r.URL.Path == OpsPrefix || strings.HasPrefix(r.URL.Path, OpsPrefix+"/")) {
 		m.serveOps(w, r)
 		return
 	}
-	start := time.Now()
-	tb := m.table.Load()
-	// Identity headers are the proxy's to set; a client's own are spoofs.
-	for _, h := range tb.idHeaders {
-		r.Header.Del(h)
-	}
+	tb.scrub(r.Header)
 	rec := &recorder{ResponseWriter: w}
 	in := &countReader{rc: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = in
 	}
 	ip, via := clientip.FromVia(r, tb.trusted)
-	p := &pass{ip: ip, trusted: via}
-	rt := tb.match(r.Host, r.URL.Path)
+	p := &pass{ip: ip, trusted: via, in: in}
+	var rt *route
 	defer func() { m.finish(tb, rt, r, rec, in.n, p, start) }()
+	if cerr != nil {
+		page(rec, http.StatusBadRequest, "Bad request", cerr.Error())
+		return
+	}
+	host := hostOnly(r.Host)
+	path := r.URL.EscapedPath()
+	rt = tb.match(host, path)
 	if rt == nil {
 		page(rec, http.StatusNotFound, "No route", "Ops has no route for this host and path.")
+		return
+	}
+	if alt != "" && tb.match(host, alt) != rt {
+		page(rec, http.StatusBadRequest, "Bad request", "path: its ;parameters or encoded slashes would change which route applies")
 		return
 	}
 	now := time.Now()
@@ -94,9 +109,11 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if e, ok := m.policy.blockedPath(r.URL.Path); ok {
-		page(rec, http.StatusForbidden, "Forbidden", "This path is blocked: "+e.Reason)
-		return
+	for _, pp := range []string{path, alt} {
+		if e, ok := m.policy.blockedPath(pp); ok && pp != "" {
+			page(rec, http.StatusForbidden, "Forbidden", "This path is blocked: "+e.Reason)
+			return
+		}
 	}
 	if rt.ipRate != nil && ip.IsValid() {
 		if ok, wait := rt.ipRate.allow(ip.String(), ip, 0, now); !ok {
@@ -116,8 +133,11 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		p.id = id
+		// Whatever Authorization header there was, Ops read it (a token,
+		// Basic with a token, Negotiate): it was for Ops, not the upstream.
+		r.Header.Del("Authorization")
 	}
-	s := subject{method: r.Method, path: r.URL.Path, ip: ip, header: r.Header, now: now}
+	s := subject{method: r.Method, path: path, alt: alt, ip: ip, header: r.Header, now: now}
 	if p.id != nil {
 		s.user, s.groups = p.id.User, p.id.Groups
 	}
@@ -157,10 +177,11 @@ func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt.cfg.Cache {
 		p.cacheKey = cacheKey(r)
 	}
+	dropCredentials(r.Header)
 	up.active.Add(1)
 	defer up.active.Add(-1)
 	rt.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), passKey{}, p)))
-	rt.pool.result(up, p.failed || rec.code >= 500)
+	rt.pool.result(up, p.failed || rt.pool.failedStatus(p.upStatus))
 }
 
 func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
@@ -170,8 +191,7 @@ func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			p := pr.In.Context().Value(passKey{}).(*pass)
 			if rt.cfg.StripPath && rt.cfg.Path != "/" {
-				pr.Out.URL.Path = "/" + strings.TrimPrefix(strings.TrimPrefix(pr.Out.URL.Path, strings.TrimSuffix(rt.cfg.Path, "/")), "/")
-				pr.Out.URL.RawPath = ""
+				setPath(pr.Out.URL, stripPrefix(pr.Out.URL.EscapedPath(), rt.cfg.Path))
 			}
 			if p.trusted {
 				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
@@ -190,6 +210,9 @@ func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
 				fwd = prev + ", " + fwd
 			}
 			pr.Out.Header.Set("Forwarded", fwd)
+			if p.ip.IsValid() {
+				pr.Out.Header.Set("X-Real-Ip", p.ip.String())
+			}
 			if p.id != nil {
 				if idh.User != "" {
 					pr.Out.Header.Set(idh.User, p.id.User)
@@ -206,26 +229,31 @@ func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
 		BufferPool: bufferPool{bufs},
 		ErrorLog:   nil,
 		ModifyResponse: func(resp *http.Response) error {
-			if p, _ := resp.Request.Context().Value(passKey{}).(*pass); p != nil && p.cache != "" {
-				resp.Header.Set("Cache-Status", cacheStatus(p.cache))
+			if p, _ := resp.Request.Context().Value(passKey{}).(*pass); p != nil {
+				if p.cache != "" {
+					resp.Header.Set("Cache-Status", cacheStatus(p.cache))
+				}
+				if p.cache == "" || p.cache == "miss" || p.cache == "revalidated" || p.cache == "expired" || p.cache == "bypass" {
+					p.upStatus = resp.StatusCode
+				}
 			}
 			rt.tf.apply(resp.Request, resp)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p := r.Context().Value(passKey{}).(*pass)
+			// The client's faults first: its body could not be read (too
+			// large, malformed, cut off) or it went away. Those are
+			// answered as such and never count against the upstream.
+			if code, msg := clientFault(p.in, err); code != 0 {
+				m.log.Debug("client error", "route", rt.cfg.Name, "code", code, "err", err)
+				page(w, code, statusText(code), msg)
+				return
+			}
 			p.failed = true
 			code := http.StatusBadGateway
 			if isTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
 				code = http.StatusGatewayTimeout
-			}
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				p.failed = false
-				code = http.StatusRequestEntityTooLarge
-			}
-			if errors.Is(err, context.Canceled) {
-				p.failed = false // the client went away
 			}
 			m.log.Debug("upstream error", "route", rt.cfg.Name, "upstream", p.up.url.String(), "err", err)
 			page(w, code, http.StatusText(code), "The upstream server did not answer properly.")
@@ -245,7 +273,12 @@ func cacheKey(r *http.Request) string {
 	if r.TLS != nil {
 		scheme = "https://"
 	}
-	return scheme + strings.ToLower(r.Host) + r.URL.RequestURI()
+	return scheme + r.Host + r.URL.RequestURI()
+}
+
+// stripPrefix removes a route's path prefix from the escaped path p.
+func stripPrefix(p, prefix string) string {
+	return "/" + strings.TrimPrefix(strings.TrimPrefix(p, strings.TrimSuffix(prefix, "/")), "/")
 }
 
 // cacheStatus is the RFC 9211 Cache-Status value for a result.
@@ -353,14 +386,54 @@ func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Fl
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 type countReader struct {
-	rc io.ReadCloser
-	n  int64
+	rc  io.ReadCloser
+	n   int64
+	err error // the first read error other than io.EOF
 }
 
 func (c *countReader) Read(p []byte) (int, error) {
 	n, err := c.rc.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
 	return n, err
+}
+
+// statusClientClosed is nginx's 499: the client went away before the
+// answer (recorded in metrics and events; the client sees nothing).
+const statusClientClosed = 499
+
+func statusText(code int) string {
+	if code == statusClientClosed {
+		return "Client Closed Request"
+	}
+	return http.StatusText(code)
+}
+
+// clientFault classifies a failed proxying whose cause was the client:
+// its request body over max_body (413), cut off or the client gone (499),
+// or malformed, such as broken chunked framing (400). It returns 0 when
+// the client was not at fault.
+func clientFault(in *countReader, err error) (int, string) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe) || in != nil && errors.As(in.err, &mbe):
+		return http.StatusRequestEntityTooLarge, "The request body is too large."
+	case errors.Is(err, context.Canceled):
+		return statusClientClosed, "The client went away."
+	case in == nil || in.err == nil:
+		return 0, ""
+	case errors.Is(in.err, io.ErrUnexpectedEOF) || isNetErr(in.err):
+		return statusClientClosed, "The request body ended before its length."
+	}
+	return http.StatusBadRequest, "The request body is malformed: " + in.err.Error()
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, net.ErrClosed)
 }
 
 func (c *countReader) Close() error { return c.rc.Close() }
@@ -388,7 +461,7 @@ type requestData struct {
 }
 
 func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in int64, p *pass, start time.Time) {
-	q := reqInfo{method: r.Method, host: r.Host, path: r.URL.Path, query: r.URL.RawQuery, ua: r.UserAgent(), referrer: r.Referer(), proto: r.Proto}
+	q := reqInfo{method: r.Method, host: r.Host, path: r.URL.EscapedPath(), query: r.URL.RawQuery, ua: r.UserAgent(), referrer: r.Referer(), proto: r.Proto}
 	m.record(tb, rt, &q, rec.code, in, rec.n, p, start)
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,8 +74,16 @@ func (p *pool) pick() *upstream {
 	return nil
 }
 
-// result records a proxied request's outcome for passive ejection: a
-// connection error or a 5xx counts as a failure.
+// failedStatus reports whether an upstream's status code counts against
+// it (passive.fail_statuses; none by default).
+func (p *pool) failedStatus(code int) bool {
+	return code != 0 && slices.Contains(p.passive.FailStatuses, code)
+}
+
+// result records a proxied request's outcome for passive ejection. Only
+// the upstream's faults count (connection refused or reset, a timeout, a
+// broken response, a status in fail_statuses); what a client does wrong
+// never takes an upstream out for everyone.
 func (p *pool) result(u *upstream, failed bool) {
 	if p.passive.MaxFails <= 0 {
 		return

@@ -65,7 +65,7 @@ func New(g *graph.Graph, deps Deps) (*Module, error) {
 		deps.Handle("GET /api/v1/views", "views:read", http.HandlerFunc(m.list))
 		deps.Handle("GET /api/v1/views/{name}", "views:read", http.HandlerFunc(m.query))
 		deps.Handle("PUT /api/v1/views/{name}", "graph:write", graph.PutHandler("view", m.store.Load,
-			func(v *config.View) *string { return &v.Name }, (*graph.Store).PutView))
+			func(v *config.View) *string { return &v.Name }, (*graph.Store).PutView, nil))
 		deps.Handle("DELETE /api/v1/views/{name}", "graph:write", graph.DeleteHandler("view", m.store.Load))
 		deps.Handle("POST /api/v1/views/{name}/rebuild", "views:write", http.HandlerFunc(m.rebuild))
 		deps.Handle("GET /api/v1/views/{name}/rebuild", "views:read", http.HandlerFunc(m.rebuildStatus))
@@ -200,6 +200,18 @@ func Bucket(name string) string { return "VIEW_" + name }
 
 // ConsumerName is the durable consumer of a view's first generation.
 func ConsumerName(name string) string { return "view_" + name }
+
+// LiveConsumer is the durable consumer of the generation of view name
+// that queries read and that publishes its change events.
+func LiveConsumer(ctx context.Context, b *bus.Bus, name string) string {
+	gen := 0
+	if act, err := b.JetStream().KeyValue(ctx, activeBucket); err == nil {
+		if e, err := act.Get(ctx, name); err == nil {
+			gen, _ = strconv.Atoi(string(e.Value()))
+		}
+	}
+	return genConsumer(name, gen)
+}
 
 func genBucket(name string, gen int) string {
 	if gen == 0 {
