@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/opsgraph/ops/internal/api"
 	"github.com/opsgraph/ops/internal/config"
@@ -86,7 +88,74 @@ func TestAPI(t *testing.T) {
 			t.Run("dedup", func(t *testing.T) { testDedup(t, r.URL) })
 			t.Run("tail", func(t *testing.T) { testTail(t, r.URL) })
 			t.Run("ops endpoints", func(t *testing.T) { testOpsEndpoints(t, r.URL) })
+			t.Run("invalid UTF-8", func(t *testing.T) { testInvalidUTF8(t, r.URL) })
+			t.Run("since in the future", func(t *testing.T) { testSinceFuture(t, r.URL) })
 		})
+	}
+}
+
+// testInvalidUTF8: bytes that are not UTF-8 and lone surrogate escapes in
+// data are stored as U+FFFD, so every page of events is UTF-8 JSON that a
+// strict parser reads.
+func testInvalidUTF8(t *testing.T, url string) {
+	body := `{"specversion":"1.0","id":"utf8-1","source":"/t","type":"utf.bad","data":{"raw":"a` + "\xff\xfe" + `b","esc":"x\ud800y","pair":"\ud83d\ude00"}}`
+	if code, b := post(t, url, event.ContentType, body); code != 200 {
+		t.Fatalf("publish: %d %s", code, b)
+	}
+	resp, err := http.Get(url + "/api/v1/events?subject=ev.utf.bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !utf8.Valid(raw) || bytes.Contains(raw, []byte(`\ud800`)) {
+		t.Fatalf("events page is not clean UTF-8 JSON: %q", raw)
+	}
+	var p page
+	if err := json.Unmarshal(raw, &p); err != nil || len(p.Events) != 1 {
+		t.Fatalf("%v %s", err, raw)
+	}
+	var d map[string]string
+	_ = json.Unmarshal(p.Events[0].Event.Data, &d)
+	if d["raw"] != "a\uFFFD\uFFFDb" || d["esc"] != "x\uFFFDy" || d["pair"] != "\U0001F600" {
+		t.Fatalf("data %q", d)
+	}
+}
+
+// testSinceFuture: a start time in the future reads nothing and continues
+// past the end, never from the beginning; times the bus cannot hold are
+// refused.
+func testSinceFuture(t *testing.T, url string) {
+	var p page
+	if code := getJSON(t, url+"/api/v1/events?since=2030-01-01T00:00:00Z", &p); code != 200 || len(p.Events) != 0 {
+		t.Fatalf("future since: %d %+v", code, p)
+	}
+	var st struct {
+		Streams []struct {
+			Name    string
+			LastSeq uint64 `json:"last_seq"`
+		}
+	}
+	getJSON(t, url+"/api/v1/streams", &st)
+	var last uint64
+	for _, s := range st.Streams {
+		if s.Name == "EVENTS" {
+			last = s.LastSeq
+		}
+	}
+	if next, _ := strconv.ParseUint(p.Next, 10, 64); next <= last {
+		t.Fatalf("next %q after a future since, want past the last sequence %d", p.Next, last)
+	}
+	// A filter nothing matches also continues past the end.
+	getJSON(t, url+"/api/v1/events?subject=ev.nothing.here", &p)
+	if next, _ := strconv.ParseUint(p.Next, 10, 64); next <= last {
+		t.Fatalf("next %q for an empty filter, want past %d", p.Next, last)
+	}
+	var e api.ErrorBody
+	for _, since := range []string{"2300-01-01T00:00:00Z", "1900-01-01T00:00:00Z"} {
+		if code := getJSON(t, url+"/api/v1/events?since="+since, &e); code != 400 || e.Field != "since" {
+			t.Errorf("since=%s: %d %+v", since, code, e)
+		}
 	}
 }
 
@@ -319,6 +388,18 @@ func testOpsEndpoints(t *testing.T, url string) {
 	}
 	if c := put(`{"module":"bus","level":"loud"}`); c != 400 {
 		t.Fatalf("bad log-level: %d", c)
+	}
+	// A module nobody logs as is refused, not quietly added.
+	req, _ := http.NewRequest("PUT", url+"/api/v1/log-level", strings.NewReader(`{"module":"buss","level":"debug"}`))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unknown api.ErrorBody
+	_ = json.NewDecoder(resp.Body).Decode(&unknown)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || unknown.Field != "module" || !strings.Contains(unknown.Error, "bus") {
+		t.Fatalf("unknown module: %d %+v", resp.StatusCode, unknown)
 	}
 	var lv struct {
 		Levels []struct{ Module, Level string }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -94,8 +96,7 @@ func (m *Module) postEvents(w http.ResponseWriter, r *http.Request) {
 	acks, err := m.deps.Bus.Publish(r.Context(), evs)
 	if err != nil {
 		m.log.Warn("publish failed", "events", len(evs), "err", err)
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "", err.Error())
+		m.deps.Bus.WriteError(w, err)
 		return
 	}
 	res := PublishResult{Count: len(acks), Events: make([]EventAck, len(acks))}
@@ -148,6 +149,12 @@ func readOptions(w http.ResponseWriter, r *http.Request, defLimit int) (bus.Read
 	}
 	if s := q.Get("since"); s != "" {
 		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			// The bus counts time in nanoseconds since 1970 (int64): past
+			// 2262 the start would wrap around to the beginning.
+			if t.Year() < 1970 || t.Year() > 2261 {
+				writeError(w, http.StatusBadRequest, "since", fmt.Sprintf("time %q is out of range: want a time between 1970 and 2261", s))
+				return o, false
+			}
 			o.Since = t
 		} else if p, err := bus.ParsePosition(s); err == nil {
 			o.Start = p
@@ -222,7 +229,11 @@ func (m *Module) streamEvents(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := contextUntil(r.Context(), m.streams)
 	defer cancel()
-	events := make(chan bus.Stored, 256)
+	// Flow control end to end: the tail pulls from the bus only as fast as
+	// this loop writes to the client (bus.Tail bounds what it holds), so a
+	// reader that does not read falls behind instead of filling memory. A
+	// write that cannot go out within sseWriteWait drops the reader.
+	events := make(chan bus.Stored, 16)
 	errc := make(chan error, 1)
 	go func() {
 		errc <- m.deps.Bus.Tail(ctx, o, func(s bus.Stored) error {
@@ -236,6 +247,14 @@ func (m *Module) streamEvents(w http.ResponseWriter, r *http.Request) {
 	}()
 	heartbeat := time.NewTicker(15 * time.Second)
 	defer heartbeat.Stop()
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(sseWriteWait)) }
+	tooSlow := func() {
+		// One last try to say why, then the connection goes.
+		_ = rc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(w, "event: error\ndata: \"reader too slow: nothing could be written for "+sseWriteWait.String()+"; reconnect with Last-Event-ID to resume\"\n\n")
+		_ = rc.Flush()
+		m.slowReaders.Inc()
+	}
 	for {
 		select {
 		case s := <-events:
@@ -243,17 +262,32 @@ func (m *Module) streamEvents(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				continue
 			}
+			deadline()
 			if _, err := fmt.Fprintf(w, "id: %s\nevent: event\ndata: %s\n\n", s.Position, b); err != nil {
+				if isTimeout(err) {
+					tooSlow()
+				}
 				return
 			}
 			if len(events) == 0 {
-				_ = rc.Flush()
+				if err := rc.Flush(); err != nil {
+					if isTimeout(err) {
+						tooSlow()
+					}
+					return
+				}
 			}
 		case <-heartbeat.C:
+			deadline()
 			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
 				return
 			}
-			_ = rc.Flush()
+			if err := rc.Flush(); err != nil {
+				if isTimeout(err) {
+					tooSlow()
+				}
+				return
+			}
 		case err := <-errc:
 			if err != nil && ctx.Err() == nil {
 				fmt.Fprintf(w, "event: error\ndata: %q\n\n", err.Error())
@@ -264,6 +298,15 @@ func (m *Module) streamEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// sseWriteWait is how long a tail's write may wait on a reader that does
+// not read before the reader is dropped.
+const sseWriteWait = 30 * time.Second
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 func wantsCSV(r *http.Request) bool {

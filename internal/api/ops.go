@@ -2,8 +2,11 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
+
+	"github.com/opsgraph/ops/internal/logging"
 )
 
 func (m *Module) healthz(w http.ResponseWriter, r *http.Request) {
@@ -18,6 +21,10 @@ func (m *Module) readyz(w http.ResponseWriter, r *http.Request) {
 		code, status = http.StatusServiceUnavailable, "not ready"
 	} else if err := m.deps.Bus.Healthy(); err != nil {
 		code, status = http.StatusServiceUnavailable, err.Error()
+	} else if err := m.deps.Bus.Space(); err != nil {
+		// Up, but not taking writes: a load balancer should send them
+		// elsewhere.
+		code, status = http.StatusServiceUnavailable, "not ready for writes: "+err.Error()
 	}
 	writeJSON(w, code, map[string]any{"status": status, "modules": modules})
 }
@@ -63,8 +70,12 @@ func (m *Module) putLogLevel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "module", "required")
 		return
 	}
-	if err := m.deps.Logs.Set(req.Module, req.Level); err != nil {
-		writeError(w, http.StatusBadRequest, "level", err.Error())
+	if err := m.deps.Logs.Update(req.Module, req.Level); err != nil {
+		field := "level"
+		if errors.Is(err, logging.ErrUnknownModule) {
+			field = "module"
+		}
+		writeError(w, http.StatusBadRequest, field, err.Error())
 		return
 	}
 	m.log.Info("log level changed", "target", req.Module, "level", req.Level)

@@ -76,8 +76,9 @@ type Module struct {
 	mu   sync.Mutex
 	addr net.Addr
 
-	reqs    *prometheus.CounterVec
-	latency *prometheus.HistogramVec
+	reqs        *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	slowReaders prometheus.Counter
 }
 
 // New builds the API module and its routes.
@@ -96,8 +97,11 @@ func New(cfg config.HTTP, deps Deps) (*Module, error) {
 		Name: "ops_http_request_seconds", Help: "HTTP request latency by route pattern.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 3, 10),
 	}, []string{"route"})
+	m.slowReaders = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ops_http_slow_readers_dropped_total", Help: "Event-stream (SSE) readers dropped because nothing could be written to them for 30 s.",
+	})
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(m.reqs, m.latency)
+		deps.Registry.MustRegister(m.reqs, m.latency, m.slowReaders)
 	}
 	m.routes()
 	m.srv = &http.Server{

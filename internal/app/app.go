@@ -94,7 +94,13 @@ func New(cfg *config.Config, logs *logging.Levels) (*App, error) {
 // defs is the one place modules are listed with their dependencies.
 func (a *App) defs() []Def {
 	return []Def{
-		{Name: "bus", New: func() (Module, error) {
+		{Name: "bus", Requires: func(targets []string) error {
+			// Alone, a bus serves only whoever can connect to it.
+			if len(targets) == 1 && a.cfg.Bus.Listen == "" {
+				return errors.New("a bus on its own needs bus.listen (OPS_BUS_LISTEN), or nothing can reach it; run it with the modules that use it, or point those at bus.url")
+			}
+			return nil
+		}, New: func() (Module, error) {
 			m, err := bus.New(a.cfg.Bus, bus.Deps{DataDir: a.cfg.DataDir, Logger: a.logs.Logger("bus"), Registry: a.reg})
 			a.bus = m
 			return m, err
@@ -154,10 +160,22 @@ func (a *App) defs() []Def {
 				return m, err
 			}},
 		{Name: "coap", Deps: []string{"bus"}, Enabled: func() bool { return a.cfg.CoAP.Listen != "" },
+			Requires: func([]string) error {
+				if a.cfg.CoAP.Listen == "" {
+					return errors.New("coap needs coap.listen (OPS_COAP_LISTEN), e.g. 127.0.0.1:5683")
+				}
+				return nil
+			},
 			New: func() (Module, error) {
 				return collector.NewCoAP(a.cfg.CoAP.Listen, a.cfg.Collector, a.bus.Bus(), a.logs.Logger("coap")), nil
 			}},
 		{Name: "proxy", Deps: []string{"bus", "identity", "api", "collector"}, Enabled: func() bool { return len(a.cfg.Proxy.Routes) > 0 },
+			Requires: func([]string) error {
+				if len(a.cfg.Proxy.Routes) == 0 {
+					return errors.New("proxy needs proxy.routes in the config file (docs/proxy.md)")
+				}
+				return nil
+			},
 			New: func() (Module, error) {
 				m, err := proxy.New(a.cfg.Proxy, proxy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("proxy"), Registry: a.reg,
 					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler(), OutboundLink: a.collector.OutboundLink})
@@ -179,10 +197,16 @@ func (a *App) Targets() []string { return a.mgr.Names() }
 // Run starts targets and blocks until ctx ends or a module fails.
 func (a *App) Run(ctx context.Context, targets []string) error {
 	a.started = time.Now()
-	if a.cfg.Bus.URL == "" {
+	if a.cfg.DataDir != "" {
 		if err := os.MkdirAll(a.cfg.DataDir, 0o750); err != nil {
 			return err
 		}
+		release, err := lockDataDir(a.cfg.DataDir)
+		if err != nil {
+			a.log.Error("not starting", "err", err)
+			return err
+		}
+		defer release()
 	}
 	a.log.Info("starting", "version", Version, "targets", targets, "data_dir", a.cfg.DataDir, "config_hash", a.cfg.Hash())
 	err := a.mgr.Run(ctx, targets)

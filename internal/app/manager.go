@@ -25,6 +25,10 @@ type Def struct {
 	Deps []string
 	// Enabled says whether "all" includes the module; nil means always.
 	Enabled func() bool
+	// Requires, when set, is checked when the module is named as a target
+	// itself (not pulled in by "all" or as a dependency): an error names
+	// the config key the module cannot run without, and nothing starts.
+	Requires func(targets []string) error
 	// New constructs the module; it runs after the dependencies are ready.
 	// A nil New declares a group (like "all") with no module of its own.
 	New func() (Module, error)
@@ -121,8 +125,14 @@ func (m *Manager) Resolve(targets []string) ([]string, error) {
 		return nil
 	}
 	for _, t := range targets {
-		if err := visit(strings.TrimSpace(t), nil); err != nil {
+		t = strings.TrimSpace(t)
+		if err := visit(t, nil); err != nil {
 			return nil, err
+		}
+		if d := m.defs[t]; d.Requires != nil {
+			if err := d.Requires(targets); err != nil {
+				return nil, fmt.Errorf("--target=%s: %w", t, err)
+			}
 		}
 	}
 	return order, nil

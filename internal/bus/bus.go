@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -50,6 +51,8 @@ type Bus struct {
 	dedup   *dedup
 	metrics *metrics
 	maxMsg  int
+	space   *spaceGuard            // nil with an external bus
+	jsCfg   server.JetStreamConfig // the embedded JetStream's, to turn it back on
 }
 
 // Open starts the embedded server (or connects to bus.url), ensures the
@@ -120,11 +123,22 @@ func (b *Bus) startEmbedded(o Options) error {
 			opts.Port = server.RANDOM_PORT
 		}
 	}
+	if err := os.MkdirAll(opts.StoreDir, 0o750); err != nil {
+		return fmt.Errorf("embedded nats: %w", err)
+	}
+	// The storage limit is the file system; the space guard keeps the last
+	// bus.min_free of it (space.go).
+	b.space = &spaceGuard{dir: opts.StoreDir, minFree: uint64(o.Config.MinFree)}
+	if _, total, ok := diskSpace(opts.StoreDir); ok && total > 0 {
+		opts.JetStreamMaxStore = int64(total)
+	}
+	b.jsCfg = server.JetStreamConfig{StoreDir: opts.StoreDir, SyncInterval: opts.SyncInterval, SyncAlways: opts.SyncAlways,
+		MaxMemory: opts.JetStreamMaxMemory, MaxStore: opts.JetStreamMaxStore, Strict: true}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("embedded nats: %w", err)
 	}
-	srv.SetLoggerV2(natsLogger{b.log.With("component", "nats-server")}, false, false, false)
+	srv.SetLoggerV2(natsLogger{log: b.log.With("component", "nats-server"), diskErr: func() { b.space.stuck.Store(true) }}, false, false, false)
 	srv.Start()
 	b.srv = srv
 	if !srv.ReadyForConnections(10 * time.Second) {
@@ -254,6 +268,35 @@ func (b *Bus) ClientURL() string {
 	return b.srv.ClientURL()
 }
 
+// restoreJetStream restarts the embedded JetStream once space is free
+// again after a write found the disk full: its file store refuses every
+// write after such an error until the stream is loaded anew, and JetStream
+// may have turned itself off. Streams, consumers and buckets are reloaded
+// from disk; modules reconnect their consumers as after any outage. It
+// reports whether it restarted.
+func (b *Bus) restoreJetStream() bool {
+	if b.srv == nil || !b.space.stuck.Load() && b.srv.JetStreamEnabled() {
+		return false
+	}
+	if free, total, ok := diskSpace(b.space.dir); ok && free < b.space.reserve(total) {
+		return false
+	}
+	if b.srv.JetStreamEnabled() {
+		if err := b.srv.DisableJetStream(); err != nil {
+			b.log.Warn("cannot restart JetStream yet", "err", err)
+			return false
+		}
+	}
+	cfg := b.jsCfg
+	if err := b.srv.EnableJetStream(&cfg); err != nil {
+		b.log.Warn("cannot turn JetStream back on yet", "err", err)
+		return false
+	}
+	b.space.stuck.Store(false)
+	b.log.Warn("JetStream restarted: the disk had filled up and has space again")
+	return true
+}
+
 // Embedded reports whether the bus runs in this process.
 func (b *Bus) Embedded() bool { return b.srv != nil }
 
@@ -261,6 +304,9 @@ func (b *Bus) Embedded() bool { return b.srv != nil }
 func (b *Bus) Healthy() error {
 	if b.nc == nil || !b.nc.IsConnected() {
 		return fmt.Errorf("%w: not connected", ErrUnavailable)
+	}
+	if b.srv != nil && !b.srv.JetStreamEnabled() {
+		return fmt.Errorf("%w: the embedded JetStream turned itself off (a write found the disk full); it comes back on by itself once space is freed", ErrUnavailable)
 	}
 	return nil
 }

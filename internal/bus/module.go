@@ -58,6 +58,7 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 				b.Close()
 				return errors.New("embedded NATS server stopped")
 			}
+			b.restoreJetStream()
 		}
 	}
 }

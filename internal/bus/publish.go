@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -46,7 +47,24 @@ const (
 // Publish stores events, validated by the caller, and returns one Ack per
 // event in order. It returns only after the bus acknowledged every message;
 // on error nothing is acknowledged to the caller and a retry is safe.
+// While the disk is short of space (Space), new events are refused with a
+// *DiskFullError.
 func (b *Bus) Publish(ctx context.Context, evs []event.Event) ([]Ack, error) {
+	if err := b.Space(); err != nil && len(evs) > 0 {
+		return nil, b.failed(err)
+	}
+	return b.publish(ctx, evs)
+}
+
+// PublishDerived is Publish for events that follow from events already
+// accepted (a view's change events, dead letters): they are stored even
+// while the disk is short of space, from the reserve kept for them, so
+// what was acknowledged is processed.
+func (b *Bus) PublishDerived(ctx context.Context, evs []event.Event) ([]Ack, error) {
+	return b.publish(ctx, evs)
+}
+
+func (b *Bus) publish(ctx context.Context, evs []event.Event) ([]Ack, error) {
 	start := time.Now()
 	acks := make([]Ack, len(evs))
 	if len(evs) == 0 {
@@ -81,23 +99,64 @@ func (b *Bus) Publish(ctx context.Context, evs []event.Event) ([]Ack, error) {
 			}
 		}
 	}
-	stored := map[uint64]Position{}
-	err := b.publishFresh(ctx, evs, hs, isKnown, acks)
+	msgs, futs, firstOf, err := b.submit(evs, hs, isKnown, acks)
+	// Every message handed to the bus is waited for, whatever the caller
+	// does meanwhile (a client hanging up cancels ctx): the bus may store
+	// it, and its ids must then enter the window, or a retry that batches
+	// the same events differently (another Nats-Msg-Id) stores them again.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), b.cfg.PublishTimeout.D())
+	pending, werr := b.await(wctx, msgs, futs, acks)
+	wcancel()
 	if err == nil {
-		for i := range acks {
-			if isKnown[i] {
-				acks[i].Position, acks[i].Duplicate = known[i], true
-			} else {
-				stored[hs[i]] = acks[i].Position
+		err = werr
+	}
+	record := func() map[uint64]Position {
+		stored := map[uint64]Position{}
+		for mi, m := range msgs {
+			if slices.Contains(pending, mi) || futs[mi] == nil {
+				continue
+			}
+			for _, ei := range m.idx {
+				if acks[ei].Position.Seq != 0 {
+					stored[hs[ei]] = acks[ei].Position
+				}
 			}
 		}
+		return stored
+	}
+	if len(pending) > 0 {
+		// The outcome of some messages is not known yet: the reservation
+		// stays until it is, so a retry of these ids waits for it instead
+		// of storing them a second time.
+		go func() {
+			lctx, lcancel := context.WithTimeout(context.Background(), lateAckWait)
+			defer lcancel()
+			still, _ := b.await(lctx, msgs, futs, acks, pending...)
+			pending = still
+			if b.dedup.enabled() {
+				b.dedup.finish(mine, f, record(), time.Now().UnixNano())
+			}
+		}()
+		return nil, b.failed(err)
 	}
 	if b.dedup.enabled() {
-		b.dedup.finish(mine, f, stored, time.Now().UnixNano())
+		b.dedup.finish(mine, f, record(), time.Now().UnixNano())
 	}
 	if err != nil {
 		return nil, b.failed(err)
 	}
+	for i := range acks {
+		if isKnown[i] {
+			acks[i].Position, acks[i].Duplicate = known[i], true
+		} else if acks[i].Duplicate {
+			// Repeats inside this publish share the first occurrence's
+			// position.
+			if j := firstOf[hs[i]]; j != i {
+				acks[i].Position = acks[j].Position
+			}
+		}
+	}
+	b.metrics.messages.Add(float64(len(msgs)))
 	b.metrics.publishSeconds.Observe(time.Since(start).Seconds())
 	dups := 0
 	for _, a := range acks {
@@ -110,6 +169,10 @@ func (b *Bus) Publish(ctx context.Context, evs []event.Event) ([]Ack, error) {
 	return acks, nil
 }
 
+// lateAckWait bounds how long a publish whose acknowledgement did not come
+// in time keeps its ids reserved, waiting for the outcome.
+const lateAckWait = 2 * time.Minute
+
 func (b *Bus) failed(err error) error {
 	b.metrics.errors.Inc()
 	return err
@@ -120,10 +183,12 @@ type outMsg struct {
 	msg *nats.Msg
 }
 
-// publishFresh groups the events not yet known by subject, packs each group
-// into messages under the payload limit and publishes them all before
-// waiting, so one request costs one round of fsyncs.
-func (b *Bus) publishFresh(ctx context.Context, evs []event.Event, hs []uint64, isKnown []bool, acks []Ack) error {
+// submit groups the events not yet known by subject, packs each group
+// into messages under the payload limit and hands them all to the bus
+// before anything waits, so one request costs one round of fsyncs. It
+// returns the messages with the futures of those handed over (nil for
+// the rest, after an error), and where each event first occurs.
+func (b *Bus) submit(evs []event.Event, hs []uint64, isKnown []bool, acks []Ack) ([]outMsg, []jetstream.PubAckFuture, map[uint64]int, error) {
 	bySubject := map[string][]int{}
 	var order []string
 	firstOf := map[uint64]int{} // repeats inside this publish point at the first
@@ -146,7 +211,7 @@ func (b *Bus) publishFresh(ctx context.Context, evs []event.Event, hs []uint64, 
 	for _, s := range order {
 		ms, err := b.pack(s, evs, bySubject[s])
 		if err != nil {
-			return err
+			return nil, nil, firstOf, err
 		}
 		msgs = append(msgs, ms...)
 	}
@@ -154,11 +219,24 @@ func (b *Bus) publishFresh(ctx context.Context, evs []event.Event, hs []uint64, 
 	for i, m := range msgs {
 		fut, err := b.js.PublishMsgAsync(m.msg)
 		if err != nil {
-			return fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
+			return msgs, futures, firstOf, fmt.Errorf("%w: publish: %v", ErrUnavailable, err)
 		}
 		futures[i] = fut
 	}
-	for i, fut := range futures {
+	return msgs, futures, firstOf, nil
+}
+
+// await waits for the acknowledgements of the messages only (all handed
+// over ones when none are named) and fills in the positions of their
+// events. It returns the messages whose outcome is still unknown when ctx
+// ends, and the first error.
+func (b *Bus) await(ctx context.Context, msgs []outMsg, futs []jetstream.PubAckFuture, acks []Ack, only ...int) ([]int, error) {
+	var pending []int
+	var first error
+	for i, fut := range futs {
+		if fut == nil || len(only) > 0 && !slices.Contains(only, i) {
+			continue
+		}
 		select {
 		case pa := <-fut.Ok():
 			for k, ei := range msgs[i].idx {
@@ -166,21 +244,17 @@ func (b *Bus) publishFresh(ctx context.Context, evs []event.Event, hs []uint64, 
 				acks[ei].Duplicate = pa.Duplicate
 			}
 		case err := <-fut.Err():
-			return fmt.Errorf("%w: publish to %s: %v", ErrUnavailable, msgs[i].msg.Subject, err)
+			if first == nil {
+				first = fmt.Errorf("%w: publish to %s: %v", ErrUnavailable, msgs[i].msg.Subject, err)
+			}
 		case <-ctx.Done():
-			return fmt.Errorf("%w: no acknowledgement within %s", ErrUnavailable, b.cfg.PublishTimeout)
-		}
-	}
-	// Repeats inside this publish share the first occurrence's position.
-	for i := range evs {
-		if !isKnown[i] && acks[i].Duplicate {
-			if j := firstOf[hs[i]]; j != i {
-				acks[i].Position = acks[j].Position
+			pending = append(pending, i)
+			if first == nil {
+				first = fmt.Errorf("%w: no acknowledgement within %s", ErrUnavailable, b.cfg.PublishTimeout)
 			}
 		}
 	}
-	b.metrics.messages.Add(float64(len(msgs)))
-	return nil
+	return pending, first
 }
 
 // pack encodes the events idx (all with subject s) into as few messages as

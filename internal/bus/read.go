@@ -115,6 +115,9 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, erro
 	if o.Start.Seq > last || last == 0 {
 		return nil, next, nil
 	}
+	if !o.Since.IsZero() && o.Since.After(st.CachedInfo().State.LastTime) {
+		return nil, Position{Seq: last + 1}, nil
+	}
 	cons, err := st.CreateConsumer(ctx, o.consumerConfig())
 	if err != nil {
 		return nil, next, fmt.Errorf("%w: read consumer: %v", ErrUnavailable, err)
@@ -125,6 +128,7 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, erro
 		_ = st.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
 	var out []Stored
+	limited := false // stopped at the limit, with more to read
 	for len(out) < o.Limit {
 		batch, err := cons.FetchNoWait(min(o.Limit-len(out), 256))
 		if err != nil {
@@ -145,7 +149,7 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, erro
 					continue
 				}
 				if len(out) == o.Limit {
-					next, done = s.Position, true
+					next, done, limited = s.Position, true, true
 					break
 				}
 				out = append(out, s)
@@ -162,11 +166,26 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, erro
 			break
 		}
 	}
+	// Everything stored when the read began has been looked at: go on
+	// after it, not from the start (a start time in the future, or a filter
+	// nothing matched, would otherwise send a poller back to the
+	// beginning).
+	if !limited && next.Seq <= last {
+		next = Position{Seq: last + 1}
+	}
 	return out, next, nil
 }
 
+// What one tail may hold pulled from the bus and not yet handed to fn.
+const (
+	TailBatch = 32
+	TailBytes = 1 << 20
+)
+
 // Tail calls fn for each event matching o as it is stored, until ctx ends
-// or fn returns an error. With no start it begins with new events.
+// or fn returns an error. With no start it begins with new events. fn may
+// block: the tail then waits, and falls behind, without buffering more
+// than TailBatch messages and TailBytes.
 func (b *Bus) Tail(ctx context.Context, o ReadOptions, fn func(Stored) error) error {
 	// A tail's consumer dies with it: deleted on return, and removed by the
 	// server 15 s after a crash left it idle.
@@ -176,7 +195,11 @@ func (b *Bus) Tail(ctx context.Context, o ReadOptions, fn func(Stored) error) er
 	if err != nil {
 		return fmt.Errorf("%w: tail consumer: %v", ErrUnavailable, err)
 	}
-	it, err := cons.Messages()
+	// Pulled in small bounded batches: a tail whose reader is slow holds at
+	// most this much, and the server sends more only when it asks, so a
+	// reader that never reads costs neither memory nor the connection that
+	// publishing and the modules share.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(TailBatch, TailBytes))
 	if err != nil {
 		return fmt.Errorf("%w: tail: %v", ErrUnavailable, err)
 	}

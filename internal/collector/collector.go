@@ -209,8 +209,7 @@ func writeFieldErr(w http.ResponseWriter, fe *FieldError) {
 func (m *Module) publish(w http.ResponseWriter, r *http.Request, evs []event.Event) {
 	if _, err := m.deps.Bus.Publish(r.Context(), evs); err != nil {
 		m.deps.Logger.Warn("publish failed", "events", len(evs), "err", err)
-		w.Header().Set("Retry-After", "1")
-		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		m.deps.Bus.WriteError(w, err)
 		return
 	}
 	reply.JSON(w, http.StatusOK, map[string]bool{"success": true})

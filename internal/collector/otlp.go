@@ -182,8 +182,7 @@ func (m *Module) traces(w http.ResponseWriter, r *http.Request) {
 	evs, rejected, firstErr := spanEvents(&req, isJSON)
 	if len(evs) > 0 {
 		if _, err := m.deps.Bus.Publish(r.Context(), evs); err != nil {
-			w.Header().Set("Retry-After", "1")
-			reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+			m.deps.Bus.WriteError(w, err)
 			return
 		}
 	}
@@ -254,8 +253,7 @@ func (m *Module) logs(w http.ResponseWriter, r *http.Request) {
 	evs := logEvents(&req, isJSON)
 	if len(evs) > 0 {
 		if _, err := m.deps.Bus.Publish(r.Context(), evs); err != nil {
-			w.Header().Set("Retry-After", "1")
-			reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+			m.deps.Bus.WriteError(w, err)
 			return
 		}
 	}
@@ -306,8 +304,7 @@ func (m *Module) metrics(w http.ResponseWriter, r *http.Request) {
 	evs, rejected := metricEvents(&req)
 	if len(evs) > 0 {
 		if _, err := m.deps.Bus.Publish(r.Context(), evs); err != nil {
-			w.Header().Set("Retry-After", "1")
-			reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+			m.deps.Bus.WriteError(w, err)
 			return
 		}
 	}

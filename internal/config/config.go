@@ -57,6 +57,7 @@ type Bus struct {
 	Replicas       int       `yaml:"replicas" doc:"stream replicas on a clustered bus"`
 	MaxPayload     ByteSize  `yaml:"max_payload" doc:"largest bus message of the embedded server"`
 	PublishTimeout Duration  `yaml:"publish_timeout" doc:"how long a publish waits for the bus before failing with 503"`
+	MinFree        ByteSize  `yaml:"min_free" doc:"new events are refused (507) while the embedded bus's disk has less than this free (or a tenth of the disk, when smaller), so what was accepted can be processed; they are accepted again once space is freed"`
 }
 
 // TLS configures the client side of a TLS connection.
@@ -120,7 +121,7 @@ func Default() Config {
 			DedupIDs:       500_000,
 			Replicas:       1,
 			MaxPayload:     8 << 20,
-			PublishTimeout: Duration(10 * time.Second),
+			PublishTimeout: Duration(10 * time.Second), MinFree: 64 << 20,
 		},
 		Events:    Events{MaxBytes: 64 << 10},
 		Collector: Collector{MaxEventBytes: 32 << 10, MaxBatchBytes: 500 << 10},

@@ -355,7 +355,7 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 		var err error
 		if e.compact {
 			dst = append(dst, e.Data...)
-		} else if dst, err = appendCompact(dst, e.Data); err != nil {
+		} else if dst, err = appendCompact(dst, ValidUTF8(e.Data)); err != nil {
 			return nil, &Error{"data", "invalid JSON"}
 		}
 	} else if e.DataBase64 != "" {

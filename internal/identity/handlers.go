@@ -383,7 +383,7 @@ func (m *Module) addUser(w http.ResponseWriter, r *http.Request) {
 			reply.Error(w, http.StatusConflict, "name", fmt.Sprintf("user %q exists", u.Name))
 			return
 		}
-		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		m.deps.Bus.WriteError(w, err)
 		return
 	}
 	m.emit(r.Context(), "auth.user_added", map[string]any{"user": u.Name, "roles": u.Roles, "by": actor(r.Context())})
@@ -453,7 +453,7 @@ func (m *Module) removeUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := m.local.kv.Purge(r.Context(), name); err != nil {
-		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		m.deps.Bus.WriteError(w, err)
 		return
 	}
 	m.emit(r.Context(), "auth.user_removed", map[string]any{"user": name, "by": actor(r.Context())})
@@ -512,7 +512,7 @@ func (m *Module) createToken(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, secret, err := m.tokens.create(r.Context(), req.Name, req.Role, actor(r.Context()), ttl)
 	if err != nil {
-		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		m.deps.Bus.WriteError(w, err)
 		return
 	}
 	m.emit(r.Context(), "auth.token_created", map[string]any{"id": tok.ID, "name": tok.Name, "role": tok.Role, "by": tok.CreatedBy})
@@ -532,7 +532,7 @@ func (m *Module) revokeToken(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ok, err := m.tokens.remove(r.Context(), id)
 	if err != nil {
-		reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
+		m.deps.Bus.WriteError(w, err)
 		return
 	}
 	if !ok {

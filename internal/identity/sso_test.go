@@ -43,9 +43,8 @@ func TestSSO(t *testing.T) {
 	})
 
 	t.Run("kinit and curl --negotiate", func(t *testing.T) {
-		if out, err := exec.Command("curl", "-V").Output(); err != nil || !strings.Contains(string(out), "SPNEGO") {
-			t.Skipf("curl with SPNEGO not available: %v", err)
-		}
+		v, err := exec.Command("curl", "-V").Output()
+		testutil.Require(t, err == nil && strings.Contains(string(v), "SPNEGO"), "curl with SPNEGO", "apt-get install --no-install-recommends curl")
 		kdc.Kinit(t)
 		jarFile := filepath.Join(t.TempDir(), "cookies")
 		cmd := exec.Command("curl", "-sS", "-f", "--negotiate", "-u", ":", "--noproxy", "*", "-L", "-c", jarFile, "-b", jarFile,

@@ -82,6 +82,33 @@ func (l *Levels) Set(module, level string) error {
 	return nil
 }
 
+// ErrUnknownModule is Update for a module that has no logger.
+var ErrUnknownModule = fmt.Errorf("unknown module")
+
+// Update changes the level of a module that has a logger (at run time,
+// where a typo must not quietly add a module nobody logs as).
+func (l *Levels) Update(module, level string) error {
+	lv, err := ParseLevel(level)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	v, ok := l.levels[module]
+	var known []string
+	if !ok {
+		for m := range l.levels {
+			known = append(known, m)
+		}
+	}
+	l.mu.Unlock()
+	if !ok {
+		sort.Strings(known)
+		return fmt.Errorf("%w %q: known modules are %s", ErrUnknownModule, module, strings.Join(known, ", "))
+	}
+	v.Set(lv)
+	return nil
+}
+
 // All returns each known module and its level, sorted by module.
 func (l *Levels) All() []ModuleLevel {
 	l.mu.Lock()

@@ -39,13 +39,13 @@ const kdcEnctypes = "aes256-cts-hmac-sha1-96 aes128-cts-hmac-sha1-96"
 
 // StartKDC creates realm OPS.TEST with user alice and service principal
 // HTTP/localhost, exports the service key to Keytab, starts krb5kdc and waits
-// until it answers. The test is skipped when MIT Kerberos is not installed.
+// until it answers. The test fails when MIT Kerberos is not installed
+// (Require).
 func StartKDC(t testing.TB) *KDC {
 	t.Helper()
 	for _, bin := range []string{"/usr/sbin/krb5kdc", "/usr/sbin/kdb5_util", "/usr/sbin/kadmin.local"} {
-		if _, err := os.Stat(bin); err != nil {
-			t.Skipf("MIT Kerberos KDC not installed (%s missing; apt-get install krb5-kdc krb5-admin-server krb5-user)", bin)
-		}
+		_, err := os.Stat(bin)
+		Require(t, err == nil, "MIT Kerberos ("+bin+")", "apt-get install --no-install-recommends krb5-kdc krb5-admin-server krb5-user")
 	}
 	dir := t.TempDir()
 	k := &KDC{
@@ -87,9 +87,8 @@ func (k *KDC) Env() []string {
 // Kinit gets alice a TGT in the private credential cache, password on stdin.
 func (k *KDC) Kinit(t testing.TB) {
 	t.Helper()
-	if _, err := exec.LookPath("kinit"); err != nil {
-		t.Skip("kinit not installed (apt-get install krb5-user)")
-	}
+	_, err := exec.LookPath("kinit")
+	Require(t, err == nil, "kinit", "apt-get install --no-install-recommends krb5-user")
 	cmd := exec.Command("kinit", k.User+"@"+k.Realm)
 	cmd.Env = k.Env()
 	cmd.Stdin = strings.NewReader(k.Password + "\n")

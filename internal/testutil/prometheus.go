@@ -28,13 +28,11 @@ type Prometheus struct {
 
 // StartPrometheus writes config (prometheus.yml) and runs prometheus with
 // it and flags (e.g. --web.enable-remote-write-receiver). The test is
-// skipped when prometheus is not installed (make test installs it).
+// failed when prometheus is not installed (make test installs it; Require).
 func StartPrometheus(t testing.TB, config string, flags ...string) *Prometheus {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Skip("prometheus not installed: apt-get install prometheus to run this test")
-	}
+	Require(t, err == nil, "prometheus", "apt-get install --no-install-recommends prometheus")
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {

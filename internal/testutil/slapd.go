@@ -50,16 +50,13 @@ type Slapd struct {
 // StartSlapd starts slapd on two free loopback ports, adds the base entry
 // dc=example,dc=org and then ldif (which must not repeat it; people go
 // under ou=people, see the ACL below), and stops the server on cleanup.
-// The test is skipped when OpenLDAP is not installed.
+// The test fails when OpenLDAP is not installed (Require).
 func StartSlapd(t testing.TB, ldif string) *Slapd {
 	t.Helper()
-	if _, err := os.Stat(slapdBin); err != nil {
-		t.Skipf("slapd not installed (%v): apt-get install slapd ldap-utils to run LDAP tests", err)
-	}
+	_, err := os.Stat(slapdBin)
+	Require(t, err == nil, "OpenLDAP ("+slapdBin+")", "apt-get install --no-install-recommends slapd ldap-utils")
 	ldapadd, err := exec.LookPath("ldapadd")
-	if err != nil {
-		t.Skipf("ldapadd not installed (%v): apt-get install ldap-utils to run LDAP tests", err)
-	}
+	Require(t, err == nil, "ldapadd", "apt-get install --no-install-recommends ldap-utils")
 	dir := t.TempDir()
 	s := &Slapd{
 		AdminDN: "cn=admin,dc=example,dc=org", AdminPassword: "admin-secret",

@@ -429,7 +429,7 @@ func (r *runner) fold(ctx context.Context, cons jetstream.Consumer, msgs []jetst
 		}
 	}
 	if len(changes)+len(dead) > 0 && !r.silent {
-		if _, err := r.bus.Publish(ctx, append(changes, dead...)); err != nil {
+		if _, err := r.bus.PublishDerived(ctx, append(changes, dead...)); err != nil {
 			return err
 		}
 	}
@@ -705,7 +705,7 @@ func (r *runner) expire(ctx context.Context, now time.Time) error {
 		}
 	}
 	if len(changes) > 0 {
-		if _, err := r.bus.Publish(ctx, changes); err != nil {
+		if _, err := r.bus.PublishDerived(ctx, changes); err != nil {
 			return err
 		}
 	}
