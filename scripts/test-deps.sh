@@ -12,12 +12,16 @@ command -v ldapadd >/dev/null || need+=(ldap-utils)
 command -v kinit >/dev/null || need+=(krb5-user)
 command -v curl >/dev/null || need+=(curl)
 command -v prometheus >/dev/null || need+=(prometheus)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 # chromium: the browser tracker test drives it headless; libcoap3-bin: the CoAP
 # test runs its coap-client-notls (both in internal/collector); slapd and
 # ldap-utils: a real OpenLDAP for internal/identity; krb5-kdc, krb5-admin-server
 # and krb5-user: a throwaway Kerberos realm for the SPNEGO tests (kinit + curl
 # --negotiate); prometheus (with promtool): the time-series tests run
-# promtool against Ops and remote-write to and from a real Prometheus.
+# promtool against Ops and remote-write to and from a real Prometheus;
+# nodejs and npm: the unmodified RudderStack and Segment Node SDKs
+# (internal/collector/testdata/node, installed from its lock file below).
 if ((${#need[@]})); then
 	if [ "$(id -u)" -ne 0 ]; then
 		echo "test-deps: missing ${need[*]}; run as root or install them" >&2
@@ -25,4 +29,9 @@ if ((${#need[@]})); then
 	fi
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# The Node SDKs the collector tests drive, exactly as the lock file has them.
+sdk="$(dirname "$0")/../internal/collector/testdata/node"
+if [ ! -d "$sdk/node_modules/@rudderstack/rudder-sdk-node" ] || [ "$sdk/package-lock.json" -nt "$sdk/node_modules" ]; then
+	npm ci --ignore-scripts --no-audit --no-fund --prefix "$sdk" >/dev/null
 fi

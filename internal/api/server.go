@@ -73,8 +73,9 @@ type Module struct {
 	srv     *http.Server
 	streams chan struct{} // closed at shutdown to end SSE streams
 
-	mu   sync.Mutex
-	addr net.Addr
+	mu      sync.Mutex
+	addr    net.Addr
+	mounted []Route
 
 	reqs        *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
@@ -148,6 +149,23 @@ func (m *Module) routes() {
 // server runs.
 func (m *Module) Handle(pattern, perm string, h http.Handler) {
 	m.mux.Handle(pattern, m.deps.Auth.Require(perm, h))
+	m.mu.Lock()
+	m.mounted = append(m.mounted, Route{Pattern: pattern, Perm: perm})
+	m.mu.Unlock()
+}
+
+// Route is a mounted route and the permission it needs.
+type Route struct {
+	Pattern string
+	Perm    string
+}
+
+// Routes lists every route mounted so far, in the order mounted (the
+// permission table of docs/identity.md is made from it).
+func (m *Module) Routes() []Route {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Route(nil), m.mounted...)
 }
 
 // Handler serves every mounted route (with auth and metrics), for the

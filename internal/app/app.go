@@ -344,5 +344,14 @@ func (a *App) purgeHandler(w http.ResponseWriter, r *http.Request) {
 	reply.JSON(w, http.StatusOK, map[string]any{"purged": a.proxy.Purge(u, prefix)})
 }
 
+// Routes lists the API's routes and their permissions (nil before the api
+// module is constructed).
+func (a *App) Routes() []api.Route {
+	if a.api == nil {
+		return nil
+	}
+	return a.api.Routes()
+}
+
 // Proxy returns the proxy module once constructed (nil when not running).
 func (a *App) Proxy() *proxy.Module { return a.proxy }

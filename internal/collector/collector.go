@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -143,23 +142,12 @@ func (m *Module) keyOK(r *http.Request, bodyKey string) bool {
 	return m.keys[h] || m.api.valid(h)
 }
 
-// trackingType checks a tracking request's content type: JSON, or the
-// text/plain browsers send without a preflight (or none).
-func trackingType(r *http.Request) *FieldError {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && mt != "text/plain") {
-			return &FieldError{Index: -1, Field: "Content-Type", Msg: fmt.Sprintf("want application/json or text/plain, got %q", ct)}
-		}
-	}
-	return nil
-}
-
-// readTracking reads a tracking request's body after checking its type.
+// readTracking reads a tracking request's body. Any Content-Type is
+// taken, as Segment's and RudderStack's gateways take it: SDKs send
+// application/json, browsers' beacons text/plain, and RudderStack's Node
+// SDK application/x-www-form-urlencoded (axios's default for its gzip'd
+// Buffer); what counts is that the body is JSON, which parsing checks.
 func readTracking(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *FieldError) {
-	if fe := trackingType(r); fe != nil {
-		return nil, fe
-	}
 	return readBody(w, r, limit)
 }
 
