@@ -16,7 +16,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/api"
 	"github.com/opsgraph/ops/internal/event"
-	"github.com/opsgraph/ops/internal/pipeline"
+	"github.com/opsgraph/ops/internal/graph"
 )
 
 const crashGraph = `
@@ -215,7 +215,7 @@ func TestGraphExactlyOnceUnderCrash(t *testing.T) {
 		seen[o.Event.ID] = true
 	}
 	for id := range stored {
-		if !seen[pipeline.DerivedID("double", id)] {
+		if !seen[graph.DerivedID("double", id)] {
 			t.Fatalf("no output for input %s", id)
 		}
 	}

@@ -35,6 +35,9 @@ type Deps struct {
 	Graph func() ([]byte, error)
 	// Auth guards every route with the permission it declares.
 	Auth Authorizer
+	// Mounts add the routes of modules the API depends on (identity's
+	// sign-in and users), when the API is built.
+	Mounts []func(handle func(pattern, perm string, h http.Handler))
 }
 
 // Authorizer wraps a handler so that it runs only for callers holding perm
@@ -105,6 +108,9 @@ func New(cfg config.HTTP, deps Deps) (*Module, error) {
 		deps.Registry.MustRegister(m.reqs, m.latency, m.slowReaders)
 	}
 	m.routes()
+	for _, mount := range deps.Mounts {
+		mount(m.Handle)
+	}
 	m.srv = &http.Server{
 		Handler:           m.instrument(m.mux),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout.D(),

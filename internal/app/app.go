@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +26,6 @@ import (
 	"github.com/opsgraph/ops/internal/pipeline"
 	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/proxy"
-	"github.com/opsgraph/ops/internal/reply"
 	"github.com/opsgraph/ops/internal/views"
 )
 
@@ -118,11 +115,11 @@ func (a *App) defs() []Def {
 			m, err := api.New(a.cfg.HTTP, api.Deps{
 				Bus: a.bus.Bus(), Logger: a.logs.Logger("api"), Logs: a.logs, Registry: a.reg,
 				Status: a.status, Ready: a.ready, MaxEventSz: int(a.cfg.Events.MaxBytes), Graph: a.graphJSON,
-				Auth: a.identity,
+				Auth:   a.identity,
+				Mounts: []func(func(string, string, http.Handler)){func(h func(string, string, http.Handler)) { a.identity.Mount(h) }},
 			})
 			if err == nil {
 				a.api = m
-				a.identity.Mount(m.Handle)
 				close(a.apiReady)
 			}
 			return m, err
@@ -142,12 +139,12 @@ func (a *App) defs() []Def {
 		// API at any time. Idle, each is one KV watch.
 		{Name: "pipeline", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {
-				return pipeline.New(a.graph, pipeline.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("pipeline"), Registry: a.reg, Handle: a.api.Handle,
+				return pipeline.New(pipeline.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("pipeline"), Registry: a.reg, Handle: a.api.Handle,
 					Allowed: a.identity.Allowed})
 			}},
 		{Name: "views", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {
-				return views.New(a.graph, views.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("views"), Registry: a.reg, Handle: a.api.Handle})
+				return views.New(views.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("views"), Registry: a.reg, Handle: a.api.Handle})
 			}},
 		{Name: "cqrs", Deps: []string{"bus", "api"}, New: func() (Module, error) {
 			return cqrs.New(a.graph, cqrs.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("cqrs"), Handle: a.api.Handle})
@@ -178,11 +175,10 @@ func (a *App) defs() []Def {
 			},
 			New: func() (Module, error) {
 				m, err := proxy.New(a.cfg.Proxy, proxy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("proxy"), Registry: a.reg,
-					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler(), OutboundLink: a.collector.OutboundLink})
+					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler(), OutboundLink: a.collector.OutboundLink,
+					Handle: a.api.Handle, Reload: a.Reload})
 				if err == nil {
 					a.proxy = m
-					a.api.Handle("POST /api/v1/proxy/reload", "system:write", http.HandlerFunc(a.reloadHandler))
-					a.api.Handle("POST /api/v1/proxy/purge", "cache:write", http.HandlerFunc(a.purgeHandler))
 				}
 				return m, err
 			}},
@@ -313,35 +309,6 @@ func (a *App) Reload() error {
 	}
 	a.log.Info("reloaded", "config_hash", cfg.Hash())
 	return nil
-}
-
-func (a *App) reloadHandler(w http.ResponseWriter, r *http.Request) {
-	if err := a.Reload(); err != nil {
-		reply.Error(w, http.StatusBadRequest, "config", err.Error())
-		return
-	}
-	reply.JSON(w, http.StatusOK, map[string]any{"reloaded": true})
-}
-
-// purgeHandler serves POST /api/v1/proxy/purge {"url": ...} or {"prefix": ...}.
-func (a *App) purgeHandler(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		URL    string `json:"url"`
-		Prefix string `json:"prefix"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil {
-		reply.Error(w, http.StatusBadRequest, "body", "want JSON {\"url\": ...} or {\"prefix\": ...}: "+err.Error())
-		return
-	}
-	u, prefix := req.URL, false
-	if req.Prefix != "" {
-		u, prefix = req.Prefix, true
-	}
-	if req.URL != "" && req.Prefix != "" || !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-		reply.Error(w, http.StatusBadRequest, "url", "set url or prefix (not both) to an absolute http(s) URL as clients request it, e.g. https://example.com/img/")
-		return
-	}
-	reply.JSON(w, http.StatusOK, map[string]any{"purged": a.proxy.Purge(u, prefix)})
 }
 
 // Routes lists the API's routes and their permissions (nil before the api

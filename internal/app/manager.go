@@ -57,6 +57,10 @@ type Status struct {
 type Manager struct {
 	log  *slog.Logger
 	defs map[string]Def
+	// StopTimeout bounds how long a module may take to stop; past it the
+	// module is recorded as failed and the rest stop anyway (a module stuck
+	// in shutdown must not keep the process from exiting).
+	StopTimeout time.Duration
 
 	mu     sync.Mutex
 	order  []string
@@ -65,7 +69,7 @@ type Manager struct {
 
 // NewManager returns a manager for defs.
 func NewManager(log *slog.Logger, defs []Def) (*Manager, error) {
-	m := &Manager{log: log, defs: map[string]Def{}, states: map[string]*Status{}}
+	m := &Manager{log: log, defs: map[string]Def{}, states: map[string]*Status{}, StopTimeout: 30 * time.Second}
 	for _, d := range defs {
 		if _, dup := m.defs[d.Name]; dup {
 			return nil, fmt.Errorf("module %q registered twice", d.Name)
@@ -188,7 +192,13 @@ func (m *Manager) Run(ctx context.Context, targets []string) error {
 		r := started[i]
 		m.setState(r.name, StateStopping, nil)
 		r.cancel()
-		err := <-r.done
+		var err error
+		select {
+		case err = <-r.done:
+		case <-time.After(m.StopTimeout):
+			err = fmt.Errorf("did not stop within %s", m.StopTimeout)
+			m.log.Error("module did not stop in time; stopping the others", "target", r.name, "waited", m.StopTimeout)
+		}
 		if err != nil && !errors.Is(err, context.Canceled) {
 			m.setState(r.name, StateFailed, err)
 			if firstErr == nil {

@@ -184,3 +184,42 @@ func TestResolveErrors(t *testing.T) {
 		t.Fatal("unknown dependency accepted")
 	}
 }
+
+// stuck is a module that does not stop when asked.
+type stuck struct{ release chan struct{} }
+
+func (s stuck) Run(ctx context.Context, ready func()) error {
+	ready()
+	<-s.release
+	return nil
+}
+
+// TestStopDeadline: a module that does not stop within StopTimeout is
+// recorded as failed and the others stop anyway.
+func TestStopDeadline(t *testing.T) {
+	j := &journal{}
+	rel := make(chan struct{})
+	defer close(rel)
+	defs := append(defsFor(j, map[string]*recorder{"bus": {}}, nil, nil),
+		Def{Name: "stuck", Deps: []string{"bus"}, New: func() (Module, error) { return stuck{rel}, nil }})
+	m := newTestManager(t, defs)
+	m.StopTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, []string{"stuck"}) }()
+	for !m.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "stuck") || !strings.Contains(err.Error(), "did not stop") {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stuck module kept the manager from returning")
+	}
+	if !strings.Contains(j.String(), "stop:bus") {
+		t.Fatalf("the other modules did not stop: %s", j)
+	}
+}

@@ -2,15 +2,12 @@ package pipeline
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,7 +60,7 @@ type proc struct {
 const BatchSize = 256
 
 // New prepares the module; processors start when it runs.
-func New(g *graph.Graph, deps Deps) (*Module, error) {
+func New(deps Deps) (*Module, error) {
 	m := &Module{deps: deps, metrics: newMetrics(deps.Registry), running: map[string]*proc{}}
 	if deps.Handle != nil {
 		deps.Handle("GET /api/v1/processors", "graph:read", http.HandlerFunc(m.list))
@@ -153,6 +150,9 @@ func (m *Module) apply(ctx context.Context, store *graph.Store, c graph.Change) 
 
 func (m *Module) start(ctx context.Context, p *graph.Processor) error {
 	r := &runner{p: p, bus: m.deps.Bus, log: m.deps.Logger.With("processor", p.Spec.Name), m: m.metrics}
+	r.run = &graph.Runner{Name: p.Spec.Name, Bus: m.deps.Bus, Log: r.log, Size: BatchSize,
+		Consumer: func() jetstream.Consumer { r.mu.Lock(); defer r.mu.Unlock(); return r.cons },
+		Reopen:   r.open, Handle: r.handle}
 	if s, ok := p.Enricher.(*enrich.Session); ok {
 		store, err := openSessions(ctx, m.deps.Bus, p.Spec.Name, s.Timeout())
 		if err != nil {
@@ -168,7 +168,7 @@ func (m *Module) start(ctx context.Context, p *graph.Processor) error {
 	pr := &proc{r: r, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(pr.done)
-		_ = r.loop(rctx)
+		r.run.Run(rctx)
 	}()
 	m.mu.Lock()
 	m.running[p.Spec.Name] = pr
@@ -205,7 +205,7 @@ func (m *Module) list(w http.ResponseWriter, r *http.Request) {
 	m.mu.Lock()
 	out := make([]Status, 0, len(m.running))
 	for _, p := range m.running {
-		st := p.r.status()
+		st := p.r.status(r.Context())
 		st.Origin = "api"
 		if s := m.store.Load(); s != nil {
 			st.Origin = s.Origin("processor", st.Name)
@@ -219,25 +219,25 @@ func (m *Module) list(w http.ResponseWriter, r *http.Request) {
 }
 
 type runner struct {
-	p    *graph.Processor
-	bus  *bus.Bus
-	log  *slog.Logger
-	m    *metrics
-	cons jetstream.Consumer
+	p   *graph.Processor
+	bus *bus.Bus
+	log *slog.Logger
+	m   *metrics
+	run *graph.Runner
 	// flush stores enricher state (sessions) before a batch is acked.
 	flush func(context.Context) error
 
 	mu                          sync.Mutex
+	cons                        jetstream.Consumer
 	in, out, filtered, errCount uint64
-	lag                         uint64
-	lastErr                     string
 }
 
-func (r *runner) status() Status {
+func (r *runner) status(ctx context.Context) Status {
+	lag := r.run.Lag(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return Status{Name: r.p.Spec.Name, From: r.p.Spec.From, To: r.p.To.String(), In: r.in, Out: r.out,
-		Filtered: r.filtered, Errors: r.errCount, Lag: r.lag, LastError: r.lastErr}
+		Filtered: r.filtered, Errors: r.errCount, Lag: lag, LastError: r.run.LastError()}
 }
 
 // ConsumerName is the durable consumer of a processor.
@@ -260,57 +260,23 @@ func (r *runner) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.cons = cons
-	return nil
-}
-
-func (r *runner) loop(ctx context.Context) error {
-	bus.Batches{
-		Size:     BatchSize,
-		Consumer: func() jetstream.Consumer { return r.cons },
-		Handle: func(ctx context.Context, _ jetstream.Consumer, msgs []jetstream.Msg) error {
-			return r.handle(ctx, msgs)
-		},
-		Fail: r.fail,
-		// Not acked: reopen from the ack floor so the batch comes back first
-		// and in order; outputs already stored are dropped as duplicates.
-		Recover: func(ctx context.Context) {
-			if err := r.open(ctx); err != nil && ctx.Err() == nil {
-				r.fail(err)
-			}
-		},
-	}.Run(ctx)
-	return nil
-}
-
-func (r *runner) fail(err error) {
-	r.log.Warn("processor error", "err", err)
 	r.mu.Lock()
-	r.lastErr = time.Now().UTC().Format(time.RFC3339) + " " + err.Error()
+	r.cons = cons
 	r.mu.Unlock()
+	return nil
 }
 
-// handle processes one fetched batch and acks it.
-func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
+// handle processes one batch (graph.Runner decoded it and dead-lettered
+// what does not decode) and acks it. After a failure the runner reopens
+// the consumer from its ack floor; outputs already stored are dropped as
+// duplicates by their message ids.
+func (r *runner) handle(ctx context.Context, b *graph.Batch) error {
 	name := r.p.Spec.Name
 	var groups []bus.Group
-	var in, out, filtered, failed uint64
-	var lag uint64
-	for _, msg := range msgs {
-		md, err := msg.Metadata()
-		if err != nil {
-			return err
-		}
-		lag = md.NumPending
-		evs, err := event.Decode(msg.Data())
-		if err != nil {
-			// A message that does not decode is not an Ops event; dead-letter
-			// it whole rather than block the processor.
-			evs = nil
-			groups = append(groups, bus.Group{Subject: "ev.deadletter." + name, MsgID: fmt.Sprintf("d:%s:%d", name, md.Sequence.Stream),
-				Events: []event.Event{DeadLetter(name, "decode", err, event.Event{ID: strconv.FormatUint(md.Sequence.Stream, 10)})}})
-			failed++
-		}
+	var in, out, filtered uint64
+	failed := uint64(b.Undecodable)
+	for _, item := range b.Items {
+		evs := item.Events
 		bySubject := map[string][]event.Event{}
 		var order []string
 		var dead []event.Event
@@ -320,7 +286,7 @@ func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			switch {
 			case err != nil:
 				failed++
-				dead = append(dead, DeadLetter(name, stage, err, evs[i]))
+				dead = append(dead, graph.DeadLetter(name, stage, err, evs[i]))
 			case o == nil:
 				filtered++
 			default:
@@ -332,10 +298,10 @@ func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			}
 		}
 		for _, s := range order {
-			groups = append(groups, bus.Group{Subject: s, MsgID: fmt.Sprintf("p:%s:%d:%s", name, md.Sequence.Stream, s), Events: bySubject[s]})
+			groups = append(groups, bus.Group{Subject: s, MsgID: fmt.Sprintf("p:%s:%d:%s", name, item.Seq, s), Events: bySubject[s]})
 		}
 		if len(dead) > 0 {
-			groups = append(groups, bus.Group{Subject: "ev.deadletter." + name, MsgID: fmt.Sprintf("d:%s:%d", name, md.Sequence.Stream), Events: dead})
+			groups = append(groups, bus.Group{Subject: "ev.deadletter." + name, MsgID: fmt.Sprintf("d:%s:%d", name, item.Seq), Events: dead})
 		}
 	}
 	if err := r.bus.PublishGroups(ctx, groups); err != nil {
@@ -346,26 +312,20 @@ func (r *runner) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			return err
 		}
 	}
-	// Acks go out in order; waiting for the last one's confirmation means
-	// the server has recorded the batch, so a restart does not redeliver it.
-	for _, msg := range msgs[:len(msgs)-1] {
-		_ = msg.Ack()
-	}
-	if err := msgs[len(msgs)-1].DoubleAck(ctx); err != nil {
-		return fmt.Errorf("ack: %w", err)
+	if err := b.Ack(ctx); err != nil {
+		return err
 	}
 	r.mu.Lock()
 	r.in += in
 	r.out += out
 	r.filtered += filtered
 	r.errCount += failed
-	r.lag = lag
 	r.mu.Unlock()
 	r.m.in.WithLabelValues(name).Add(float64(in))
 	r.m.out.WithLabelValues(name).Add(float64(out))
 	r.m.filtered.WithLabelValues(name).Add(float64(filtered))
 	r.m.errors.WithLabelValues(name).Add(float64(failed))
-	r.m.lag.WithLabelValues(name).Set(float64(lag))
+	r.m.lag.WithLabelValues(name).Set(float64(b.Pending))
 	return nil
 }
 
@@ -410,32 +370,13 @@ func (r *runner) process(e *event.Event) (*event.Event, string, string, error) {
 		return nil, "", "to", err
 	}
 	o := event.Event{
-		SpecVersion: event.SpecVersion, ID: DerivedID(r.p.Spec.Name, e.ID), Source: "/ops/processor/" + r.p.Spec.Name,
+		SpecVersion: event.SpecVersion, ID: graph.DerivedID(r.p.Spec.Name, e.ID), Source: "/ops/processor/" + r.p.Spec.Name,
 		Type: subj[len("ev."):], Subject: e.Subject, Time: e.Time, Extensions: e.Extensions, Data: data,
 	}
 	if len(data) > 0 {
 		o.DataContentType = "application/json"
 	}
 	return &o, subj, "", nil
-}
-
-// DerivedID is the id of a node's output for an input event: the same input
-// always gives the same id.
-func DerivedID(node, inputID string) string {
-	h := sha256.Sum256([]byte(node + "\x00" + inputID))
-	x := hex.EncodeToString(h[:16])
-	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
-}
-
-// DeadLetter wraps an event a node could not handle, with the stage and the
-// error, for ev.deadletter.<node>. Its id is derived from the node and the
-// input, so a retried failure is stored once.
-func DeadLetter(node, stage string, err error, orig event.Event) event.Event {
-	data, _ := json.Marshal(map[string]any{"node": node, "stage": stage, "error": err.Error(), "event": orig})
-	return event.Event{
-		SpecVersion: event.SpecVersion, ID: DerivedID("deadletter/"+node, orig.ID), Source: "/ops/" + node,
-		Type: "deadletter." + node, Time: time.Now().UTC(), DataContentType: "application/json", Data: data,
-	}
 }
 
 type metrics struct {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path"
@@ -22,7 +23,7 @@ func FuzzMatch(f *testing.F) {
 	if errs := cfg.Validate(); len(errs) > 0 {
 		f.Fatal(errs)
 	}
-	m := &Module{metrics: newMetrics(func() float64 { return 0 })}
+	m := &Module{metrics: newMetrics(func() float64 { return 0 }), log: slog.New(slog.DiscardHandler)}
 	tb, err := m.build(cfg.Proxy)
 	if err != nil {
 		f.Fatal(err)
@@ -78,7 +79,7 @@ func FuzzACLPath(f *testing.F) {
 		if errs := cfg.Validate(); len(errs) > 0 {
 			f.Fatal(errs)
 		}
-		m := &Module{metrics: newMetrics(func() float64 { return 0 })}
+		m := &Module{metrics: newMetrics(func() float64 { return 0 }), log: slog.New(slog.DiscardHandler)}
 		tb, err := m.build(cfg.Proxy)
 		if err != nil {
 			f.Fatal(err)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/identity"
+	"github.com/opsgraph/ops/internal/reply"
 )
 
 // Authenticator is the identity module as the proxy sees it.
@@ -40,6 +42,11 @@ type Deps struct {
 	// OutboundLink signs a redirect to target (for rewrite_links); it
 	// returns a path that Local serves.
 	OutboundLink func(ctx context.Context, target, from string) (string, error)
+	// Handle mounts the proxy's API routes (reload, purge); may be nil.
+	Handle func(pattern, perm string, h http.Handler)
+	// Reload re-reads the config and applies it (the app's reload, which
+	// calls Module.Reload with the new proxy section).
+	Reload func() error
 }
 
 // Module is the edge proxy.
@@ -123,7 +130,42 @@ func New(cfg config.Proxy, deps Deps) (*Module, error) {
 	}
 	m.cfg.Store(&cfg)
 	m.table.Store(tb)
+	if deps.Handle != nil {
+		if deps.Reload != nil {
+			deps.Handle("POST /api/v1/proxy/reload", "system:write", http.HandlerFunc(m.reloadHandler))
+		}
+		deps.Handle("POST /api/v1/proxy/purge", "cache:write", http.HandlerFunc(m.purgeHandler))
+	}
 	return m, nil
+}
+
+func (m *Module) reloadHandler(w http.ResponseWriter, r *http.Request) {
+	if err := m.deps.Reload(); err != nil {
+		reply.Error(w, http.StatusBadRequest, "config", err.Error())
+		return
+	}
+	reply.JSON(w, http.StatusOK, map[string]any{"reloaded": true})
+}
+
+// purgeHandler serves POST /api/v1/proxy/purge {"url": ...} or {"prefix": ...}.
+func (m *Module) purgeHandler(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		URL    string `json:"url"`
+		Prefix string `json:"prefix"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 8<<10)).Decode(&req); err != nil {
+		reply.Error(w, http.StatusBadRequest, "body", "want JSON {\"url\": ...} or {\"prefix\": ...}: "+err.Error())
+		return
+	}
+	u, prefix := req.URL, false
+	if req.Prefix != "" {
+		u, prefix = req.Prefix, true
+	}
+	if req.URL != "" && req.Prefix != "" || !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		reply.Error(w, http.StatusBadRequest, "url", "set url or prefix (not both) to an absolute http(s) URL as clients request it, e.g. https://example.com/img/")
+		return
+	}
+	reply.JSON(w, http.StatusOK, map[string]any{"purged": m.Purge(u, prefix)})
 }
 
 // Run listens on proxy.listen and proxy.tls_listen until ctx ends, then

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -227,7 +228,9 @@ func (m *Module) reverseProxy(tb *table, rt *route) *httputil.ReverseProxy {
 		},
 		Transport:  upstreamTransport(rt.cfg),
 		BufferPool: bufferPool{bufs},
-		ErrorLog:   nil,
+		// What the reverse proxy logs itself goes through the module's
+		// logger, at its level.
+		ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
 		ModifyResponse: func(resp *http.Response) error {
 			if p, _ := resp.Request.Context().Value(passKey{}).(*pass); p != nil {
 				if p.cache != "" {

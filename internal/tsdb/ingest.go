@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/opsgraph/ops/internal/event"
-	"github.com/opsgraph/ops/internal/views"
+	"github.com/opsgraph/ops/internal/graph"
 )
 
 // handleBatch turns a batch of view changes and OTLP points into samples,
@@ -102,7 +102,7 @@ type lastSample struct {
 // window's final value (docs/timeseries.md, Corrections). Deletions (rows
 // leaving the view's keep period) keep their history.
 func (m *Module) viewSamples(ctx context.Context, ev event.Event) []sample {
-	var d views.ChangeData
+	var d graph.ChangeData
 	if err := json.Unmarshal(ev.Data, &d); err != nil || d.Window == nil || d.New == nil {
 		return nil
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/opsgraph/ops/internal/views"
+	"github.com/opsgraph/ops/internal/graph"
 )
 
 // otelPoint is the data of an ev.otel.metric event (see the collector).
@@ -160,7 +160,7 @@ func otelMetricName(p *otelPoint) string {
 
 // attrString renders an attribute value as a label value: strings as
 // they are, numbers without exponent, other values as JSON.
-func attrString(v any) string { return views.Render(v) }
+func attrString(v any) string { return graph.Render(v) }
 
 // otelLabels builds the series labels: the point's attributes, job and
 // instance from the resource (service.namespace/service.name and

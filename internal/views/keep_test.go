@@ -30,7 +30,7 @@ func TestKeepDeletesOldWindows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runner{v: g.Views[0], bus: b, log: slog.New(slog.DiscardHandler), m: newMetrics(nil), cache: map[string]*row{}}
+	r := newRunner(g.Views[0], b, slog.New(slog.DiscardHandler), newMetrics(nil), 0, false)
 	if err := r.open(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestKeepDeletesOldWindows(t *testing.T) {
 	if err != nil || len(msgs) == 0 {
 		t.Fatalf("fetch: %v", err)
 	}
-	if err := r.fold(ctx, r.cons, msgs); err != nil {
+	if err := r.run.Batch(ctx, r.cons, msgs); err != nil {
 		t.Fatal(err)
 	}
 	count := func() int {

@@ -73,8 +73,9 @@ func (r *runner) info(ctx context.Context) Info {
 			}
 		}
 	}
+	i.Lag, i.LastError = r.run.Lag(ctx), r.run.LastError()
 	r.mu.Lock()
-	i.Lag, i.In, i.Late, i.Errors, i.LastError = r.lag, r.in, r.late, r.errs, r.lastErr
+	i.In, i.Late, i.Errors = r.in, r.late, r.errs
 	r.mu.Unlock()
 	return i
 }
@@ -189,22 +190,8 @@ func (q Query) match(v *graph.View, rw *row) bool {
 	return true
 }
 
-// Render writes a key or measure value as a CSV cell: strings as they
-// are, numbers without exponent, other values as JSON.
-func Render(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case float64:
-		return strconv.FormatFloat(x, 'f', -1, 64)
-	case bool:
-		return strconv.FormatBool(x)
-	}
-	b, _ := json.Marshal(v)
-	return string(b)
-}
+// Render formats a value as text (graph.Render).
+func Render(v any) string { return graph.Render(v) }
 
 // scan calls fn with every row that matches q, in storage order. It pulls
 // the bucket's current values in batches of 256 from an ordered consumer

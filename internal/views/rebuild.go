@@ -52,7 +52,7 @@ func (r *runner) Rebuild(ctx context.Context) (*RebuildStatus, error) {
 	r.rb = st
 	r.mu.Unlock()
 
-	shadow := &runner{v: r.v, bus: r.bus, log: r.log.With("rebuild", gen), m: r.m, cache: map[string]*row{}, gen: gen, silent: true}
+	shadow := newRunner(r.v, r.bus, r.log.With("rebuild", gen), r.m, gen, true)
 	// Start from nothing: a leftover generation from a failed attempt goes.
 	name := r.v.Spec.Name
 	_ = r.bus.JetStream().DeleteKeyValue(ctx, genBucket(name, gen))
@@ -91,7 +91,7 @@ func (r *runner) runRebuild(ctx context.Context, shadow *runner) {
 		}
 		var pending uint64
 		if len(msgs) > 0 {
-			if err := shadow.fold(ctx, shadow.cons, msgs); err != nil {
+			if err := shadow.run.Batch(ctx, shadow.cons, msgs); err != nil {
 				r.rebuildFailed(err)
 				return
 			}
@@ -140,7 +140,7 @@ func (r *runner) trySwitch(ctx context.Context, shadow *runner) bool {
 		if err != nil || len(msgs) == 0 {
 			break
 		}
-		if err := shadow.fold(ctx, shadow.cons, msgs); err != nil {
+		if err := shadow.run.Batch(ctx, shadow.cons, msgs); err != nil {
 			r.rebuildFailed(err)
 			return true
 		}

@@ -21,7 +21,6 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/graph"
-	"github.com/opsgraph/ops/internal/pipeline"
 )
 
 // Deps are what the views module needs.
@@ -59,7 +58,7 @@ const cacheRows = 100_000
 const metaKey = "_meta"
 
 // New prepares the module; views open when it runs.
-func New(g *graph.Graph, deps Deps) (*Module, error) {
+func New(deps Deps) (*Module, error) {
 	m := &Module{deps: deps, byName: map[string]*vrun{}, metrics: newMetrics(deps.Registry)}
 	if deps.Handle != nil {
 		deps.Handle("GET /api/v1/views", "views:read", http.HandlerFunc(m.list))
@@ -121,7 +120,7 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 }
 
 func (m *Module) start(ctx context.Context, v *graph.View) error {
-	r := &runner{v: v, bus: m.deps.Bus, log: m.deps.Logger.With("view", v.Spec.Name), m: m.metrics, cache: map[string]*row{}}
+	r := newRunner(v, m.deps.Bus, m.deps.Logger.With("view", v.Spec.Name), m.metrics, 0, false)
 	if err := r.open(ctx); err != nil {
 		return fmt.Errorf("view %s: %w", v.Spec.Name, err)
 	}
@@ -129,7 +128,7 @@ func (m *Module) start(ctx context.Context, v *graph.View) error {
 	vr := &vrun{r: r, cancel: cancel, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); r.loop(rctx) }()
+	go func() { defer wg.Done(); r.run.Run(rctx) }()
 	if v.Spec.Keep > 0 {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.expireLoop(rctx) }()
@@ -242,6 +241,7 @@ type runner struct {
 	// change events or dead letters (they went out the first time).
 	silent bool
 	rb     *RebuildStatus
+	run    *graph.Runner
 
 	// fold owns cache and watermark; mu guards the status fields and
 	// serializes fold with expiry.
@@ -251,8 +251,30 @@ type runner struct {
 
 	mu                      sync.Mutex
 	in, applied, late, errs uint64
-	lag                     uint64
-	lastErr                 string
+}
+
+// newRunner makes a view's runner; a silent one (a rebuild's shadow) of
+// generation gen publishes no change events and no dead letters.
+func newRunner(v *graph.View, b *bus.Bus, log *slog.Logger, m *metrics, gen int, silent bool) *runner {
+	r := &runner{v: v, bus: b, log: log, m: m, cache: map[string]*row{}, gen: gen, silent: silent}
+	r.run = &graph.Runner{Name: v.Spec.Name, Bus: b, Log: log, Size: BatchSize, Silent: silent,
+		Consumer: func() jetstream.Consumer {
+			r.foldMu.Lock()
+			defer r.foldMu.Unlock()
+			return r.cons
+		},
+		// Not acked: the batch comes back first and in order; rows reload
+		// from the bucket, where their positions make the replay skip what
+		// was already applied.
+		Reopen: func(ctx context.Context) error {
+			r.foldMu.Lock()
+			clear(r.cache)
+			r.foldMu.Unlock()
+			return r.open(ctx)
+		},
+		Handle: r.fold,
+	}
+	return r
 }
 
 type meta struct {
@@ -311,36 +333,7 @@ func (r *runner) open(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) loop(ctx context.Context) {
-	bus.Batches{
-		Size: BatchSize,
-		Consumer: func() jetstream.Consumer {
-			r.foldMu.Lock()
-			defer r.foldMu.Unlock()
-			return r.cons
-		},
-		Handle: r.fold,
-		Fail:   r.fail,
-		// Not acked: reopen from the ack floor so the batch comes back first
-		// and in order; rows reload from the bucket, where their positions
-		// make the replay skip what was already applied.
-		Recover: func(ctx context.Context) {
-			r.foldMu.Lock()
-			clear(r.cache)
-			r.foldMu.Unlock()
-			if err := r.open(ctx); err != nil && ctx.Err() == nil {
-				r.fail(err)
-			}
-		},
-	}.Run(ctx)
-}
-
-func (r *runner) fail(err error) {
-	r.log.Warn("view error", "err", err)
-	r.mu.Lock()
-	r.lastErr = time.Now().UTC().Format(time.RFC3339) + " " + err.Error()
-	r.mu.Unlock()
-}
+func (r *runner) fail(err error) { r.run.Fail(err) }
 
 type touched struct {
 	key     string
@@ -369,11 +362,12 @@ func (r *runner) load(ctx context.Context, key string) (*row, error) {
 }
 
 // fold applies a batch of bus messages, publishes the changes, writes the
-// touched rows and acks the batch.
-func (r *runner) fold(ctx context.Context, cons jetstream.Consumer, msgs []jetstream.Msg) error {
+// touched rows and acks the batch (messages that did not decode went to
+// the view's dead letters in graph.Runner).
+func (r *runner) fold(ctx context.Context, b *graph.Batch) error {
 	r.foldMu.Lock()
 	defer r.foldMu.Unlock()
-	if cons != r.cons {
+	if b.Cons != r.cons {
 		// A rebuild switched generations while this batch was fetched from
 		// the old consumer: drop it (it is deleted with its generation).
 		return nil
@@ -385,34 +379,25 @@ func (r *runner) fold(ctx context.Context, cons jetstream.Consumer, msgs []jetst
 	rows := map[string]*touched{}
 	var order []string
 	var dead []event.Event
-	var in, appliedN, lateN, errN, lag uint64
+	var in, appliedN, lateN uint64
+	errN := uint64(b.Undecodable)
 	wm := r.watermark
-	for _, msg := range msgs {
-		md, err := msg.Metadata()
-		if err != nil {
-			return err
-		}
-		lag = md.NumPending
-		evs, err := event.Decode(msg.Data())
-		if err != nil {
-			errN++
-			r.fail(fmt.Errorf("message %d does not decode: %w", md.Sequence.Stream, err))
-			continue
-		}
+	for _, item := range b.Items {
+		evs := item.Events
 		for i := range evs {
 			in++
 			e := &evs[i]
-			pos := bus.Position{Seq: md.Sequence.Stream, Index: i}
+			pos := bus.Position{Seq: item.Seq, Index: i}
 			reason, stage, err := r.foldOne(ctx, e, pos, size, late, &wm, rows, &order)
 			switch {
 			case err != nil && stage == "bus":
 				return err
 			case err != nil:
 				errN++
-				dead = append(dead, pipeline.DeadLetter(name, stage, err, *e))
+				dead = append(dead, graph.DeadLetter(name, stage, err, *e))
 			case reason == "late":
 				lateN++
-				dead = append(dead, pipeline.DeadLetter(name, "late", fmt.Errorf("event time %s is before window end + lateness, watermark %s",
+				dead = append(dead, graph.DeadLetter(name, "late", fmt.Errorf("event time %s is before window end + lateness, watermark %s",
 					e.Time.Format(time.RFC3339), wm.Format(time.RFC3339)), *e))
 			case reason == "applied":
 				appliedN++
@@ -445,11 +430,8 @@ func (r *runner) fold(ctx context.Context, cons jetstream.Consumer, msgs []jetst
 		r.watermark = wm
 	}
 	// 3. Ack the batch (in order) and wait for the server to record it.
-	for _, msg := range msgs[:len(msgs)-1] {
-		_ = msg.Ack()
-	}
-	if err := msgs[len(msgs)-1].DoubleAck(ctx); err != nil {
-		return fmt.Errorf("ack: %w", err)
+	if err := b.Ack(ctx); err != nil {
+		return err
 	}
 	if len(r.cache) > cacheRows {
 		clear(r.cache)
@@ -466,13 +448,12 @@ func (r *runner) fold(ctx context.Context, cons jetstream.Consumer, msgs []jetst
 	r.applied += appliedN
 	r.late += lateN
 	r.errs += errN
-	r.lag = lag
 	r.mu.Unlock()
 	r.m.in.WithLabelValues(name).Add(float64(in))
 	r.m.late.WithLabelValues(name).Add(float64(lateN))
 	r.m.errors.WithLabelValues(name).Add(float64(errN))
 	r.m.changes.WithLabelValues(name).Add(float64(len(changes)))
-	r.m.lag.WithLabelValues(name).Set(float64(lag))
+	r.m.lag.WithLabelValues(name).Set(float64(b.Pending))
 	return nil
 }
 
@@ -547,16 +528,8 @@ func (r *runner) foldOne(ctx context.Context, e *event.Event, pos bus.Position, 
 	return "applied", "", nil
 }
 
-// ChangeData is the data of an ev.view.<name>.* event.
-type ChangeData struct {
-	View   string         `json:"view"`
-	Key    map[string]any `json:"key"`
-	Window *time.Time     `json:"window,omitempty"`
-	// WindowSeconds is the window's length (windowed views only).
-	WindowSeconds int64          `json:"window_seconds,omitempty"`
-	Old           map[string]any `json:"old"`
-	New           map[string]any `json:"new"`
-}
+// ChangeData is the data of an ev.view.<name>.* event (graph.ChangeData).
+type ChangeData = graph.ChangeData
 
 func (r *runner) change(t *touched) (event.Event, bool) {
 	v := r.v
@@ -594,7 +567,7 @@ func (r *runner) change(t *touched) (event.Event, bool) {
 		at = t.old
 	}
 	return event.Event{
-		SpecVersion: event.SpecVersion, ID: pipeline.DerivedID("view/"+v.Spec.Name, fmt.Sprintf("%s@%d:%d:%s", t.key, at.Seq, at.Idx, typ)),
+		SpecVersion: event.SpecVersion, ID: graph.DerivedID("view/"+v.Spec.Name, fmt.Sprintf("%s@%d:%d:%s", t.key, at.Seq, at.Idx, typ)),
 		Source: "/ops/view/" + v.Spec.Name, Type: "view." + v.Spec.Name + "." + typ, Subject: t.key,
 		Time: at.Updated.UTC(), DataContentType: "application/json", Data: data,
 	}, true

@@ -1,6 +1,7 @@
 package views_test
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
@@ -477,4 +480,35 @@ func TestRebuild(t *testing.T) {
 	if st := rows(t, r2.URL, "customer", "key.id=c3").Rows[0].Values["state"].(map[string]any); st["n"] != 1000.0 {
 		t.Fatalf("after restart: %v", st)
 	}
+}
+
+// TestUndecodableGoesToDeadLetters: a message on a view's subjects that is
+// not an Ops event is sent to the view's dead letters (as a processor's
+// would be), not acknowledged away without a trace, and the view goes on.
+func TestUndecodableGoesToDeadLetters(t *testing.T) {
+	r := startGraph(t)
+	b := testutil.BusOf(t, r)
+	if _, err := b.JetStream().PublishMsg(context.Background(), &nats.Msg{Subject: "ev.shop.customer", Data: []byte("{not json")}); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, r.URL, ev("c9", "shop.customer", "", `{"id":"u9","name":"Zed"}`))
+	waitRows(t, r.URL, "customer", "key.id=u9", func(r result) error {
+		if len(r.Rows) != 1 {
+			return fmt.Errorf("%d rows", len(r.Rows))
+		}
+		return nil
+	})
+	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		resp, err := http.Get(r.URL + "/api/v1/events?subject=ev.deadletter.customer")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var p struct{ Events []struct{ Event event.Event } }
+		_ = json.NewDecoder(resp.Body).Decode(&p)
+		if len(p.Events) != 1 || !strings.Contains(string(p.Events[0].Event.Data), `"stage":"decode"`) {
+			return fmt.Errorf("dead letters: %d", len(p.Events))
+		}
+		return nil
+	})
 }
