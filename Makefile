@@ -6,11 +6,13 @@ LDFLAGS  := -s -w -X github.com/opsgraph/ops/internal/app.Version=$(VERSION) -X 
 FUZZTIME ?= 30s
 ARGS     ?=
 
-.PHONY: run build test test-deps lint fuzz bench bench-go clean
+.PHONY: run build test test-deps lint fuzz bench bench-go bench-smoke clean
 
 ## run: start Ops on embedded defaults (http://127.0.0.1:7070, data in ./data)
-run:
-	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/ops serve $(ARGS)
+# The binary replaces the shell (exec), so Ctrl-C reaches Ops itself, which
+# stops cleanly and exits 0.
+run: build
+	exec bin/ops serve $(ARGS)
 
 ## build: the ops binary in bin/
 build:
@@ -21,6 +23,7 @@ test: test-deps
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l cmd internal bench)" || { echo "gofmt needed:"; gofmt -l cmd internal bench; exit 1; }
 	$(GO) test -race -count=1 -timeout 12m ./...
+	$(MAKE) bench-smoke
 
 # Tests use only the embedded NATS server so far; system packages that later
 # modules need (slapd, krb5-kdc, promtool, ...) are installed here.
@@ -44,6 +47,10 @@ fuzz:
 ## bench: Go benchmarks, then the side-by-side scripts in bench/
 bench: bench-go
 	bash bench/run.sh
+
+## bench-smoke: every bench script in a tiny mode (seconds each): they still run
+bench-smoke:
+	SMOKE=1 bash bench/run.sh
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -34,15 +34,15 @@ func main() {
 	opsRSS, opsAnon := startOpsRSS()
 	fmt.Printf("\nFootprint with the default config (modules bus, identity, api, policy, pipeline, views, cqrs, collector, tsdb; no graph nodes, no proxy routes), idle %v\n", *idle)
 	fmt.Printf("%-22s %14s %14s %14s %14s\n", "", "binary", "start->ready", "idle RSS", "of it private")
-	fmt.Printf("%-22s %13.1fM %14v %13.1fM %13.1fM\n", "ops serve", mb(opsSize), opsStart.Round(time.Millisecond), mb(opsRSS), mb(opsAnon))
+	fmt.Printf("%-22s %11.1f MiB %14v %11.1f MiB %11.1f MiB\n", "ops serve", mb(opsSize), opsStart.Round(time.Millisecond), mb(opsRSS), mb(opsAnon))
 	if *natsBin != "" {
 		nSize := fileSize(*natsBin)
 		nStart := median(*starts, startNATS)
 		nRSS, nAnon := natsRSS()
-		fmt.Printf("%-22s %13.1fM %14v %13.1fM %13.1fM\n", "nats-server -js", mb(nSize), nStart.Round(time.Millisecond), mb(nRSS), mb(nAnon))
+		fmt.Printf("%-22s %11.1f MiB %14v %11.1f MiB %11.1f MiB\n", "nats-server -js", mb(nSize), nStart.Round(time.Millisecond), mb(nRSS), mb(nAnon))
 		fmt.Printf("%-22s %13.2fx %13.2fx %13.2fx %13.2fx\n", "ratio ops/nats", float64(opsSize)/float64(nSize), float64(opsStart)/float64(nStart), float64(opsRSS)/float64(nRSS), float64(opsAnon)/float64(nAnon))
 	}
-	fmt.Println("targets: start->ready <= 300ms; idle RSS <= 40 MB")
+	fmt.Println("targets: start->ready <= 300ms; idle RSS <= 40 MiB")
 	fmt.Println("(private = RssAnon; the rest of the RSS is mostly the binary's own pages, shared with the page cache)")
 }
 

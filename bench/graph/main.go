@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -184,11 +185,32 @@ func start(data string, args ...string) (*exec.Cmd, string) {
 	}()
 	select {
 	case a := <-addrc:
+		// Every API request carries the first-run admin token Ops wrote
+		// into its data directory.
+		token, err := os.ReadFile(filepath.Join(data, "admin.token"))
+		if err != nil {
+			fail(fmt.Errorf("ops wrote no admin token: %w", err))
+		}
+		http.DefaultTransport = authTransport{strings.TrimSpace(string(token)), baseTransport}
 		return cmd, "http://" + a
 	case <-time.After(30 * time.Second):
 		fail(fmt.Errorf("ops did not start"))
 	}
 	return nil, ""
+}
+
+var baseTransport = http.DefaultTransport
+
+// authTransport adds the bearer token to every request.
+type authTransport struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (a authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+a.token)
+	return a.next.RoundTrip(r)
 }
 
 func stop(cmd *exec.Cmd) {
@@ -204,7 +226,7 @@ func load(data string) {
 	nreq := *events / 100
 	var wg sync.WaitGroup
 	next := make(chan int)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	client := &http.Client{Transport: authTransport{http.DefaultTransport.(authTransport).token, &http.Transport{MaxIdleConnsPerHost: 8}}}
 	for c := 0; c < 8; c++ {
 		wg.Add(1)
 		go func() {
@@ -280,6 +302,9 @@ func runView(dir, data string) (float64, float64) {
 func waitIn(url, statusPath, listKey, name string, t0 time.Time, label string) float64 {
 	for {
 		resp, err := http.Get(url + statusPath)
+		if err == nil && (resp.StatusCode == 401 || resp.StatusCode == 403) {
+			fail(fmt.Errorf("GET %s: %s", statusPath, resp.Status)) // no use waiting
+		}
 		if err == nil {
 			var res map[string][]struct {
 				Name string

@@ -21,7 +21,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,6 +229,12 @@ func opsIngest(mode string, collector bool) (float64, error) {
 	case <-time.After(20 * time.Second):
 		return 0, fmt.Errorf("ops did not start")
 	}
+	// The API needs a token: the first-run admin token Ops wrote (the
+	// collector takes the write key instead).
+	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		return 0, fmt.Errorf("ops wrote no admin token: %w", err)
+	}
 	// Pre-encode every request so the load generator spends its CPU on HTTP.
 	nreq := *events / *batch
 	bodies := make([][]byte, nreq)
@@ -264,7 +272,9 @@ func opsIngest(mode string, collector bool) (float64, error) {
 				}
 				req, _ := http.NewRequest("POST", url, bytes.NewReader(bodies[i]))
 				req.Header.Set("Content-Type", "application/cloudevents-batch+json")
+				req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 				if collector {
+					req.Header.Del("Authorization")
 					req.Header.Set("Content-Type", "application/json")
 					req.Header.Set("Content-Encoding", "gzip")
 					req.SetBasicAuth(benchKey, "")

@@ -111,7 +111,7 @@ func main() {
 
 	t0 := time.Now()
 	ds := generate(*nSeries, *span, *interval, *batch, t0)
-	fmt.Fprintf(os.Stderr, "generated %d samples (%d series x %d) in %d requests, %.1f MB protobuf, %.1f MB snappy, in %v\n",
+	fmt.Fprintf(os.Stderr, "generated %d samples (%d series x %d) in %d requests, %.1f MiB protobuf, %.1f MiB snappy, in %v\n",
 		ds.samples, ds.series, ds.samples/ds.series, len(ds.reqs), mb(ds.rawSize), mb(ds.size), time.Since(t0).Round(time.Millisecond))
 
 	loadOrder := both

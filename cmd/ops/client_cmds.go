@@ -87,6 +87,41 @@ func publishCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// parseLine reads one NDJSON line into a complete event, or says in plain
+// words what is wrong with it.
+func parseLine(line, source, typ string) (json.RawMessage, error) {
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return nil, fmt.Errorf("not JSON: %v at column %d", se, se.Offset)
+		case errors.As(err, &te):
+			return nil, fmt.Errorf("want a JSON object (one event), found a JSON %s", te.Value)
+		}
+		return nil, fmt.Errorf("not a JSON object: %v", err)
+	}
+	return complete(m, source, typ)
+}
+
+// checkNDJSON reads every line of r as publishFile would, and returns the
+// first problem.
+func checkNDJSON(r io.Reader, source, typ string) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, err := parseLine(line, source, typ); err != nil {
+			return fmt.Errorf("line %d: %w", n, err)
+		}
+	}
+	return sc.Err()
+}
+
 // complete fills the attributes a line may leave out, so NDJSON of plain
 // {"type": ..., "data": ...} objects works. Ids are set here, before the
 // first send, so a retried batch is deduplicated by the server.
@@ -139,6 +174,14 @@ func publishFile(ctx context.Context, cmd *cobra.Command, c *client.Client, file
 		if st, err := f.Stat(); err == nil {
 			size = st.Size()
 		}
+		// A file is checked whole before anything is sent: a bad line
+		// leaves nothing half-published.
+		if err := checkNDJSON(f, source, typ); err != nil {
+			return fmt.Errorf("%w\nnothing was published (a file is checked whole first)", err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
 		r = f
 	}
 	var bar *progressbar.ProgressBar
@@ -187,14 +230,19 @@ func publishFile(ctx context.Context, cmd *cobra.Command, c *client.Client, file
 			pendingBytes += int64(len(sc.Bytes()) + 1)
 			continue
 		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			_ = flush()
-			return fmt.Errorf("line %d: not a JSON object: %v\n%d events published before it", lineNo, err, total)
-		}
-		raw, err := complete(m, source, typ)
+		raw, err := parseLine(line, source, typ)
 		if err != nil {
-			return fmt.Errorf("line %d: %w", lineNo, err)
+			// Standard input cannot be read twice: what came before the bad
+			// line is published, and the message says exactly what that was.
+			ferr := flush()
+			msg := fmt.Sprintf("line %d: %v\n", lineNo, err)
+			if ferr != nil {
+				return fmt.Errorf("%s%w", msg, ferr)
+			}
+			if lineNo > 1 {
+				msg += fmt.Sprintf("lines 1 to %d were published (%d events: %d stored, %d duplicates); ", lineNo-1, total, stored, dups)
+			}
+			return fmt.Errorf("%snothing from line %d on was sent", msg, lineNo)
 		}
 		if len(pending) == 0 {
 			firstLine = lineNo
@@ -249,6 +297,9 @@ func tailCmd(g *globals) *cobra.Command {
 			enc := json.NewEncoder(out)
 			enc.SetEscapeHTML(false)
 			err := g.client().Tail(ctx, subject, since, func(s api.StoredEvent) error {
+				if count > 0 && n >= count {
+					return nil // events that arrive while the tail stops are not printed
+				}
 				switch g.output {
 				case "json":
 					_ = enc.Encode(s)

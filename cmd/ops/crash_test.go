@@ -291,8 +291,24 @@ func TestCLIAgainstServer(t *testing.T) {
 		t.Fatalf("publish -f: %v %s", err, out)
 	}
 	out, err = run(`{"type":"cli.ok"}`+"\n"+`{"data":1}`+"\n", "publish", "-f", "-")
-	if err == nil || !strings.Contains(out, "line 2") || !strings.Contains(out, "type") {
-		t.Fatalf("bad line should name line 2 and the field: %v %s", err, out)
+	if err == nil || !strings.Contains(out, "line 2") || !strings.Contains(out, "type") || !strings.Contains(out, "0 events published") {
+		t.Fatalf("bad line should name line 2, the field and what was published: %v %s", err, out)
+	}
+	// A line that is not JSON at all, on standard input: what came before it
+	// is published, and said so.
+	out, err = run(`{"type":"cli.stdin"}`+"\n"+`not json`+"\n", "publish", "-f", "-")
+	if err == nil || !strings.Contains(out, "line 2: not JSON") || !strings.Contains(out, "lines 1 to 1 were published (1 events") {
+		t.Fatalf("stdin bad line: %v %s", err, out)
+	}
+	// A file is checked whole first: a bad line publishes nothing.
+	bad := filepath.Join(t.TempDir(), "bad.ndjson")
+	_ = os.WriteFile(bad, []byte(`{"type":"cli.file"}`+"\n"+`{"type":"cli.file"}`+"\n"+`{"type": oops}`+"\n"), 0o600)
+	out, err = run("", "publish", "-f", bad)
+	if err == nil || !strings.Contains(out, "line 3: not JSON") || !strings.Contains(out, "column") || !strings.Contains(out, "nothing was published") {
+		t.Fatalf("bad file: %v %s", err, out)
+	}
+	if n := len(readEvents(t, p.url, "ev.cli.file")); n != 0 {
+		t.Fatalf("%d events of a refused file stored", n)
 	}
 	out, err = run("", "tail", "--since", "1", "--count", "251", "-o", "json", "ev.cli.>")
 	if err != nil {

@@ -104,7 +104,7 @@ func serveCmd() *cobra.Command {
 		},
 	}
 	cf.register(cmd)
-	cmd.Flags().StringVar(&targets, "target", "all", "modules to run, comma-separated: bus, identity, api, policy, pipeline, views, cqrs, collector, coap, proxy, or all")
+	cmd.Flags().StringVar(&targets, "target", "all", "modules to run, comma-separated: "+strings.Join(app.TargetNames(), ", "))
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -190,6 +191,17 @@ func (a *App) defs() []Def {
 // Targets lists the module names that --target accepts.
 func (a *App) Targets() []string { return a.mgr.Names() }
 
+// TargetNames lists the module names --target accepts, without an app
+// (for help texts): the names of defs, which construct nothing until run.
+func TargetNames() []string {
+	var names []string
+	for _, d := range (&App{}).defs() {
+		names = append(names, d.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
 // Run starts targets and blocks until ctx ends or a module fails.
 func (a *App) Run(ctx context.Context, targets []string) error {
 	a.started = time.Now()
@@ -205,6 +217,9 @@ func (a *App) Run(ctx context.Context, targets []string) error {
 		defer release()
 	}
 	a.log.Info("starting", "version", Version, "targets", targets, "data_dir", a.cfg.DataDir, "config_hash", a.cfg.Hash())
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	go a.trimWhenIdle(tctx)
 	err := a.mgr.Run(ctx, targets)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		a.log.Error("stopped with error", "err", err)
@@ -213,6 +228,41 @@ func (a *App) Run(ctx context.Context, targets []string) error {
 	a.log.Info("stopped")
 	return nil
 }
+
+// trimWhenIdle gives the memory a burst of work left behind back to the
+// system once the bus has been quiet for idleTrim: Go's runtime keeps
+// freed heap for reuse and returns it only slowly, so after a burst Ops
+// would otherwise sit far above its idle footprint for many minutes.
+func (a *App) trimWhenIdle(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	var trimmed time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if a.bus == nil {
+			continue
+		}
+		b := a.bus.Bus()
+		if b == nil {
+			continue
+		}
+		last := b.LastWrite()
+		if last.IsZero() || time.Since(last) < idleTrim || !trimmed.Before(last) {
+			continue
+		}
+		debug.FreeOSMemory()
+		trimmed = time.Now()
+		a.log.Debug("idle: returned freed memory to the system")
+	}
+}
+
+// idleTrim is how long the bus must be quiet before freed memory is
+// returned.
+const idleTrim = 30 * time.Second
 
 // APIAddr waits for the api module and returns its bound address.
 func (a *App) APIAddr(ctx context.Context) (net.Addr, error) {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -53,6 +54,7 @@ type Bus struct {
 	maxMsg  int
 	space   *spaceGuard            // nil with an external bus
 	jsCfg   server.JetStreamConfig // the embedded JetStream's, to turn it back on
+	written atomic.Int64           // unix nanos of the last publish
 }
 
 // Open starts the embedded server (or connects to bus.url), ensures the
@@ -91,6 +93,7 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 	}
 	b.log.Debug("dedup window rebuilt", "ids", n, "took", time.Since(start))
 	b.metrics.dedupIDs.Set(float64(b.dedup.size()))
+	b.dedup.onSize = func(n int) { b.metrics.dedupIDs.Set(float64(n)) }
 	return b, nil
 }
 
@@ -295,6 +298,14 @@ func (b *Bus) restoreJetStream() bool {
 	b.space.stuck.Store(false)
 	b.log.Warn("JetStream restarted: the disk had filled up and has space again")
 	return true
+}
+
+// LastWrite is when something was last published (zero when nothing was).
+func (b *Bus) LastWrite() time.Time {
+	if n := b.written.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Embedded reports whether the bus runs in this process.

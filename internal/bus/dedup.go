@@ -22,6 +22,13 @@ type dedup struct {
 	head     int
 	inflight map[uint64]*flight
 	evicted  int // entries dropped before their window ended, because of max
+	// peak is the most entries m held since it was last made anew: a Go
+	// map keeps its buckets after deletes, so a burst's ids would hold
+	// their memory long after the window let them go.
+	peak int
+	// onSize reports the window's size after a periodic expiry (the
+	// ops_bus_dedup_window_ids gauge).
+	onSize func(int)
 }
 
 type qent struct {
@@ -48,6 +55,20 @@ func (d *dedup) size() int {
 	return len(d.m)
 }
 
+// expire drops the entries whose window has passed.
+func (d *dedup) expire() {
+	if d == nil || !d.enabled() {
+		return
+	}
+	d.mu.Lock()
+	d.expireLocked(time.Now().UnixNano())
+	n := len(d.m)
+	d.mu.Unlock()
+	if d.onSize != nil {
+		d.onSize(n)
+	}
+}
+
 // expireLocked drops entries older than the window, and the oldest ones while
 // the map is over its bound.
 func (d *dedup) expireLocked(now int64) {
@@ -68,6 +89,17 @@ func (d *dedup) expireLocked(now int64) {
 		d.q = append(d.q[:0], d.q[d.head:]...)
 		d.head = 0
 	}
+	if d.peak >= 4096 && len(d.m) <= d.peak/4 {
+		m := make(map[uint64]uint64, len(d.m))
+		for k, v := range d.m {
+			m[k] = v
+		}
+		d.m, d.peak = m, len(m)
+		if cap(d.q) > 4*(len(d.q)-d.head)+1024 {
+			d.q = append(make([]qent, 0, len(d.q)-d.head), d.q[d.head:]...)
+			d.head = 0
+		}
+	}
 }
 
 // addLocked records a stored id; at is the store time in Unix nanoseconds.
@@ -77,6 +109,7 @@ func (d *dedup) addLocked(h uint64, p Position, at int64) {
 	}
 	d.m[h] = pack(p)
 	d.q = append(d.q, qent{h, at})
+	d.peak = max(d.peak, len(d.m))
 }
 
 // reserve looks each hash up. Known ones get their stored position in known;

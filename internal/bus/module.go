@@ -43,17 +43,19 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 	}
 	m.bus.Store(b)
 	ready()
-	var died <-chan time.Time
-	if b.srv != nil {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		died = t.C
-	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return b.Close()
-		case <-died:
+		case <-t.C:
+			// The dedup window lets ids go even when nothing is published
+			// (its memory with them).
+			b.dedup.expire()
+			if b.srv == nil {
+				continue
+			}
 			if !b.srv.Running() {
 				b.Close()
 				return errors.New("embedded NATS server stopped")

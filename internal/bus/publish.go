@@ -66,6 +66,7 @@ func (b *Bus) PublishDerived(ctx context.Context, evs []event.Event) ([]Ack, err
 
 func (b *Bus) publish(ctx context.Context, evs []event.Event) ([]Ack, error) {
 	start := time.Now()
+	b.written.Store(start.UnixNano())
 	acks := make([]Ack, len(evs))
 	if len(evs) == 0 {
 		return acks, nil
@@ -345,6 +346,7 @@ type Group struct {
 // n-th part suffixed ":n") and waits for all acknowledgements. It bypasses
 // the event-id window: ids are deterministic and the message id dedups.
 func (b *Bus) PublishGroups(ctx context.Context, groups []Group) error {
+	b.written.Store(time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout.D())
 	defer cancel()
 	var futures []jetstream.PubAckFuture

@@ -85,8 +85,15 @@ func TestEnvErrors(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, w := range []string{"env OPS_HTTP_LISTN: not a known setting", "bus.sync: want \"always\""} {
+	for _, w := range []string{"env OPS_HTTP_LISTN: not a known setting (did you mean OPS_HTTP_LISTEN?)", "bus.sync: want \"always\""} {
 		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in %v", w, err)
+		}
+	}
+	// --set typos are answered the same way.
+	_, err = Load(Options{Set: []string{"http.listn=:1", "proxy.fastpath=false"}})
+	for _, w := range []string{"did you mean http.listen?", "did you mean proxy.fast_path?"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("missing %q in %v", w, err)
 		}
 	}

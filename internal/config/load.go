@@ -379,7 +379,20 @@ func applyEnv(c *Config, env []string) Errors {
 		}
 		l, ok := byEnv[k]
 		if !ok || fileOnly(l.Value) {
-			errs = append(errs, &FieldError{Source: "env " + k, Msg: "not a known setting"})
+			msg := "not a known setting"
+			if ok {
+				msg = "is a mapping or list; set it in the config file"
+			} else {
+				names := map[string]int{}
+				for e := range byEnv {
+					names[e] = 0
+				}
+				for c := range clientEnv {
+					names[c] = 0
+				}
+				msg += closest(k, names)
+			}
+			errs = append(errs, &FieldError{Source: "env " + k, Msg: msg})
 			continue
 		}
 		if err := setScalar(l.Value, v); err != nil {
@@ -406,7 +419,27 @@ func SetPath(c *Config, path, value string) error {
 		c.Log.Modules[key] = value
 		return nil
 	}
-	return fmt.Errorf("unknown key")
+	paths := map[string]int{}
+	for _, l := range Leaves(c) {
+		paths[l.Path] = 0
+	}
+	return fmt.Errorf("unknown key%s", closest(path, paths))
+}
+
+// closest names the nearest known name for a typo, or nothing when none
+// is near (the full lists of keys and variables are long: docs/config.md
+// has them).
+func closest(k string, names map[string]int) string {
+	best, bestD := "", max(3, len(k)/5)
+	for name := range names {
+		if d := editDistance(k, name); d < bestD {
+			best, bestD = name, d
+		}
+	}
+	if best == "" {
+		return " (docs/config.md lists every key)"
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
 }
 
 // fileOnly reports whether a key can be set only in the file (mappings and

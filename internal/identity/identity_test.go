@@ -131,7 +131,7 @@ func TestFirstRunAndTokens(t *testing.T) {
 	if resp := call(t, nil, "DELETE", r.URL+"/api/v1/tokens/"+created.ID, admin, nil, nil); resp.StatusCode != 204 {
 		t.Fatalf("revoke: %d", resp.StatusCode)
 	}
-	if resp := call(t, nil, "GET", r.URL+"/api/v1/events", viewer, nil, &e); resp.StatusCode != 401 || !strings.Contains(e.Error, "credentials refused") {
+	if resp := call(t, nil, "GET", r.URL+"/api/v1/events", viewer, nil, &e); resp.StatusCode != 401 || !strings.Contains(e.Error, "credentials refused: invalid token") {
 		t.Fatalf("revoked token: %d %+v", resp.StatusCode, e)
 	}
 	// A token that expires.

@@ -64,34 +64,47 @@ func (t tokens) create(ctx context.Context, name, role, by string, ttl time.Dura
 	return tok, "ops_" + id + "_" + secret, nil
 }
 
-// verify checks a presented token: ErrInvalid for unknown, wrong, expired.
+// errBadToken is what every refused token gets, whatever the reason (not
+// saying which keeps ids and expiry from being probed); it is ErrInvalid.
+var errBadToken error = badToken{}
+
+type badToken struct{}
+
+func (badToken) Error() string {
+	return "invalid token: unknown, revoked, expired or mistyped (ops token ls lists the valid ones)"
+}
+
+func (badToken) Is(target error) bool { return target == ErrInvalid }
+
+// verify checks a presented token: errBadToken (ErrInvalid) for unknown,
+// wrong, expired.
 func (t tokens) verify(ctx context.Context, presented string) (Token, error) {
 	rest, ok := strings.CutPrefix(presented, "ops_")
 	id, secret, ok2 := strings.Cut(rest, "_")
 	if !ok || !ok2 || len(id) != 12 || len(secret) > 64 {
-		return Token{}, ErrInvalid
+		return Token{}, errBadToken
 	}
 	if _, err := hex.DecodeString(id); err != nil {
-		return Token{}, ErrInvalid
+		return Token{}, errBadToken
 	}
 	e, err := t.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Token{}, ErrInvalid
+		return Token{}, errBadToken
 	}
 	if err != nil {
 		return Token{}, fmt.Errorf("tokens: %w: %v", ErrUnavailable, err)
 	}
 	var tok Token
 	if err := json.Unmarshal(e.Value(), &tok); err != nil {
-		return Token{}, ErrInvalid
+		return Token{}, errBadToken
 	}
 	h := sha256.Sum256([]byte(secret))
 	want, _ := hex.DecodeString(tok.Hash)
 	if subtle.ConstantTimeCompare(h[:], want) != 1 {
-		return Token{}, ErrInvalid
+		return Token{}, errBadToken
 	}
 	if !tok.Expires.IsZero() && time.Now().After(tok.Expires) {
-		return Token{}, ErrInvalid
+		return Token{}, errBadToken
 	}
 	tok.Hash = ""
 	return tok, nil

@@ -101,7 +101,7 @@ func TestCSVExportStreamsInBoundedMemory(t *testing.T) {
 		t.Fatalf("exported %d lines, want %d", w.lines, 2*rows+1)
 	}
 	growth := int64(w.peak.Load()) - int64(base.HeapInuse)
-	t.Logf("%d rows, %.1f MB of CSV in %v; heap grew at most %.1f MB", rows, float64(w.bytes)/1e6, time.Since(t0).Round(time.Millisecond), float64(growth)/1e6)
+	t.Logf("%d rows, %.1f MiB of CSV in %v; heap grew at most %.1f MiB", rows, float64(w.bytes)/(1<<20), time.Since(t0).Round(time.Millisecond), float64(growth)/(1<<20))
 	// A push watcher that buffered as fast as the server sends grew the heap
 	// by 148 MB on this export; streaming in pulls of 256 rows stays well
 	// under the size of the CSV itself.
