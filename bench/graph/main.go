@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,10 +19,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +27,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opsgraph/ops/bench/opsproc"
 )
 
 var (
@@ -166,38 +164,17 @@ func rawServer(dir string, syncAlways bool) (*server.Server, jetstream.JetStream
 	return s, js, nc
 }
 
-var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
-
-func start(data string, args ...string) (*exec.Cmd, string) {
-	cmd := exec.Command(*opsBin, append([]string{"serve", "--data-dir", data, "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--set", "log.modules.api=info"}, args...)...)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+func start(data string, args ...string) (*opsproc.Proc, string) {
+	p, err := opsproc.Start(*opsBin, data, args...)
+	if err != nil {
 		fail(err)
 	}
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
-			}
-		}
-	}()
-	select {
-	case a := <-addrc:
-		// Every API request carries the first-run admin token Ops wrote
-		// into its data directory.
-		token, err := os.ReadFile(filepath.Join(data, "admin.token"))
-		if err != nil {
-			fail(fmt.Errorf("ops wrote no admin token: %w", err))
-		}
-		http.DefaultTransport = authTransport{strings.TrimSpace(string(token)), baseTransport}
-		return cmd, "http://" + a
-	case <-time.After(30 * time.Second):
-		fail(fmt.Errorf("ops did not start"))
-	}
-	return nil, ""
+	// Every API request carries the first-run admin token.
+	http.DefaultTransport = authTransport{p.Token, baseTransport}
+	return p, p.URL
 }
+
+func stop(p *opsproc.Proc) { p.Stop() }
 
 var baseTransport = http.DefaultTransport
 
@@ -209,13 +186,8 @@ type authTransport struct {
 
 func (a authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+a.token)
+	r.Header.Set("Authorization", a.token)
 	return a.next.RoundTrip(r)
-}
-
-func stop(cmd *exec.Cmd) {
-	_ = cmd.Process.Signal(os.Interrupt)
-	_ = cmd.Wait()
 }
 
 // load stores the events through the API, 8 clients, batches of 100.

@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -20,10 +19,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +27,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/opsgraph/ops/bench/opsproc"
 )
 
 var (
@@ -177,8 +174,6 @@ func rawRun(mode string, async, msgID bool) (float64, string, error) {
 	return float64(n) / el.Seconds(), fmt.Sprintf("%d messages in %v", n, el.Round(time.Millisecond)), nil
 }
 
-var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
-
 const benchKey = "wk_bench_0123456789"
 
 // segmentBatch is a gzip'd /v1/batch body of n track messages.
@@ -203,37 +198,14 @@ func segmentBatch(r, n int) []byte {
 func opsIngest(mode string, collector bool) (float64, error) {
 	dir, _ := os.MkdirTemp("", "opsbench")
 	defer os.RemoveAll(dir)
-	cmd := exec.Command(*opsBin, "serve", "--data-dir", dir, "--http-listen", "127.0.0.1:0", "--bus-sync", mode, "--log-level", "warn", "--set", "log.modules.api=info",
-		"--set", "collector.write_keys="+benchKey)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
+	p, err := opsproc.Start(*opsBin, dir, "--bus-sync", mode, "--set", "collector.write_keys="+benchKey)
+	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
-			}
-		}
-	}()
-	var url string
-	select {
-	case a := <-addrc:
-		url = "http://" + a + "/api/v1/events"
-		if collector {
-			url = "http://" + a + "/v1/batch"
-		}
-	case <-time.After(20 * time.Second):
-		return 0, fmt.Errorf("ops did not start")
-	}
-	// The API needs a token: the first-run admin token Ops wrote (the
-	// collector takes the write key instead).
-	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		return 0, fmt.Errorf("ops wrote no admin token: %w", err)
+	defer p.Stop()
+	url := p.URL + "/api/v1/events"
+	if collector {
+		url = p.URL + "/v1/batch"
 	}
 	// Pre-encode every request so the load generator spends its CPU on HTTP.
 	nreq := *events / *batch
@@ -272,7 +244,7 @@ func opsIngest(mode string, collector bool) (float64, error) {
 				}
 				req, _ := http.NewRequest("POST", url, bytes.NewReader(bodies[i]))
 				req.Header.Set("Content-Type", "application/cloudevents-batch+json")
-				req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+				req.Header.Set("Authorization", p.Token)
 				if collector {
 					req.Header.Del("Authorization")
 					req.Header.Set("Content-Type", "application/json")

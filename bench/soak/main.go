@@ -19,14 +19,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/opsgraph/ops/bench/opsproc"
 )
 
 var (
@@ -36,40 +35,16 @@ var (
 	settle   = flag.Duration("settle", 20*time.Second, "how long after the load before the end figures are read")
 )
 
-var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
-
 func main() {
 	flag.Parse()
 	dir, _ := os.MkdirTemp("", "opssoak")
 	defer os.RemoveAll(dir)
-	cmd := exec.Command(*opsBin, "serve", "--data-dir", dir, "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--set", "log.modules.api=info")
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		fail(err)
-	}
-	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
-	addrc := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
-				addrc <- m[1]
-			}
-		}
-	}()
-	var base string
-	select {
-	case a := <-addrc:
-		base = "http://" + a
-	case <-time.After(30 * time.Second):
-		fail(fmt.Errorf("ops did not start"))
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	p, err := opsproc.Start(*opsBin, dir)
 	if err != nil {
 		fail(err)
 	}
-	token := "Bearer " + strings.TrimSpace(string(tok))
-	pid := cmd.Process.Pid
+	defer p.Stop()
+	base, token, pid := p.URL, p.Token, p.Cmd.Process.Pid
 	time.Sleep(2 * time.Second)
 	g0, rss0 := goroutines(base, token), rss(pid)
 

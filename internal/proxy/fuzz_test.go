@@ -5,20 +5,20 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"path"
 	"strings"
 	"testing"
 
+	"github.com/opsgraph/ops/internal/canon"
 	"github.com/opsgraph/ops/internal/config"
 )
 
-// FuzzMatch: any Host header and path picks a route or none, never panics,
-// and a route is only chosen when its path prefix holds segment-wise.
-func FuzzMatch(f *testing.F) {
+// fuzzTable compiles routes (after mod) as the proxy would, without a
+// running module.
+func fuzzTable(f *testing.F, routes []config.Route, mod func(*config.Config)) *table {
 	cfg := config.Default()
-	cfg.Proxy.Routes = []config.Route{
-		{Name: "a", Hosts: config.Strings{"example.com"}, Path: "/api", Upstreams: config.Strings{"http://127.0.0.1:1"}},
-		{Name: "b", Hosts: config.Strings{"*.example.org"}, Upstreams: config.Strings{"http://127.0.0.1:2"}},
+	cfg.Proxy.Routes = routes
+	if mod != nil {
+		mod(&cfg)
 	}
 	if errs := cfg.Validate(); len(errs) > 0 {
 		f.Fatal(errs)
@@ -28,6 +28,16 @@ func FuzzMatch(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	return tb
+}
+
+// FuzzMatch: any Host header and path picks a route or none, never panics,
+// and a route is only chosen when its path prefix holds segment-wise.
+func FuzzMatch(f *testing.F) {
+	tb := fuzzTable(f, []config.Route{
+		{Name: "a", Hosts: config.Strings{"example.com"}, Path: "/api", Upstreams: config.Strings{"http://127.0.0.1:1"}},
+		{Name: "b", Hosts: config.Strings{"*.example.org"}, Upstreams: config.Strings{"http://127.0.0.1:2"}},
+	}, nil)
 	f.Add("example.com:80", "/api/x")
 	f.Add("[::1]:8080", "/")
 	f.Add("a.example.org", "/apix")
@@ -41,25 +51,6 @@ func FuzzMatch(f *testing.F) {
 	})
 }
 
-// permissive reads a path as the most lenient upstream would: every
-// escape decoded once, '\' as '/', ;parameters dropped from segments
-// (servlet containers), then cleaned. It is the reference the proxy's
-// decisions are held to.
-func permissive(p string) string {
-	d, err := url.PathUnescape(p)
-	if err != nil {
-		d = p
-	}
-	d = strings.ReplaceAll(d, "\\", "/")
-	segs := strings.Split(d, "/")
-	for i, s := range segs {
-		if j := strings.IndexByte(s, ';'); j >= 0 {
-			segs[i] = s[:j]
-		}
-	}
-	return path.Clean("/" + strings.Join(segs, "/"))
-}
-
 // FuzzACLPath is the differential test of path canonicalisation: random
 // request targets go through what the proxy does (net/http's parsing,
 // canonRequest, route and ACL with both readings) with a rule denying
@@ -70,21 +61,13 @@ func permissive(p string) string {
 func FuzzACLPath(f *testing.F) {
 	tables := map[bool]*table{}
 	for _, keep := range []bool{false, true} {
-		cfg := config.Default()
-		cfg.Proxy.Routes = []config.Route{{Name: "site", Upstreams: config.Strings{"http://127.0.0.1:1"},
-			ACL: config.ACL{Rules: []config.ACLRule{{Action: "deny", Paths: config.Strings{"/admin/**"}}}}}}
-		if keep {
-			cfg.Proxy.EncodedSlashes = "keep"
-		}
-		if errs := cfg.Validate(); len(errs) > 0 {
-			f.Fatal(errs)
-		}
-		m := &Module{metrics: newMetrics(func() float64 { return 0 }), log: slog.New(slog.DiscardHandler)}
-		tb, err := m.build(cfg.Proxy)
-		if err != nil {
-			f.Fatal(err)
-		}
-		tables[keep] = tb
+		tables[keep] = fuzzTable(f, []config.Route{{Name: "site", Upstreams: config.Strings{"http://127.0.0.1:1"},
+			ACL: config.ACL{Rules: []config.ACLRule{{Action: "deny", Paths: config.Strings{"/admin/**"}}}}}},
+			func(c *config.Config) {
+				if keep {
+					c.Proxy.EncodedSlashes = "keep"
+				}
+			})
 	}
 	for _, s := range []string{"/admin", "//admin/x", "/x/../admin", "/%2e/admin", "/%61dmin", "/admin;x/y", "/a%2F..%2Fadmin",
 		"/public/..;/admin", "/x/..%5Cadmin", "/ok/page", "/admin%20/x", "/ADMIN"} {
@@ -110,7 +93,7 @@ func FuzzACLPath(f *testing.F) {
 			return
 		}
 		for what, q := range map[string]string{"the client's target": strings.SplitN(target, "?", 2)[0], "the path sent upstream": p} {
-			if ref := permissive(q); ref == "/admin" || strings.HasPrefix(ref, "/admin/") {
+			if ref := canon.Lenient(q); ref == "/admin" || strings.HasPrefix(ref, "/admin/") {
 				t.Fatalf("allowed %q (keep %v): %s reads as %q; sent upstream %q", target, keep, what, ref, p)
 			}
 		}

@@ -1,0 +1,71 @@
+// Package opsproc starts the real ops binary for the benchmarks in bench/:
+// a child process on a loopback port, with its data directory, found
+// ready by its "listening" log line, and the first-run admin token it
+// wrote, which the API needs.
+package opsproc
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Proc is a running ops serve.
+type Proc struct {
+	Cmd *exec.Cmd
+	URL string // http://host:port of the API
+	// Token is "Bearer <first-run admin token>", for the Authorization
+	// header.
+	Token string
+}
+
+var listenRE = regexp.MustCompile(`msg=listening module=api addr=(\S+)`)
+
+// Start runs bin serve on dataDir with args added, and waits until the API
+// listens.
+func Start(bin, dataDir string, args ...string) (*Proc, error) {
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dataDir, "--http-listen", "127.0.0.1:0",
+		"--log-level", "warn", "--set", "log.modules.api=info"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
+				addrc <- m[1]
+			}
+		}
+	}()
+	p := &Proc{Cmd: cmd}
+	select {
+	case a := <-addrc:
+		p.URL = "http://" + a
+	case <-time.After(30 * time.Second):
+		p.Stop()
+		return nil, fmt.Errorf("ops did not start")
+	}
+	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("ops wrote no admin token: %w", err)
+	}
+	p.Token = "Bearer " + strings.TrimSpace(string(tok))
+	return p, nil
+}
+
+// Stop ends the process as Ctrl-C would and waits for it.
+func (p *Proc) Stop() {
+	_ = p.Cmd.Process.Signal(os.Interrupt)
+	_ = p.Cmd.Wait()
+}
