@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/opsgraph/ops/internal/analytics"
 	"github.com/opsgraph/ops/internal/api"
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/collector"
@@ -183,8 +184,14 @@ func (a *App) defs() []Def {
 				}
 				return m, err
 			}},
+		// analytics folds ev.track.* into the web and product analytics
+		// reports.
+		{Name: "analytics", Deps: []string{"bus", "api"}, Enabled: func() bool { return a.cfg.Analytics.Enabled },
+			New: func() (Module, error) {
+				return analytics.New(a.cfg.Analytics, analytics.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("analytics"), Handle: a.api.Handle})
+			}},
 		a.tsdbDef(), // tsdb.go, or notsdb.go in a build with -tags notsdb
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb"}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "analytics"}},
 	}
 }
 

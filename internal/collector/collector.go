@@ -281,6 +281,12 @@ func (m *Module) batch(w http.ResponseWriter, r *http.Request) {
 		if m.cfg.StoreIP && client.IsValid() {
 			n.context = mergeMaps(n.context, map[string]any{"ip": client.String()}).(map[string]any)
 		}
+		// The browser's own User-Agent, as Segment's analytics.js puts it
+		// in the context (ops.js leaves it to the request); the batch's or
+		// the message's own wins.
+		if ua := r.UserAgent(); ua != "" {
+			n.context = mergeMaps(map[string]any{"userAgent": ua}, n.context).(map[string]any)
+		}
 	}
 	if t, ok := parseTime(b.SentAt); ok {
 		n.sentAt = t

@@ -27,6 +27,7 @@ type Config struct {
 	Identity  Identity  `yaml:"identity"`
 	Proxy     Proxy     `yaml:"proxy"`
 	TSDB      TSDB      `yaml:"tsdb"`
+	Analytics Analytics `yaml:"analytics"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -94,6 +95,12 @@ type Events struct {
 	MaxBytes ByteSize `yaml:"max_bytes" doc:"largest encoded event"`
 }
 
+// Analytics configures the web and product analytics reports.
+type Analytics struct {
+	Enabled        bool     `yaml:"enabled" doc:"fold page views and custom events (ev.track.*) into the reports under /api/v1/analytics"`
+	SessionTimeout Duration `yaml:"session_timeout" doc:"a visit ends after this long without events from its visitor"`
+}
+
 // Log configures log/slog output.
 type Log struct {
 	Level   string            `yaml:"level" doc:"debug, info, warn or error"`
@@ -129,6 +136,7 @@ func Default() Config {
 		Identity:  defaultIdentity(),
 		Proxy:     defaultProxy(),
 		TSDB:      defaultTSDB(),
+		Analytics: Analytics{Enabled: true, SessionTimeout: Duration(30 * time.Minute)},
 	}
 }
 
@@ -212,6 +220,9 @@ func (c *Config) Validate() Errors {
 		if len(k) < 8 {
 			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")
 		}
+	}
+	if c.Analytics.SessionTimeout < Duration(time.Minute) || c.Analytics.SessionTimeout > Duration(24*time.Hour) {
+		add("analytics.session_timeout", "want 1m to 24h, got %s", c.Analytics.SessionTimeout)
 	}
 	if c.CoAP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.CoAP.Listen); err != nil {

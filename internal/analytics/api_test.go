@@ -1,0 +1,192 @@
+package analytics_test
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opsgraph/ops/internal/analytics"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/testutil"
+)
+
+const key = "wk_analytics_test"
+
+func send(t *testing.T, base, path, ua string, msgs ...string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+path, strings.NewReader(`{"batch":[`+strings.Join(msgs, ",")+`]}`))
+	req.SetBasicAuth(key, "")
+	req.Header.Set("Content-Type", "application/json")
+	if ua != "" {
+		req.Header.Set("User-Agent", ua)
+	}
+	resp, err := testutil.Anonymous.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+	}
+}
+
+func page(aid, path, ref string, at time.Time) string {
+	return fmt.Sprintf(`{"type":"page","anonymousId":%q,"timestamp":%q,"context":{"page":{"path":%q,"url":"https://shop.example%s","referrer":%q},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36","screen":{"width":1920}}}`,
+		aid, at.Format(time.RFC3339Nano), path, path, ref)
+}
+
+func get(t *testing.T, base, path string, token string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := testutil.Anonymous.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if s, ok := out.(*string); ok {
+			*s = string(b)
+		} else if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s: %v %s", path, err, b)
+		}
+	}
+	return resp.StatusCode
+}
+
+type aggAnswer struct {
+	Results    analytics.Totals
+	Comparison struct {
+		Results analytics.Totals
+		Change  map[string]*float64
+	}
+}
+
+// TestReportsThroughTheAPI sends tracking messages the way SDKs and the
+// browser tracker do and reads the reports back: totals, breakdowns,
+// filters, CSV, realtime, and the errors bad parameters get.
+func TestReportsThroughTheAPI(t *testing.T) {
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.Collector.WriteKeys = config.Strings{key}
+	})
+	now := time.Now().UTC()
+	base := now.Add(-3 * time.Hour)
+	if now.Hour() < 4 { // keep every event on today
+		base = time.Date(now.Year(), now.Month(), now.Day(), 0, 1, 0, 0, time.UTC)
+	}
+	send(t, r.URL, "/v1/batch", "",
+		page("a1", "/", "https://www.google.com/", base),
+		page("a1", "/pricing", "https://shop.example/", base.Add(2*time.Minute)),
+		fmt.Sprintf(`{"type":"track","event":"Signup","anonymousId":"a1","timestamp":%q,"properties":{"plan":"pro"},"context":{"page":{"path":"/pricing","url":"https://shop.example/pricing"}}}`, base.Add(3*time.Minute).Format(time.RFC3339Nano)),
+		page("a2", "/", "", base.Add(time.Minute)),
+		page("a3", "/blog/x", "", base.Add(5*time.Minute)),
+		page("a3", "/blog/y", "", base.Add(50*time.Minute)),
+	)
+	// A bot is left out.
+	send(t, r.URL, "/v1/batch", "", strings.Replace(page("bot", "/", "", base), "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", "Googlebot/2.1 (+http://www.google.com/bot.html)", 1))
+	var agg aggAnswer
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		get(t, r.URL, "/api/v1/analytics/aggregate?period=day", r.Token, &agg)
+		if agg.Results.Pageviews != 5 {
+			return fmt.Errorf("%+v", agg.Results)
+		}
+		return nil
+	})
+	want := analytics.Totals{Visitors: 3, Visits: 4, Pageviews: 5, ViewsPerVisit: 1.25, BounceRate: 75, Events: 1,
+		VisitDuration: 45} // a1: 180 s over 4 visits, the others 0 s
+	if agg.Results != want {
+		t.Fatalf("aggregate: %+v, want %+v", agg.Results, want)
+	}
+	check := func(query string, w analytics.Totals) {
+		t.Helper()
+		var a aggAnswer
+		if code := get(t, r.URL, "/api/v1/analytics/aggregate?period=day&"+query, r.Token, &a); code != 200 || a.Results != w {
+			t.Errorf("%s: %d %+v, want %+v", query, code, a.Results, w)
+		}
+	}
+	check("filters="+url.QueryEscape("page==/blog/**"), analytics.Totals{Visitors: 1, Visits: 2, Pageviews: 2, ViewsPerVisit: 1, BounceRate: 100})
+	check("filters="+url.QueryEscape("prop:plan==pro"), analytics.Totals{Visitors: 1, Visits: 1, Events: 1, VisitDuration: 180, BounceRate: 0})
+	check("filters="+url.QueryEscape("source==Google"), analytics.Totals{Visitors: 1, Visits: 1, Pageviews: 2, ViewsPerVisit: 2, VisitDuration: 180, Events: 1})
+	check("site=shop.example&filters="+url.QueryEscape("browser==Chrome;screen==Desktop"), want)
+	check("site=other.example", analytics.Totals{})
+
+	var bd struct {
+		Results []analytics.Row
+		Total   int
+	}
+	get(t, r.URL, "/api/v1/analytics/breakdown?period=day&property=source", r.Token, &bd)
+	got := map[string]int{}
+	for _, row := range bd.Results {
+		got[row.Value] = row.Visitors
+	}
+	if bd.Total != 2 || got["Google"] != 1 || got[""] != 2 {
+		t.Errorf("sources: %+v", bd)
+	}
+	var csvText string
+	get(t, r.URL, "/api/v1/analytics/breakdown?period=day&property=page&format=csv", r.Token, &csvText)
+	recs, err := csv.NewReader(strings.NewReader(csvText)).ReadAll()
+	if err != nil || len(recs) != 5 || recs[0][0] != "page" || recs[0][1] != "visitors" || recs[1][0] != "/" || recs[1][1] != "2" {
+		t.Errorf("CSV: %v %q", err, csvText)
+	}
+	var ts struct{ Results []analytics.Point }
+	get(t, r.URL, "/api/v1/analytics/timeseries?period=7d", r.Token, &ts)
+	if len(ts.Results) != 7 || ts.Results[6].Pageviews != 5 {
+		t.Errorf("timeseries: %+v", ts.Results)
+	}
+	get(t, r.URL, "/api/v1/analytics/aggregate?period=day&compare=previous_period", r.Token, &agg)
+	if agg.Comparison.Results.Visitors != 0 || agg.Comparison.Change["visitors"] != nil {
+		t.Errorf("comparison: %+v", agg.Comparison)
+	}
+
+	// Realtime: a new page view shows within 2 s.
+	send(t, r.URL, "/v1/batch", "", page("a9", "/now", "", time.Now().UTC()))
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var rt analytics.Totals
+		get(t, r.URL, "/api/v1/analytics/realtime", r.Token, &rt)
+		if rt.Visitors >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("realtime did not show the new visitor within 2 s: %+v", rt)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Bad parameters name the field.
+	for q, field := range map[string]string{
+		"breakdown?property=nope":                                              "property",
+		"breakdown?property=page&limit=0":                                      "limit",
+		"aggregate?filters=" + url.QueryEscape("nope==x"):                      "filters",
+		"aggregate?filters=" + url.QueryEscape("page=x"):                       "filters",
+		"aggregate?period=forever":                                             "period",
+		"aggregate?period=custom&from=2020-01-01&to=2026-01-01":                "period",
+		"aggregate?period=custom&from=2026-01-02&to=2026-01-01":                "to",
+		"aggregate?date=yesterday":                                             "date",
+		"timeseries?interval=minute":                                           "interval",
+		"timeseries?period=custom&from=2025-01-01&to=2026-01-01&interval=hour": "interval",
+		"aggregate?compare=last_year":                                          "compare",
+	} {
+		var e struct{ Error, Field string }
+		if code := get(t, r.URL, "/api/v1/analytics/"+q, r.Token, &e); code != 400 || e.Field != field {
+			t.Errorf("%s: %d %+v, want 400 naming %s", q, code, e, field)
+		}
+	}
+	// Reading the reports needs a token (viewer).
+	if code := get(t, r.URL, "/api/v1/analytics/aggregate", "", nil); code != 401 {
+		t.Errorf("no token: %d", code)
+	}
+	var st analytics.Status
+	get(t, r.URL, "/api/v1/analytics/status", r.Token, &st)
+	if !st.CaughtUp || st.Events < 7 || st.Progress != 1 {
+		t.Errorf("status %+v", st)
+	}
+}

@@ -1,0 +1,493 @@
+package analytics
+
+import (
+	"math"
+	"math/bits"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Query is what a report counts: the events of [From, To) (unix ms) that
+// pass every filter.
+//
+// Filters on a visit's dimensions (source, country, entry page, ...) select
+// visits; filters on an event's (page, event, prop:*) select events, and a
+// visit counts only when it has a selected event in the range. Visitors are
+// the distinct visitors with a selected event in the range; visits, bounce
+// rate and duration are over the selected visits that started in it;
+// page views and events are the selected events.
+type Query struct {
+	From, To int64
+	Filters  []Filter
+}
+
+// Totals are a report's metrics.
+type Totals struct {
+	Visitors      int     `json:"visitors"`
+	Visits        int     `json:"visits"`
+	Pageviews     int     `json:"pageviews"`
+	ViewsPerVisit float64 `json:"views_per_visit"`
+	BounceRate    float64 `json:"bounce_rate"`    // percent of visits with one page view and nothing else
+	VisitDuration float64 `json:"visit_duration"` // mean seconds from a visit's first event to its last
+	Events        int     `json:"events"`         // custom events
+}
+
+// acc accumulates Totals.
+type acc struct {
+	visitorN          int
+	visits, pageviews int
+	bounces, events   int
+	durationMS        int64
+}
+
+func (a *acc) totals() Totals {
+	t := Totals{Visitors: a.visitorN, Visits: a.visits, Pageviews: a.pageviews, Events: a.events}
+	if a.visits > 0 {
+		t.ViewsPerVisit = round2(float64(a.pageviews) / float64(a.visits))
+		t.BounceRate = round2(100 * float64(a.bounces) / float64(a.visits))
+		t.VisitDuration = round2(float64(a.durationMS) / 1000 / float64(a.visits))
+	}
+	return t
+}
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+// sel is a query bound to the store's dictionaries as they are now. Use
+// it under the read lock.
+type sel struct {
+	s         *Store
+	q         Query
+	visitF    []dictMatch
+	eventF    []dictMatch
+	propF     []propMatch
+	checked   bitset // visits whose filters were decided
+	passed    bitset
+	hasMatch  bitset // visits with a selected event in the range
+	seen      bitset // visits with any selected event in the range
+	filterEvs bool
+}
+
+type dictMatch struct {
+	dim Dim
+	ok  []bool // by dictionary id, negation applied
+}
+
+type propMatch struct {
+	key   uint32
+	known bool   // the key exists in the store
+	vals  []bool // by value id: matches the comparison
+	neg   bool
+}
+
+func (s *Store) bind(q Query) *sel {
+	n := len(s.sStart)
+	x := &sel{s: s, q: q, checked: newBitset(n), passed: newBitset(n), hasMatch: newBitset(n), seen: newBitset(n)}
+	for _, f := range q.Filters {
+		if f.Prop != "" {
+			pm := propMatch{neg: f.negated()}
+			pm.key, pm.known = s.propKey.lookup(f.Prop)
+			pm.vals = make([]bool, s.propVal.len())
+			for id, v := range s.propVal.vals {
+				pm.vals[id] = f.match(v)
+			}
+			x.propF = append(x.propF, pm)
+			x.filterEvs = true
+			continue
+		}
+		d := s.dicts[f.Dim]
+		m := dictMatch{dim: f.Dim, ok: make([]bool, d.len())}
+		for id, v := range d.vals {
+			m.ok[id] = f.match(v) != f.negated()
+		}
+		if f.Dim.eventLevel() {
+			x.eventF = append(x.eventF, m)
+			x.filterEvs = true
+		} else {
+			x.visitF = append(x.visitF, m)
+		}
+	}
+	return x
+}
+
+// visitOK reports whether visit sid passes the visit filters (memoised).
+func (x *sel) visitOK(sid uint32) bool {
+	if len(x.visitF) == 0 {
+		return true
+	}
+	if x.checked.has(sid) {
+		return x.passed.has(sid)
+	}
+	x.checked.set(sid)
+	for _, m := range x.visitF {
+		if !m.ok[x.s.sAttr[m.dim][sid]] {
+			return false
+		}
+	}
+	x.passed.set(sid)
+	return true
+}
+
+// eventOK reports whether event i of day d passes the event filters.
+func (x *sel) eventOK(d *day, i int) bool {
+	for _, m := range x.eventF {
+		var id uint32
+		if m.dim == DimPage {
+			id = d.page[i]
+		} else {
+			id = d.name[i]
+		}
+		if !m.ok[id] {
+			return false
+		}
+	}
+	if len(x.propF) == 0 {
+		return true
+	}
+	lo := uint32(0)
+	if i > 0 {
+		lo = d.propEnd[i-1]
+	}
+	hi := d.propEnd[i]
+	for _, p := range x.propF {
+		found := false
+		if p.known {
+			for j := lo; j < hi; j += 2 {
+				if d.props[j] == p.key && p.vals[d.props[j+1]] {
+					found = true
+					break
+				}
+			}
+		}
+		if found == p.neg {
+			return false
+		}
+	}
+	return true
+}
+
+// size is how many events the range's days hold (an upper bound of what
+// a scan sees), for sizing sets.
+func (x *sel) size() int {
+	n := 0
+	for _, d := range x.s.daysIn(x.q.From, x.q.To) {
+		n += len(d.at)
+	}
+	return n
+}
+
+// scan calls fn for every selected event in the range, and marks the
+// visits seen.
+func (x *sel) scan(fn func(d *day, i int, sid uint32)) {
+	from, to := x.q.From, x.q.To
+	for _, d := range x.s.daysIn(from, to) {
+		whole := d.start*1000 >= from && (d.start+86400)*1000 <= to
+		for i, at := range d.at {
+			if !whole && (at < from || at >= to) {
+				continue
+			}
+			sid := d.session[i]
+			if !x.visitOK(sid) || !x.eventOK(d, i) {
+				continue
+			}
+			x.seen.set(sid)
+			if x.filterEvs {
+				x.hasMatch.set(sid)
+			}
+			fn(d, i, sid)
+		}
+	}
+}
+
+// visits calls fn for every selected visit that started in the range
+// (after scan).
+func (x *sel) visits(fn func(sid uint32)) {
+	from, to := x.q.From, x.q.To
+	for _, d := range x.s.daysIn(from, to) {
+		for _, sid := range d.sessions {
+			if st := x.s.sStart[sid]; st < from || st >= to || !x.visitOK(sid) {
+				continue
+			}
+			if x.filterEvs && !x.hasMatch.has(sid) {
+				continue
+			}
+			fn(sid)
+		}
+	}
+}
+
+// addVisit adds visit sid's visit metrics to a.
+func (s *Store) addVisit(a *acc, sid uint32) {
+	a.visits++
+	a.durationMS += s.sEnd[sid] - s.sStart[sid]
+	if s.sPageviews[sid] <= 1 && s.sEvents[sid] == 0 {
+		a.bounces++
+	}
+}
+
+// Aggregate returns the totals of q.
+func (s *Store) Aggregate(q Query) Totals {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	x := s.bind(q)
+	a := &acc{}
+	pv := s.pageviewID()
+	x.scan(func(d *day, i int, _ uint32) {
+		if d.name[i] == pv {
+			a.pageviews++
+		} else {
+			a.events++
+		}
+	})
+	x.visits(func(sid uint32) { s.addVisit(a, sid) })
+	a.visitorN = s.visitorsOfSeen(x)
+	return a.totals()
+}
+
+// visitorsOfSeen counts the distinct visitors of the visits the scan saw,
+// one lookup per visit rather than per event.
+func (s *Store) visitorsOfSeen(x *sel) int {
+	set := newU64Set(x.size() / 4)
+	for w, word := range x.seen {
+		for word != 0 {
+			b := uint32(w*64) + uint32(bits.TrailingZeros64(word))
+			word &= word - 1
+			set.add(s.sVisitor[b])
+		}
+	}
+	return set.len()
+}
+
+func (s *Store) pageviewID() uint32 { id, _ := s.dicts[DimEvent].lookup(pageview); return id }
+
+// Interval is a timeseries bucket.
+type Interval string
+
+// Intervals.
+const (
+	Hour  Interval = "hour"
+	Day   Interval = "day"
+	Week  Interval = "week"
+	Month Interval = "month"
+)
+
+// bucket returns the start (unix ms, UTC) of the interval holding ms.
+func (iv Interval) bucket(ms int64) int64 {
+	t := time.UnixMilli(ms).UTC()
+	switch iv {
+	case Hour:
+		return t.Truncate(time.Hour).UnixMilli()
+	case Week:
+		d := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+		off := (int(d.Weekday()) + 6) % 7 // Monday
+		return d.AddDate(0, 0, -off).UnixMilli()
+	case Month:
+		return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	}
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC).UnixMilli()
+}
+
+func (iv Interval) next(ms int64) int64 {
+	t := time.UnixMilli(ms).UTC()
+	switch iv {
+	case Hour:
+		return t.Add(time.Hour).UnixMilli()
+	case Week:
+		return t.AddDate(0, 0, 7).UnixMilli()
+	case Month:
+		return t.AddDate(0, 1, 0).UnixMilli()
+	}
+	return t.AddDate(0, 0, 1).UnixMilli()
+}
+
+// Point is one bucket of a timeseries.
+type Point struct {
+	Start time.Time `json:"date"`
+	Totals
+}
+
+// maxPoints bounds a timeseries.
+const maxPoints = 5000
+
+// Timeseries returns q's totals per interval, every bucket of the range
+// included (empty ones as zeros).
+func (s *Store) Timeseries(q Query, iv Interval) []Point {
+	var starts []int64
+	for b := iv.bucket(q.From); b < q.To && len(starts) < maxPoints; b = iv.next(b) {
+		starts = append(starts, b)
+	}
+	idx := func(ms int64) (int, bool) {
+		i := sort.Search(len(starts), func(i int) bool { return starts[i] > ms }) - 1
+		return i, i >= 0
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	x := s.bind(q)
+	accs := make([]*acc, len(starts))
+	for i := range accs {
+		accs[i] = &acc{}
+	}
+	visitors := newU64Set(x.size() / 2)
+	pv := s.pageviewID()
+	x.scan(func(d *day, i int, sid uint32) {
+		b, ok := idx(d.at[i])
+		if !ok {
+			return
+		}
+		if d.name[i] == pv {
+			accs[b].pageviews++
+		} else {
+			accs[b].events++
+		}
+		if visitors.add(pair(uint32(b), s.sVisitor[sid])) {
+			accs[b].visitorN++
+		}
+	})
+	x.visits(func(sid uint32) {
+		if b, ok := idx(s.sStart[sid]); ok {
+			s.addVisit(accs[b], sid)
+		}
+	})
+	out := make([]Point, len(starts))
+	for i, a := range accs {
+		out[i] = Point{Start: time.UnixMilli(starts[i]).UTC(), Totals: a.totals()}
+	}
+	return out
+}
+
+// Row is one value of a breakdown.
+type Row struct {
+	Value string `json:"value"`
+	Totals
+}
+
+// Breakdown returns q's totals per value of a dimension (or of custom
+// property prop, when set), most visitors first, then by value; page
+// counts from 1.
+func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row, int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	x := s.bind(q)
+	// Groups by dictionary id, in a dense slice (dictionaries are small
+	// next to the events), with the ids seen in order.
+	var groups []acc
+	var used []uint32
+	get := func(g uint32) *acc {
+		a := &groups[g]
+		if a.visitorN == 0 && a.visits == 0 && a.pageviews == 0 && a.events == 0 {
+			used = append(used, g)
+		}
+		return a
+	}
+	pairs := newU64Set(x.size() / 2)
+	pv := s.pageviewID()
+	propKey, propKnown := uint32(0), false
+	if prop != "" {
+		propKey, propKnown = s.propKey.lookup(prop)
+		if !propKnown {
+			return []Row{}, 0
+		}
+	}
+	var dict *dict
+	switch {
+	case prop != "":
+		dict = s.propVal
+		groups = make([]acc, dict.len())
+		x.scan(func(d *day, i int, sid uint32) {
+			lo := uint32(0)
+			if i > 0 {
+				lo = d.propEnd[i-1]
+			}
+			for j := lo; j < d.propEnd[i]; j += 2 {
+				if d.props[j] == propKey {
+					g := d.props[j+1]
+					a := get(g)
+					a.events++
+					if pairs.add(pair(g, s.sVisitor[sid])) {
+						a.visitorN++
+					}
+				}
+			}
+		})
+	case dim.eventLevel():
+		dict = s.dicts[dim]
+		groups = make([]acc, dict.len())
+		x.scan(func(d *day, i int, sid uint32) {
+			var g uint32
+			if dim == DimPage {
+				g = d.page[i]
+			} else {
+				g = d.name[i]
+			}
+			a := get(g)
+			if d.name[i] == pv {
+				a.pageviews++
+			} else {
+				a.events++
+			}
+			if pairs.add(pair(g, s.sVisitor[sid])) {
+				a.visitorN++
+			}
+		})
+	default:
+		dict = s.dicts[dim]
+		groups = make([]acc, dict.len())
+		attr := s.sAttr[dim]
+		x.scan(func(d *day, i int, sid uint32) {
+			a := get(attr[sid])
+			if d.name[i] == pv {
+				a.pageviews++
+			} else {
+				a.events++
+			}
+			if pairs.add(pair(attr[sid], s.sVisitor[sid])) {
+				a.visitorN++
+			}
+		})
+		x.visits(func(sid uint32) { s.addVisit(get(attr[sid]), sid) })
+	}
+	rows := make([]Row, 0, len(used))
+	for _, g := range used {
+		a := &groups[g]
+		if dim.eventLevel() || prop != "" {
+			a.visits = 0 // per-event breakdowns have no visit metrics
+		}
+		rows = append(rows, Row{Value: dict.str(g), Totals: a.totals()})
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Visitors != rows[j].Visitors {
+			return rows[i].Visitors > rows[j].Visitors
+		}
+		return strings.Compare(rows[i].Value, rows[j].Value) < 0
+	})
+	total := len(rows)
+	lo := min((page-1)*limit, total)
+	hi := min(lo+limit, total)
+	return rows[lo:hi], total
+}
+
+// Realtime is the visitors with an event in the last five minutes before
+// now, and their page views.
+func (s *Store) Realtime(now time.Time, filters []Filter) Totals {
+	t := s.Aggregate(Query{From: now.Add(-5 * time.Minute).UnixMilli(), To: now.Add(time.Second).UnixMilli(), Filters: filters})
+	return Totals{Visitors: t.Visitors, Pageviews: t.Pageviews, Events: t.Events}
+}
+
+// Values lists the known values of a dimension (for filter suggestions),
+// those containing substr (case-insensitive), at most limit.
+func (s *Store) Values(dim Dim, substr string, limit int) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	sub := strings.ToLower(substr)
+	for _, v := range s.dicts[dim].vals[1:] {
+		if strings.Contains(strings.ToLower(v), sub) {
+			out = append(out, v)
+			if len(out) == limit {
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,379 @@
+package analytics
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// genHit is a generated event with everything the reference needs.
+type genHit struct {
+	visitor string
+	at      time.Time
+	name    string
+	page    string
+	props   []kv
+	attrs   map[Dim]string
+}
+
+// generate makes visitors with visits of a few events each over days,
+// in time order: gaps inside a visit under 30 minutes, between visits
+// over. Deterministic for a seed.
+func generate(seed uint64, visitors, days int) []genHit {
+	r := rand.New(rand.NewPCG(seed, 1))
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	sources := []string{"", "Google", "news.example", "Reddit", "newsletter"}
+	countries := []string{"", "DE", "FR", "US"}
+	browsers := []string{"Chrome", "Firefox", "Safari"}
+	var out []genHit
+	for v := 0; v < visitors; v++ {
+		vid := fmt.Sprintf("v-%d", v)
+		t := start.Add(time.Duration(r.IntN(days*24*60)) * time.Minute)
+		for visit := 0; visit < 1+r.IntN(4); visit++ {
+			attrs := map[Dim]string{DimSource: sources[r.IntN(len(sources))], DimCountry: countries[r.IntN(len(countries))],
+				DimBrowser: browsers[r.IntN(len(browsers))], DimHostname: "shop.example"}
+			if attrs[DimSource] == "newsletter" {
+				attrs[DimUTMSource], attrs[DimUTMCampaign] = "newsletter", "sale"
+			}
+			for e := 0; e < 1+r.IntN(6); e++ {
+				h := genHit{visitor: vid, at: t, name: pageview, page: fmt.Sprintf("/p/%d", r.IntN(20)), attrs: attrs}
+				if r.IntN(5) == 0 {
+					h.name = "Signup"
+					h.props = []kv{{"plan", []string{"free", "pro"}[r.IntN(2)]}}
+				}
+				out = append(out, h)
+				t = t.Add(time.Duration(1+r.IntN(20*60)) * time.Second) // under 30 min
+			}
+			t = t.Add(time.Duration(31+r.IntN(3*24*60)) * time.Minute) // a new visit
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].at.Before(out[j].at) })
+	return out
+}
+
+func load(hs []genHit) *Store {
+	s := NewStore(30 * time.Minute)
+	for _, g := range hs {
+		h := &hit{at: g.at, visitor: hashVisitor(g.visitor), name: g.name, page: g.page, props: g.props}
+		for d, v := range g.attrs {
+			h.visit[d] = v
+		}
+		s.mu.Lock()
+		s.add(h)
+		s.mu.Unlock()
+	}
+	return s
+}
+
+// refVisit is a visit as the reference builds it: by splitting each
+// visitor's time-ordered events at gaps over 30 minutes.
+type refVisit struct {
+	visitor          string
+	start, end       time.Time
+	pageviews, other int
+	hits             []genHit
+	entry, exit      string
+}
+
+func refVisits(hs []genHit) []*refVisit {
+	by := map[string][]genHit{}
+	for _, h := range hs {
+		by[h.visitor] = append(by[h.visitor], h)
+	}
+	var out []*refVisit
+	for v, evs := range by {
+		var cur *refVisit
+		for _, h := range evs {
+			if cur == nil || h.at.Sub(cur.end) > 30*time.Minute {
+				cur = &refVisit{visitor: v, start: h.at}
+				out = append(out, cur)
+			}
+			cur.end = h.at
+			cur.hits = append(cur.hits, h)
+			if h.name == pageview {
+				cur.pageviews++
+				if cur.entry == "" {
+					cur.entry = h.page
+				}
+				cur.exit = h.page
+			} else {
+				cur.other++
+			}
+		}
+	}
+	return out
+}
+
+// refValue is a dimension's value for a hit in its visit.
+func refValue(v *refVisit, h genHit, d Dim) string {
+	switch d {
+	case DimPage:
+		return h.page
+	case DimEvent:
+		return h.name
+	case DimEntryPage:
+		return v.entry
+	case DimExitPage:
+		return v.exit
+	}
+	return h.attrs[d]
+}
+
+func refPass(v *refVisit, h genHit, fs []Filter) (visitOK, eventOK bool) {
+	visitOK, eventOK = true, true
+	for _, f := range fs {
+		if f.Prop != "" {
+			found := false
+			for _, p := range h.props {
+				if p.k == f.Prop && f.match(p.v) {
+					found = true
+				}
+			}
+			if found == f.negated() {
+				eventOK = false
+			}
+			continue
+		}
+		ok := f.match(refValue(v, h, f.Dim)) != f.negated()
+		if !ok {
+			if f.Dim.eventLevel() {
+				eventOK = false
+			} else {
+				visitOK = false
+			}
+		}
+	}
+	return
+}
+
+// reference computes Aggregate the slow way.
+func reference(hs []genHit, q Query) Totals {
+	visits := refVisits(hs)
+	from, to := time.UnixMilli(q.From), time.UnixMilli(q.To)
+	eventFilters := false
+	for _, f := range q.Filters {
+		if f.Dim.eventLevel() || f.Prop != "" {
+			eventFilters = true
+		}
+	}
+	visitors := map[string]bool{}
+	var t Totals
+	var bounces int
+	var dur time.Duration
+	for _, v := range visits {
+		matched := false
+		for _, h := range v.hits {
+			if h.at.Before(from) || !h.at.Before(to) {
+				continue
+			}
+			vok, eok := refPass(v, h, q.Filters)
+			if !vok || !eok {
+				continue
+			}
+			matched = true
+			visitors[v.visitor] = true
+			if h.name == pageview {
+				t.Pageviews++
+			} else {
+				t.Events++
+			}
+		}
+		if v.start.Before(from) || !v.start.Before(to) {
+			continue
+		}
+		if vok, _ := refPass(v, v.hits[0], withoutEventFilters(q.Filters)); !vok {
+			continue
+		}
+		if eventFilters && !matched {
+			continue
+		}
+		t.Visits++
+		dur += v.end.Sub(v.start)
+		if v.pageviews <= 1 && v.other == 0 {
+			bounces++
+		}
+	}
+	t.Visitors = len(visitors)
+	if t.Visits > 0 {
+		t.ViewsPerVisit = round2(float64(t.Pageviews) / float64(t.Visits))
+		t.BounceRate = round2(100 * float64(bounces) / float64(t.Visits))
+		t.VisitDuration = round2(dur.Seconds() / float64(t.Visits))
+	}
+	return t
+}
+
+func withoutEventFilters(fs []Filter) []Filter {
+	var out []Filter
+	for _, f := range fs {
+		if !f.Dim.eventLevel() && f.Prop == "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func mustFilters(t *testing.T, s string) []Filter {
+	t.Helper()
+	fs, err := ParseFilters(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// TestAggregateAgainstBruteForce: the store's totals equal a brute-force
+// count over the raw events, for ranges and filters of every kind.
+func TestAggregateAgainstBruteForce(t *testing.T) {
+	hs := generate(7, 400, 14)
+	s := load(hs)
+	day := func(d int) int64 { return time.Date(2026, 11, d, 0, 0, 0, 0, time.UTC).UnixMilli() }
+	for _, rg := range [][2]int64{{day(1), day(15)}, {day(3), day(4)}, {day(5), day(12)}} {
+		for _, f := range []string{"", "source==Google", "page==/p/3", "page==/p/1*", "prop:plan==pro", "event==Signup",
+			"country!=DE", "page~/P/1", "utm_campaign==sale;browser==Firefox", "entry_page==/p/2", "exit_page!=/p/2", "prop:plan!=pro", "page!~/p/1"} {
+			q := Query{From: rg[0], To: rg[1], Filters: mustFilters(t, f)}
+			got, want := s.Aggregate(q), reference(hs, q)
+			if got != want {
+				t.Errorf("range %s..%s filters %q:\n got  %+v\n want %+v", time.UnixMilli(rg[0]).UTC().Format(time.DateOnly),
+					time.UnixMilli(rg[1]).UTC().Format(time.DateOnly), f, got, want)
+			}
+		}
+	}
+}
+
+// TestTimeseriesAndBreakdownSumUp: a day's timeseries point is that day's
+// aggregate, and a breakdown's rows partition the page views and visits.
+func TestTimeseriesAndBreakdownSumUp(t *testing.T) {
+	hs := generate(11, 300, 10)
+	s := load(hs)
+	from := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	q := Query{From: from.UnixMilli(), To: from.AddDate(0, 0, 7).UnixMilli()}
+	pts := s.Timeseries(q, Day)
+	if len(pts) != 7 {
+		t.Fatalf("%d points", len(pts))
+	}
+	for i, p := range pts {
+		dq := Query{From: from.AddDate(0, 0, i).UnixMilli(), To: from.AddDate(0, 0, i+1).UnixMilli()}
+		if want := reference(hs, dq); p.Totals != want {
+			t.Errorf("day %d: %+v, want %+v", i, p.Totals, want)
+		}
+	}
+	total := s.Aggregate(q)
+	for _, d := range []Dim{DimSource, DimCountry, DimPage, DimEntryPage, DimBrowser} {
+		rows, n := s.Breakdown(q, d, "", 1000, 1)
+		if n != len(rows) {
+			t.Fatalf("%s: %d rows of %d", d, len(rows), n)
+		}
+		pvs, visits := 0, 0
+		for _, r := range rows {
+			pvs += r.Pageviews
+			visits += r.Visits
+			// Each row is the aggregate with that value as a filter.
+			if r.Value == "" {
+				continue
+			}
+			fq := q
+			fq.Filters = []Filter{{Dim: d, Op: OpIs, Values: []string{r.Value}}}
+			want := reference(hs, fq)
+			if r.Visitors != want.Visitors || r.Pageviews != want.Pageviews || !d.eventLevel() && (r.Visits != want.Visits || r.BounceRate != want.BounceRate) {
+				t.Errorf("%s=%s: %+v, want %+v", d, r.Value, r.Totals, want)
+			}
+		}
+		if pvs != total.Pageviews || !d.eventLevel() && visits != total.Visits {
+			t.Errorf("%s: rows sum to %d page views and %d visits, totals %d and %d", d, pvs, visits, total.Pageviews, total.Visits)
+		}
+	}
+	rows, _ := s.Breakdown(q, DimEvent, "plan", 10, 1)
+	if len(rows) != 2 || !(rows[0].Value == "free" || rows[0].Value == "pro") {
+		t.Fatalf("prop breakdown: %+v", rows)
+	}
+	if rows, n := s.Breakdown(q, DimEvent, "nosuch", 10, 1); len(rows) != 0 || n != 0 {
+		t.Fatalf("unknown prop: %+v", rows)
+	}
+	// Paging.
+	all, n := s.Breakdown(q, DimPage, "", 1000, 1)
+	p2, _ := s.Breakdown(q, DimPage, "", 5, 2)
+	if n < 10 || len(p2) != 5 || p2[0] != all[5] {
+		t.Fatalf("paging: %d rows; page 2 %+v", n, p2)
+	}
+}
+
+// TestLateEvents: an event that arrives late joins its visit when within
+// the timeout of it, and otherwise gets a visit of its own without
+// disturbing the current one.
+func TestLateEvents(t *testing.T) {
+	s := NewStore(30 * time.Minute)
+	t0 := time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC)
+	add := func(at time.Time, page string) {
+		s.mu.Lock()
+		s.add(&hit{at: at, visitor: 1, name: pageview, page: page})
+		s.mu.Unlock()
+	}
+	add(t0, "/a")
+	add(t0.Add(10*time.Minute), "/b")
+	add(t0.Add(-5*time.Minute), "/late") // within: joins, becomes the entry page
+	add(t0.Add(-3*time.Hour), "/old")    // far older: its own visit
+	add(t0.Add(20*time.Minute), "/c")    // the current visit goes on
+	q := Query{From: t0.Add(-24 * time.Hour).UnixMilli(), To: t0.Add(24 * time.Hour).UnixMilli()}
+	if got := s.Aggregate(q); got.Visits != 2 || got.Pageviews != 5 || got.Visitors != 1 {
+		t.Fatalf("%+v", got)
+	}
+	rows, _ := s.Breakdown(q, DimEntryPage, "", 10, 1)
+	entries := map[string]int{}
+	for _, r := range rows {
+		entries[r.Value] = r.Visits
+	}
+	if entries["/late"] != 1 || entries["/old"] != 1 {
+		t.Fatalf("entry pages %v", entries)
+	}
+}
+
+func TestParseFilters(t *testing.T) {
+	fs, err := ParseFilters("page==/blog/**;source!=Google|Bing;utm_campaign~Sale;prop:plan!~free")
+	if err != nil || len(fs) != 4 || fs[1].Op != OpIsNot || len(fs[1].Values) != 2 || fs[3].Prop != "plan" || fs[3].Op != OpNotContains {
+		t.Fatalf("%+v %v", fs, err)
+	}
+	if !fs[0].match("/blog/a/b") || fs[0].match("/blogs") || !fs[2].match("summer-sale") {
+		t.Fatal("matching")
+	}
+	// Patterns are literal but for * and **, and match in linear time.
+	for pat, cases := range map[string]map[string]bool{
+		"page==/a/*/c":       {"/a/b/c": true, "/a/b/d/c": false, "/a//c": true},
+		"page==/a/**/c":      {"/a/b/d/c": true, "/a/c": false, "/a//c": true},
+		"page==/x.html":      {"/x.html": true, "/xyhtml": false},
+		"page==/[a]*":        {"/[a]b": true, "/a": false},
+		"page==**a**a**a**b": {strings.Repeat("a", 190): false, "aaab": true},
+	} {
+		f := mustFilters(t, pat)[0]
+		for v, want := range cases {
+			if got := f.match(v); got != want {
+				t.Errorf("%s on %q: %v", pat, v, got)
+			}
+		}
+	}
+	for _, bad := range []string{"nope==x", "page=x", "page", "prop:==x", "page==/\xff", strings.Repeat("page==x;", 21)} {
+		if _, err := ParseFilters(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+func FuzzParseFilters(f *testing.F) {
+	for _, s := range []string{"page==/blog/**", "source!=Google|Bing;country==DE", "prop:plan~pro", "page==**/x/**", "a", ";;"} {
+		f.Add(s, "/blog/x/y")
+	}
+	f.Fuzz(func(t *testing.T, s, v string) {
+		fs, err := ParseFilters(s)
+		if err != nil {
+			return
+		}
+		for _, fl := range fs {
+			_ = fl.match(v) // must not panic or hang
+			if _, err := ParseFilters(fl.String()); err != nil && !strings.Contains(fl.String(), ";") {
+				t.Fatalf("%q does not parse back: %v", fl.String(), err)
+			}
+		}
+	})
+}
