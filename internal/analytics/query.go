@@ -199,6 +199,9 @@ func (x *sel) scan(fn func(d *day, i int, sid uint32)) {
 	}
 }
 
+// rescan is scan for a second pass over the same range.
+func (x *sel) rescan(fn func(d *day, i int, sid uint32)) { x.scan(fn) }
+
 // visits calls fn for every selected visit that started in the range
 // (after scan).
 func (x *sel) visits(fn func(sid uint32)) {
@@ -363,93 +366,101 @@ type Row struct {
 
 // Breakdown returns q's totals per value of a dimension (or of custom
 // property prop, when set), most visitors first, then by value; page
-// counts from 1.
+// counts from 1. It also returns how many values there are.
+//
+// Counting distinct visitors per value is the costly part (a set insert
+// per event). For a visit's dimension it is done per visit. For an
+// event's, visitors are counted only for the values that can reach the
+// page asked for: a value never has more visitors than events, so after
+// counting the values with the most events, any value with fewer events
+// than the page's last row has visitors cannot be on the page, and is
+// left uncounted.
 func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row, int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	x := s.bind(q)
-	// Groups by dictionary id, in a dense slice (dictionaries are small
-	// next to the events), with the ids seen in order.
-	var groups []acc
-	var used []uint32
-	get := func(g uint32) *acc {
-		a := &groups[g]
-		if a.visitorN == 0 && a.visits == 0 && a.pageviews == 0 && a.events == 0 {
-			used = append(used, g)
-		}
-		return a
-	}
-	pairs := newU64Set(x.size() / 2)
 	pv := s.pageviewID()
-	propKey, propKnown := uint32(0), false
-	if prop != "" {
-		propKey, propKnown = s.propKey.lookup(prop)
-		if !propKnown {
-			return []Row{}, 0
-		}
-	}
 	var dict *dict
+	var key func(d *day, i int, sid uint32) (uint32, bool)
 	switch {
 	case prop != "":
+		propKey, known := s.propKey.lookup(prop)
+		if !known {
+			return []Row{}, 0
+		}
 		dict = s.propVal
-		groups = make([]acc, dict.len())
-		x.scan(func(d *day, i int, sid uint32) {
+		key = func(d *day, i int, _ uint32) (uint32, bool) {
 			lo := uint32(0)
 			if i > 0 {
 				lo = d.propEnd[i-1]
 			}
 			for j := lo; j < d.propEnd[i]; j += 2 {
 				if d.props[j] == propKey {
-					g := d.props[j+1]
-					a := get(g)
-					a.events++
-					if pairs.add(pair(g, s.sVisitor[sid])) {
-						a.visitorN++
-					}
+					return d.props[j+1], true
 				}
 			}
-		})
-	case dim.eventLevel():
+			return 0, false
+		}
+	case dim == DimPage:
 		dict = s.dicts[dim]
-		groups = make([]acc, dict.len())
-		x.scan(func(d *day, i int, sid uint32) {
-			var g uint32
-			if dim == DimPage {
-				g = d.page[i]
-			} else {
-				g = d.name[i]
-			}
-			a := get(g)
-			if d.name[i] == pv {
-				a.pageviews++
-			} else {
-				a.events++
-			}
-			if pairs.add(pair(g, s.sVisitor[sid])) {
-				a.visitorN++
-			}
-		})
+		key = func(d *day, i int, _ uint32) (uint32, bool) { return d.page[i], true }
+	case dim == DimEvent:
+		dict = s.dicts[dim]
+		key = func(d *day, i int, _ uint32) (uint32, bool) { return d.name[i], true }
 	default:
 		dict = s.dicts[dim]
-		groups = make([]acc, dict.len())
 		attr := s.sAttr[dim]
-		x.scan(func(d *day, i int, sid uint32) {
-			a := get(attr[sid])
-			if d.name[i] == pv {
-				a.pageviews++
-			} else {
-				a.events++
+		key = func(_ *day, _ int, sid uint32) (uint32, bool) { return attr[sid], true }
+	}
+	// Groups by dictionary id, in a dense slice (dictionaries are small
+	// next to the events), with the ids met in order.
+	groups := make([]acc, dict.len())
+	hits := make([]int, dict.len())
+	var used []uint32
+	x.scan(func(d *day, i int, sid uint32) {
+		g, ok := key(d, i, sid)
+		if !ok {
+			return
+		}
+		if hits[g] == 0 {
+			used = append(used, g)
+		}
+		hits[g]++
+		if d.name[i] == pv {
+			groups[g].pageviews++
+		} else {
+			groups[g].events++
+		}
+	})
+	visitLevel := prop == "" && !dim.eventLevel()
+	if visitLevel {
+		attr := s.sAttr[dim]
+		x.visits(func(sid uint32) {
+			g := attr[sid]
+			if hits[g] == 0 {
+				used = append(used, g)
+				hits[g] = 1 // a visit without an event in range: still a row
 			}
-			if pairs.add(pair(attr[sid], s.sVisitor[sid])) {
-				a.visitorN++
-			}
+			s.addVisit(&groups[g], sid)
 		})
-		x.visits(func(sid uint32) { s.addVisit(get(attr[sid]), sid) })
+		// Visitors per value, one insert per visit seen.
+		pairs := newU64Set(len(s.sStart) / 8)
+		for w, word := range x.seen {
+			for word != 0 {
+				sid := uint32(w*64) + uint32(bits.TrailingZeros64(word))
+				word &= word - 1
+				if g := attr[sid]; pairs.add(pair(g, s.sVisitor[sid])) {
+					groups[g].visitorN++
+				}
+			}
+		}
+	} else {
+		s.countVisitors(x, key, groups, hits, used, page*limit)
 	}
 	rows := make([]Row, 0, len(used))
 	for _, g := range used {
 		a := &groups[g]
-		if dim.eventLevel() || prop != "" {
+		if !visitLevel {
 			a.visits = 0 // per-event breakdowns have no visit metrics
 		}
 		rows = append(rows, Row{Value: dict.str(g), Totals: a.totals()})
@@ -464,6 +475,61 @@ func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row
 	lo := min((page-1)*limit, total)
 	hi := min(lo+limit, total)
 	return rows[lo:hi], total
+}
+
+// countVisitors fills visitorN for the groups that can be among the first
+// need rows (see Breakdown), in rounds: count the groups with the most
+// events not yet counted, then every group whose events reach the need-th
+// visitor count found so far.
+func (s *Store) countVisitors(x *sel, key func(d *day, i int, sid uint32) (uint32, bool), groups []acc, hits []int, used []uint32, need int) {
+	order := append([]uint32(nil), used...)
+	sort.Slice(order, func(i, j int) bool { return hits[order[i]] > hits[order[j]] })
+	cand := newBitset(len(groups))
+	var counted []int // visitor counts of the groups done
+	threshold := -1   // the need-th largest visitor count so far
+	pairs := newU64Set(x.size() / 4)
+	next := 0
+	for {
+		picked := 0
+		clear(cand)
+		for next < len(order) {
+			g := order[next]
+			if threshold >= 0 && hits[g] < threshold {
+				break // cannot reach the page
+			}
+			if threshold < 0 && picked >= 2*need {
+				break // the first round: the groups with the most events
+			}
+			cand.set(g)
+			picked++
+			next++
+		}
+		if picked == 0 {
+			return
+		}
+		x.rescan(func(d *day, i int, sid uint32) {
+			g, ok := key(d, i, sid)
+			if ok && cand.has(g) && pairs.add(pair(g, s.sVisitor[sid])) {
+				groups[g].visitorN++
+			}
+		})
+		for w, word := range cand {
+			for word != 0 {
+				g := uint32(w*64) + uint32(bits.TrailingZeros64(word))
+				word &= word - 1
+				counted = append(counted, groups[g].visitorN)
+			}
+		}
+		if len(counted) >= need {
+			sort.Sort(sort.Reverse(sort.IntSlice(counted)))
+			threshold = counted[need-1]
+		} else {
+			threshold = 0
+		}
+		if next >= len(order) || hits[order[next]] < threshold {
+			return
+		}
+	}
 }
 
 // Realtime is the visitors with an event in the last five minutes before

@@ -292,11 +292,26 @@ func TestTimeseriesAndBreakdownSumUp(t *testing.T) {
 	if rows, n := s.Breakdown(q, DimEvent, "nosuch", 10, 1); len(rows) != 0 || n != 0 {
 		t.Fatalf("unknown prop: %+v", rows)
 	}
-	// Paging.
-	all, n := s.Breakdown(q, DimPage, "", 1000, 1)
-	p2, _ := s.Breakdown(q, DimPage, "", 5, 2)
-	if n < 10 || len(p2) != 5 || p2[0] != all[5] {
-		t.Fatalf("paging: %d rows; page 2 %+v", n, p2)
+	// Paging: every page of every size is the same slice of the whole
+	// ordering (for an event's dimension only the rows that can make the
+	// page are counted, which must not change which rows those are).
+	for _, c := range []struct {
+		dim  Dim
+		prop string
+	}{{DimPage, ""}, {DimEvent, ""}, {DimEvent, "plan"}, {DimSource, ""}} {
+		all, n := s.Breakdown(q, c.dim, c.prop, 1000, 1)
+		if n != len(all) {
+			t.Fatalf("%s: %d of %d", c.dim, len(all), n)
+		}
+		for _, limit := range []int{1, 2, 3, 5, 7} {
+			for page := 1; (page-1)*limit < n+limit; page++ {
+				got, _ := s.Breakdown(q, c.dim, c.prop, limit, page)
+				lo, hi := min((page-1)*limit, n), min(page*limit, n)
+				if fmt.Sprint(got) != fmt.Sprint(all[lo:hi]) {
+					t.Fatalf("%s%s limit %d page %d:\n got  %+v\n want %+v", c.dim, c.prop, limit, page, got, all[lo:hi])
+				}
+			}
+		}
 	}
 }
 

@@ -181,13 +181,16 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 			p.failed = true
 		}
 	}
-	if ferr := bw.Flush(); ferr != nil {
-		clientErr = true
-	}
+	// The upstream's answer is read whole: its connection goes back to the
+	// pool before the client's last bytes go out, so the client's next
+	// request finds it there.
 	if upOK && !r.close && (!r.http10 || r.keepAlive) {
 		t.put(p.up.addr, pc)
 	} else {
 		pc.c.Close()
+	}
+	if ferr := bw.Flush(); ferr != nil {
+		clientErr = true
 	}
 	return code, out, err == nil && !clientErr && !closeClient
 }

@@ -214,9 +214,16 @@ type h1Body struct {
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.eof = true
+		// Read to its end: the connection goes back to the pool now, as
+		// net/http's Transport does, not when the caller gets to Close
+		// (after the client may already have sent its next request).
+		_ = b.Close()
 	}
 	return n, err
 }
