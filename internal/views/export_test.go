@@ -103,9 +103,12 @@ func TestCSVExportStreamsInBoundedMemory(t *testing.T) {
 	growth := int64(w.peak.Load()) - int64(base.HeapInuse)
 	t.Logf("%d rows, %.1f MiB of CSV in %v; heap grew at most %.1f MiB", rows, float64(w.bytes)/(1<<20), time.Since(t0).Round(time.Millisecond), float64(growth)/(1<<20))
 	// A push watcher that buffered as fast as the server sends grew the heap
-	// by 148 MB on this export; streaming in pulls of 256 rows stays well
-	// under the size of the CSV itself.
-	if growth > w.bytes {
+	// by 141 MiB (16 times the export) on this export; streaming in pulls
+	// of 256 rows grows it by about the export's size or less, most of it
+	// the embedded NATS server (in this process) caching the blocks it
+	// reads, and more under the race detector: twice the export is the
+	// line.
+	if growth > 2*w.bytes {
 		t.Fatalf("heap grew %d bytes for a %d-byte export: not streaming", growth, w.bytes)
 	}
 }
