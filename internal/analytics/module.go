@@ -98,15 +98,17 @@ func (m *Module) follow(ctx context.Context, js jetstream.JetStream) error {
 	}()
 	pruned := time.Now()
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(512, jetstream.FetchMaxWait(time.Second))
+		// What is pending now at once; when nothing is, the next message
+		// as soon as it comes (a plain Fetch would hold it until the batch
+		// filled or the wait ended).
+		msgs, err := bus.FetchBatch(cons, 512, time.Second)
 		if err != nil {
 			return err
 		}
 		var hits []*hit
 		var seq, pending uint64
-		n := 0
-		for msg := range batch.Messages() {
-			n++
+		n := len(msgs)
+		for _, msg := range msgs {
 			md, err := msg.Metadata()
 			if err != nil {
 				continue
@@ -129,17 +131,14 @@ func (m *Module) follow(ctx context.Context, js jetstream.JetStream) error {
 				hits = append(hits, h)
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-			if n == 0 {
-				return err
-			}
-		}
 		if n > 0 {
 			m.store.mu.Lock()
 			for _, h := range hits {
 				m.store.add(h)
 			}
-			m.store.seq = seq
+			if seq > 0 {
+				m.store.seq = seq
+			}
 			if time.Since(pruned) > time.Minute {
 				m.store.prune(time.Now().UnixMilli())
 				pruned = time.Now()
