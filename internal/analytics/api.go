@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/reply"
 )
 
@@ -19,6 +20,10 @@ func (m *Module) mount(h func(pattern, perm string, h http.Handler)) {
 	h("GET /api/v1/analytics/aggregate", Permission, http.HandlerFunc(m.aggregate))
 	h("GET /api/v1/analytics/timeseries", Permission, http.HandlerFunc(m.timeseries))
 	h("GET /api/v1/analytics/breakdown", Permission, http.HandlerFunc(m.breakdown))
+	h("GET /api/v1/analytics/goals", Permission, http.HandlerFunc(m.goalsHandler))
+	h("GET /api/v1/analytics/funnel", Permission, http.HandlerFunc(m.funnelHandler))
+	h("GET /api/v1/analytics/funnels", Permission, http.HandlerFunc(m.funnelsHandler))
+	h("GET /api/v1/analytics/retention", Permission, http.HandlerFunc(m.retention))
 	h("GET /api/v1/analytics/realtime", Permission, http.HandlerFunc(m.realtime))
 	h("GET /api/v1/analytics/values", Permission, http.HandlerFunc(m.values))
 	h("GET /api/v1/analytics/status", Permission, http.HandlerFunc(m.statusHandler))
@@ -298,6 +303,171 @@ func (m *Module) breakdown(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply.JSON(w, http.StatusOK, map[string]any{"range": rg.rangeJSON(), "property": property, "results": rows, "total": total, "page": page, "limit": limit})
+}
+
+// goalsHandler reports the goals asked for (goals=event==Signup;page==/thanks),
+// or else the configured ones.
+func (m *Module) goalsHandler(w http.ResponseWriter, r *http.Request) {
+	rg, fs, err := m.request(r)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	goals := m.goals
+	if g := r.URL.Query().Get("goals"); g != "" {
+		if goals, err = ParseGoals(g, maxFilters); err != nil {
+			reply.Error(w, http.StatusBadRequest, "goals", err.Error())
+			return
+		}
+	}
+	cur := m.store.Goals(rg.query(fs), goals)
+	out := map[string]any{"range": rg.rangeJSON(), "results": cur}
+	var prev []Conversion
+	switch c := r.URL.Query().Get("compare"); c {
+	case "":
+	case "previous_period":
+		p := rg.previous()
+		prev = m.store.Goals(p.query(fs), goals)
+		out["comparison"] = map[string]any{"range": p.rangeJSON(), "results": prev}
+	default:
+		reply.Error(w, http.StatusBadRequest, "compare", fmt.Sprintf("want previous_period, got %q", c))
+		return
+	}
+	if wantsCSV(r) {
+		rows := [][]string{{"goal", "visitors", "events", "conversion_rate"}}
+		if prev != nil {
+			rows[0] = append(rows[0], "previous_visitors", "previous_events", "previous_conversion_rate")
+		}
+		for i, c := range cur {
+			row := []string{c.Goal, strconv.Itoa(c.Visitors), strconv.Itoa(c.Events), num(c.ConversionRate)}
+			if prev != nil {
+				row = append(row, strconv.Itoa(prev[i].Visitors), strconv.Itoa(prev[i].Events), num(prev[i].ConversionRate))
+			}
+			rows = append(rows, row)
+		}
+		writeCSV(w, rows)
+		return
+	}
+	reply.JSON(w, http.StatusOK, out)
+}
+
+// funnelHandler reports a configured funnel (funnel=<name>) or the steps
+// given (steps=page==/;event==Signup, window=2h).
+func (m *Module) funnelHandler(w http.ResponseWriter, r *http.Request) {
+	rg, fs, err := m.request(r)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	q := r.URL.Query()
+	var fn funnel
+	switch name, steps := q.Get("funnel"), q.Get("steps"); {
+	case name != "" && steps != "":
+		reply.Error(w, http.StatusBadRequest, "steps", "give funnel or steps, not both")
+		return
+	case name != "":
+		var ok bool
+		if fn, ok = m.funnels[name]; !ok {
+			reply.Error(w, http.StatusNotFound, "funnel", fmt.Sprintf("no funnel %q is configured", name))
+			return
+		}
+	case steps != "":
+		if fn.steps, err = ParseGoals(steps, maxSteps); err != nil {
+			reply.Error(w, http.StatusBadRequest, "steps", err.Error())
+			return
+		}
+		if len(fn.steps) < 2 {
+			reply.Error(w, http.StatusBadRequest, "steps", "a funnel has at least 2 steps")
+			return
+		}
+		fn.window = defaultWindow
+	default:
+		reply.Error(w, http.StatusBadRequest, "steps", "required: steps=<goal>;<goal>... or funnel=<name>")
+		return
+	}
+	if s := q.Get("window"); s != "" {
+		d, err := config.ParseDuration(s)
+		if err != nil || d <= 0 || d > maxWindow {
+			reply.Error(w, http.StatusBadRequest, "window", fmt.Sprintf("want a duration up to %s (30m, 2h, 7d), got %q", maxWindow, s))
+			return
+		}
+		fn.window = d
+	}
+	res := m.store.Funnel(rg.query(fs), fn.steps, fn.window)
+	if wantsCSV(r) {
+		rows := [][]string{{"step", "visitors", "conversion_rate", "dropoff", "dropoff_rate"}}
+		for _, st := range res {
+			rows = append(rows, []string{st.Step, strconv.Itoa(st.Visitors), num(st.ConversionRate), strconv.Itoa(st.DropOff), num(st.DropOffRate)})
+		}
+		writeCSV(w, rows)
+		return
+	}
+	reply.JSON(w, http.StatusOK, map[string]any{"range": rg.rangeJSON(), "window": config.Duration(fn.window).String(), "steps": res})
+}
+
+// funnelsHandler lists the configured funnels and goals.
+func (m *Module) funnelsHandler(w http.ResponseWriter, r *http.Request) {
+	type item struct {
+		Name   string   `json:"name"`
+		Steps  []string `json:"steps"`
+		Window string   `json:"window"`
+	}
+	out := []item{}
+	for _, f := range m.cfg.Funnels {
+		fn := m.funnels[f.Name]
+		it := item{Name: f.Name, Window: config.Duration(fn.window).String()}
+		for _, g := range fn.steps {
+			it.Steps = append(it.Steps, g.Name)
+		}
+		out = append(out, it)
+	}
+	goals := []string{}
+	for _, g := range m.goals {
+		goals = append(goals, g.Name)
+	}
+	reply.JSON(w, http.StatusOK, map[string]any{"funnels": out, "goals": goals})
+}
+
+// retention reports cohorts by first visit (interval=day or week).
+func (m *Module) retention(w http.ResponseWriter, r *http.Request) {
+	rg, fs, err := m.request(r)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	iv := Interval(r.URL.Query().Get("interval"))
+	switch iv {
+	case "":
+		iv = Day
+		if rg.days() > 31 {
+			iv = Week
+		}
+	case Day, Week:
+	default:
+		reply.Error(w, http.StatusBadRequest, "interval", fmt.Sprintf("want day or week, got %q", iv))
+		return
+	}
+	if n := rg.days(); (iv == Day && n > maxPeriods) || (iv == Week && n > 7*maxPeriods) {
+		reply.Error(w, http.StatusBadRequest, "period", fmt.Sprintf("a retention grid has at most %d %ss", maxPeriods, iv))
+		return
+	}
+	cohorts := m.store.Retention(rg.query(fs), iv)
+	if wantsCSV(r) {
+		rows := [][]string{{"cohort", "visitors"}}
+		for k := range cohorts {
+			rows[0] = append(rows[0], fmt.Sprintf("%s_%d", iv, k))
+		}
+		for _, c := range cohorts {
+			row := []string{c.Start.Format(time.DateOnly), strconv.Itoa(c.Visitors)}
+			for _, n := range c.Returning {
+				row = append(row, strconv.Itoa(n))
+			}
+			rows = append(rows, row)
+		}
+		writeCSV(w, rows)
+		return
+	}
+	reply.JSON(w, http.StatusOK, map[string]any{"range": rg.rangeJSON(), "interval": iv, "cohorts": cohorts})
 }
 
 func (m *Module) realtime(w http.ResponseWriter, r *http.Request) {

@@ -76,6 +76,8 @@ type aggAnswer struct {
 func TestReportsThroughTheAPI(t *testing.T) {
 	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
 		c.Collector.WriteKeys = config.Strings{key}
+		c.Analytics.Goals = config.Strings{"event==Signup", "page==/blog/**"}
+		c.Analytics.Funnels = []config.Funnel{{Name: "signup", Steps: []string{"page==/", "page==/pricing", "event==Signup"}}}
 	})
 	now := time.Now().UTC()
 	base := now.Add(-3 * time.Hour)
@@ -161,6 +163,32 @@ func TestReportsThroughTheAPI(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// Goals, funnels and retention (a9 above is a fourth visitor).
+	var goals struct{ Results []analytics.Conversion }
+	get(t, r.URL, "/api/v1/analytics/goals?period=day", r.Token, &goals)
+	if len(goals.Results) != 2 || goals.Results[0] != (analytics.Conversion{Goal: "event==Signup", Visitors: 1, Events: 1, ConversionRate: 25}) ||
+		goals.Results[1] != (analytics.Conversion{Goal: "page==/blog/**", Visitors: 1, Events: 2, ConversionRate: 25}) {
+		t.Errorf("goals: %+v", goals.Results)
+	}
+	var fn struct{ Steps []analytics.FunnelStep }
+	get(t, r.URL, "/api/v1/analytics/funnel?period=day&funnel=signup", r.Token, &fn)
+	if len(fn.Steps) != 3 || fn.Steps[0].Visitors != 2 || fn.Steps[1].Visitors != 1 || fn.Steps[2].Visitors != 1 || fn.Steps[1].DropOffRate != 50 {
+		t.Errorf("funnel: %+v", fn.Steps)
+	}
+	get(t, r.URL, "/api/v1/analytics/funnel?period=day&window=1m&steps="+url.QueryEscape("page==/;event==Signup"), r.Token, &fn)
+	if len(fn.Steps) != 2 || fn.Steps[0].Visitors != 2 || fn.Steps[1].Visitors != 0 { // the signup came 3 minutes after /
+		t.Errorf("funnel with a 1 minute window: %+v", fn.Steps)
+	}
+	get(t, r.URL, "/api/v1/analytics/funnel?period=day&format=csv&funnel=signup", r.Token, &csvText)
+	if recs, err := csv.NewReader(strings.NewReader(csvText)).ReadAll(); err != nil || len(recs) != 4 || recs[3][0] != "event==Signup" || recs[3][1] != "1" {
+		t.Errorf("funnel CSV: %v %q", err, csvText)
+	}
+	var ret struct{ Cohorts []analytics.Cohort }
+	get(t, r.URL, "/api/v1/analytics/retention?period=7d", r.Token, &ret)
+	if len(ret.Cohorts) != 7 || ret.Cohorts[6].Visitors < 3 || ret.Cohorts[6].Returning[0] != ret.Cohorts[6].Visitors {
+		t.Errorf("retention: %+v", ret.Cohorts)
+	}
+
 	// Bad parameters name the field.
 	for q, field := range map[string]string{
 		"breakdown?property=nope":                                              "property",
@@ -174,6 +202,12 @@ func TestReportsThroughTheAPI(t *testing.T) {
 		"timeseries?interval=minute":                                           "interval",
 		"timeseries?period=custom&from=2025-01-01&to=2026-01-01&interval=hour": "interval",
 		"aggregate?compare=last_year":                                          "compare",
+		"goals?goals=" + url.QueryEscape("source==Google"):                     "goals",
+		"funnel?steps=" + url.QueryEscape("page==/"):                           "steps",
+		"funnel": "steps",
+		"funnel?steps=" + url.QueryEscape("page==/;page==/x") + "&window=1y": "window",
+		"retention?interval=month":           "interval",
+		"retention?period=year&interval=day": "period",
 	} {
 		var e struct{ Error, Field string }
 		if code := get(t, r.URL, "/api/v1/analytics/"+q, r.Token, &e); code != 400 || e.Field != field {

@@ -99,6 +99,8 @@ func BenchmarkReports(b *testing.B) {
 	filtered.Filters = []Filter{{Dim: DimSource, Op: OpIs, Values: []string{"Google"}}}
 	pageFilter := q
 	pageFilter.Filters = []Filter{{Dim: DimPage, Op: OpIs, Values: []string{"/p/1"}}}
+	goals, _ := ParseGoals("event==Signup;page==/p/1", 2)
+	steps, _ := ParseGoals("page==/p/1*;page==/p/2*;event==Signup", 3)
 	for _, c := range []struct {
 		name string
 		run  func()
@@ -112,6 +114,11 @@ func BenchmarkReports(b *testing.B) {
 		{"top-pages/source", func() { s.Breakdown(filtered, DimPage, "", 10, 1) }},
 		{"top-sources", func() { s.Breakdown(q, DimSource, "", 10, 1) }},
 		{"countries", func() { s.Breakdown(q, DimCountry, "", 10, 1) }},
+		{"goals", func() { s.Goals(q, goals) }},
+		{"funnel", func() { s.Funnel(q, steps, 7*24*time.Hour) }},
+		{"retention/week", func() {
+			s.Retention(Query{From: benchEnd.AddDate(0, 0, -84).UnixMilli(), To: benchEnd.UnixMilli()}, Week)
+		}},
 		{"realtime", func() { s.Realtime(benchEnd, nil) }},
 	} {
 		b.Run(c.name, func(b *testing.B) {

@@ -35,7 +35,21 @@ type Module struct {
 	last     atomic.Uint64
 	caughtUp atomic.Bool
 	skipped  atomic.Uint64 // events that could not be read
+	goals    []Goal
+	funnels  map[string]funnel
 }
+
+// funnel is a configured funnel, parsed.
+type funnel struct {
+	steps  []Goal
+	window time.Duration
+}
+
+// defaultWindow is a funnel's when none is given.
+const defaultWindow = 7 * 24 * time.Hour
+
+// maxWindow bounds a funnel's window.
+const maxWindow = 90 * 24 * time.Hour
 
 // Subject is what the module reads.
 const Subject = "ev.track.>"
@@ -45,7 +59,40 @@ func New(cfg config.Analytics, deps Deps) (*Module, error) {
 	if deps.Bus == nil {
 		return nil, errors.New("analytics needs the bus")
 	}
-	m := &Module{cfg: cfg, deps: deps, log: deps.Logger, store: NewStore(cfg.SessionTimeout.D())}
+	m := &Module{cfg: cfg, deps: deps, log: deps.Logger, store: NewStore(cfg.SessionTimeout.D()), funnels: map[string]funnel{}}
+	for i, g := range cfg.Goals {
+		goal, err := ParseGoal(g)
+		if err != nil {
+			return nil, fmt.Errorf("analytics.goals[%d]: %w", i, err)
+		}
+		m.goals = append(m.goals, goal)
+	}
+	for i, f := range cfg.Funnels {
+		at := fmt.Sprintf("analytics.funnels[%d]", i)
+		switch {
+		case f.Name == "":
+			return nil, fmt.Errorf("%s.name: required", at)
+		case len(f.Steps) < 2 || len(f.Steps) > maxSteps:
+			return nil, fmt.Errorf("%s.steps: want 2 to %d steps, got %d", at, maxSteps, len(f.Steps))
+		case f.Window.D() < 0 || f.Window.D() > maxWindow:
+			return nil, fmt.Errorf("%s.window: want up to %s", at, maxWindow)
+		}
+		if _, dup := m.funnels[f.Name]; dup {
+			return nil, fmt.Errorf("%s.name: %q is taken", at, f.Name)
+		}
+		fn := funnel{window: f.Window.D()}
+		if fn.window == 0 {
+			fn.window = defaultWindow
+		}
+		for j, st := range f.Steps {
+			g, err := ParseGoal(st)
+			if err != nil {
+				return nil, fmt.Errorf("%s.steps[%d]: %w", at, j, err)
+			}
+			fn.steps = append(fn.steps, g)
+		}
+		m.funnels[f.Name] = fn
+	}
 	if deps.Handle != nil {
 		m.mount(deps.Handle)
 	}

@@ -99,6 +99,15 @@ type Events struct {
 type Analytics struct {
 	Enabled        bool     `yaml:"enabled" doc:"fold page views and custom events (ev.track.*) into the reports under /api/v1/analytics"`
 	SessionTimeout Duration `yaml:"session_timeout" doc:"a visit ends after this long without events from its visitor"`
+	Goals          Strings  `yaml:"goals" doc:"conversions GET /api/v1/analytics/goals reports: page==<glob> or event==<name>, e.g. [event==Signup, page==/thanks]"`
+	Funnels        []Funnel `yaml:"funnels" doc:"named funnels for GET /api/v1/analytics/funnel?funnel=<name>; see docs/analytics.md"`
+}
+
+// Funnel is a named sequence of steps (goals) visitors go through in order.
+type Funnel struct {
+	Name   string   `yaml:"name" doc:"what the API and UI call it"`
+	Steps  []string `yaml:"steps" doc:"goals in order, e.g. [page==/, page==/pricing, event==Signup]"`
+	Window Duration `yaml:"window" doc:"every step within this long of the first (default 7 days)"`
 }
 
 // Log configures log/slog output.
