@@ -21,7 +21,7 @@ build:
 ## test: install what the tests need, then vet and run every test with the race detector
 test: test-deps
 	$(GO) vet ./...
-	@test -z "$$(gofmt -l cmd internal bench)" || { echo "gofmt needed:"; gofmt -l cmd internal bench; exit 1; }
+	@test -z "$$(gofmt -l cmd internal bench web)" || { echo "gofmt needed:"; gofmt -l cmd internal bench web; exit 1; }
 	$(GO) test -race -count=1 -timeout 12m ./...
 	$(MAKE) bench-smoke
 
@@ -33,7 +33,7 @@ test-deps:
 ## lint: go vet, gofmt and golangci-lint (fetched through the module proxy)
 lint:
 	$(GO) vet ./...
-	@test -z "$$(gofmt -l cmd internal bench)" || { gofmt -l cmd internal bench; exit 1; }
+	@test -z "$$(gofmt -l cmd internal bench web)" || { gofmt -l cmd internal bench web; exit 1; }
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
 
 ## fuzz: run every fuzz target for FUZZTIME each

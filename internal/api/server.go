@@ -58,6 +58,23 @@ type Status struct {
 	Uptime     float64   `json:"uptime_seconds"`
 	ConfigHash string    `json:"config_hash"`
 	Bus        BusInfo   `json:"bus"`
+	Process    Process   `json:"process"`
+	Disk       *Disk     `json:"disk,omitempty"`
+}
+
+// Process is this process's memory and goroutines.
+type Process struct {
+	RSS        uint64 `json:"rss_bytes,omitempty"` // resident set (Linux)
+	Heap       uint64 `json:"heap_bytes"`          // Go heap in use
+	Sys        uint64 `json:"sys_bytes"`           // memory the Go runtime holds from the OS
+	Goroutines int    `json:"goroutines"`
+}
+
+// Disk is the file system of the embedded bus's store.
+type Disk struct {
+	Dir   string `json:"dir"`
+	Free  uint64 `json:"free_bytes"`
+	Total uint64 `json:"total_bytes"`
 }
 
 // BusInfo says which bus the node uses.

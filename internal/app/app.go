@@ -8,8 +8,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +31,7 @@ import (
 	"github.com/opsgraph/ops/internal/pipeline"
 	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/proxy"
+	"github.com/opsgraph/ops/internal/ui"
 	"github.com/opsgraph/ops/internal/views"
 )
 
@@ -191,8 +195,24 @@ func (a *App) defs() []Def {
 				return analytics.New(a.cfg.Analytics, analytics.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("analytics"), Handle: a.api.Handle})
 			}},
 		a.tsdbDef(), // tsdb.go, or notsdb.go in a build with -tags notsdb
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "analytics"}},
+		// ui is the web UI: pages and embedded assets, nothing running.
+		{Name: "ui", Deps: []string{"api", "identity"}, New: func() (Module, error) {
+			return ui.New(ui.Deps{Logger: a.logs.Logger("ui"), Handle: a.api.Handle, Allowed: a.identity.Allowed,
+				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running}), nil
+		}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "analytics", "ui"}},
 	}
+}
+
+// running reports whether the module called name was started and has not
+// stopped or failed.
+func (a *App) running(name string) bool {
+	for _, s := range a.mgr.Statuses() {
+		if s.Name == name {
+			return s.State != StateFailed && s.State != StateStopped
+		}
+	}
+	return false
 }
 
 // Targets lists the module names that --target accepts.
@@ -300,13 +320,34 @@ func (a *App) status() api.Status {
 		Version: Version, Commit: CommitOrVCS(), Modules: a.mgr.Statuses(),
 		StartedAt: a.started.UTC(), Uptime: time.Since(a.started).Seconds(), ConfigHash: a.cfg.Hash(),
 	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.Process = api.Process{RSS: rss(), Heap: ms.HeapInuse, Sys: ms.Sys, Goroutines: runtime.NumGoroutine()}
 	if b := a.bus.Bus(); b != nil {
+		if dir, free, total, ok := b.Disk(); ok {
+			s.Disk = &api.Disk{Dir: dir, Free: free, Total: total}
+		}
 		s.Bus = api.BusInfo{Embedded: b.Embedded(), ClientURL: b.ClientURL(), Sync: a.cfg.Bus.Sync.String()}
 		if !b.Embedded() {
 			s.Bus.Sync = "set by the external server"
 		}
 	}
 	return s
+}
+
+// rss is the resident set size from /proc/self/statm (0 where there is
+// none).
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[1], 10, 64)
+	return n * uint64(os.Getpagesize())
 }
 
 // Bus is the open bus, nil before the bus module runs.

@@ -103,3 +103,13 @@ func (b *Bus) WriteError(w http.ResponseWriter, err error) {
 	w.Header().Set("Retry-After", "1")
 	reply.Error(w, http.StatusServiceUnavailable, "", err.Error())
 }
+
+// Disk is the embedded bus's store directory with the free and total bytes
+// of its file system; ok is false for an external bus or when unknown.
+func (b *Bus) Disk() (dir string, free, total uint64, ok bool) {
+	if b.space == nil {
+		return "", 0, 0, false
+	}
+	free, total, ok = diskSpace(b.space.dir)
+	return b.space.dir, free, total, ok
+}

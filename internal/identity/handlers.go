@@ -26,6 +26,8 @@ type Handle func(pattern, perm string, h http.Handler)
 func (m *Module) Mount(h Handle) {
 	h("GET /login", Public, http.HandlerFunc(m.getLogin))
 	h("GET /login/sso", Public, http.HandlerFunc(m.sso))
+	h("GET /setup", Public, http.HandlerFunc(m.getSetup))
+	h("POST /api/v1/setup", Public, http.HandlerFunc(m.postSetup))
 	h("POST /api/v1/login", Public, http.HandlerFunc(m.postLogin))
 	h("POST /api/v1/logout", Authenticated, http.HandlerFunc(m.logout))
 	h("GET /api/v1/me", Authenticated, http.HandlerFunc(m.me))
@@ -386,6 +388,9 @@ func (m *Module) addUser(w http.ResponseWriter, r *http.Request) {
 		m.deps.Bus.WriteError(w, err)
 		return
 	}
+	m.setup.mu.Lock()
+	m.setup.code = "" // someone can sign in now: the set-up link is spent
+	m.setup.mu.Unlock()
 	m.emit(r.Context(), "auth.user_added", map[string]any{"user": u.Name, "roles": u.Roles, "by": actor(r.Context())})
 	reply.JSON(w, http.StatusCreated, map[string]any{"name": u.Name, "email": u.Email, "groups": u.Groups, "roles": u.Roles, "created": now})
 }

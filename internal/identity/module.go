@@ -55,6 +55,8 @@ type Module struct {
 	// Password guessing (throttle.go).
 	userThrottle, addrThrottle *throttle
 	attempts                   keyLocks
+
+	setup setup // the first-run set-up link (setup.go)
 }
 
 // New opens the identity buckets and builds the providers.
@@ -127,6 +129,9 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 		if err := m.firstRun(ctx); err != nil {
 			return err
 		}
+	}
+	if err := m.prepareSetup(ctx); err != nil {
+		return fmt.Errorf("first-run set-up: %w", err)
 	}
 	ready()
 	<-ctx.Done()

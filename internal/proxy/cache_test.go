@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,6 +146,17 @@ func TestCacheRFC9111(t *testing.T) {
 	_, en2, hv := fetch(t, base, "/vary", "Accept-Language", "en")
 	if o.count("/vary") != 2 || en != en2 || en == de || hv.Get("Cache-Status") != "ops; hit" {
 		t.Errorf("vary: origin %d, %q %q %q", o.count("/vary"), en, de, en2)
+	}
+	// The hits so far are counted for the UI's hit ratio.
+	resp, err := http.Get(r.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`ops_proxy_cache_lookups_total\{result="hit",route="c"\} [1-9]`).Match(mb) ||
+		!regexp.MustCompile(`ops_proxy_cache_lookups_total\{result="miss",route="c"\} [1-9]`).Match(mb) {
+		t.Errorf("cache lookups not counted:\n%s", regexp.MustCompile(`(?m)^ops_proxy_cache_lookups.*$`).FindAll(mb, -1))
 	}
 	// The request's own no-cache revalidates; no-store passes by.
 	fetch(t, base, "/fresh", "Cache-Control", "no-cache")

@@ -86,6 +86,7 @@ type metrics struct {
 	limited  *prometheus.CounterVec
 	upstream *prometheus.GaugeVec
 	handoffs prometheus.CounterFunc
+	cache    *prometheus.CounterVec
 }
 
 // newMetrics makes the proxy's metrics; handoffs reads the fast path's
@@ -98,6 +99,8 @@ func newMetrics(handoffs func() float64) *metrics {
 		aclHits:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_acl_hits_total", Help: "ACL decisions by route, rule index (default for none) and action."}, []string{"route", "rule", "action"}),
 		limited:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_rate_limited_total", Help: "Requests refused with 429 by route and key kind."}, []string{"route", "by"}),
 		upstream: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ops_proxy_upstream_up", Help: "1 when an upstream passes health checks."}, []string{"route", "upstream"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_proxy_cache_lookups_total",
+			Help: "Requests on cached routes by route and cache result (hit, stale, revalidated, miss, expired, bypass, ...)."}, []string{"route", "result"}),
 		handoffs: prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ops_proxy_fast_handoffs_total",
 			Help: "Client connections the fast path handed to the standard HTTP server (a request it does not serve itself)."}, handoffs),
 	}
@@ -111,7 +114,7 @@ func New(cfg config.Proxy, deps Deps) (*Module, error) {
 	m := &Module{deps: deps, log: deps.Logger, policyRate: newLimiter(1, config.RateLimit{Burst: 1})}
 	m.metrics = newMetrics(func() float64 { return float64(m.handoffN.Load()) })
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(m.metrics.requests, m.metrics.latency, m.metrics.aclHits, m.metrics.limited, m.metrics.upstream, m.metrics.handoffs)
+		deps.Registry.MustRegister(m.metrics.requests, m.metrics.latency, m.metrics.aclHits, m.metrics.limited, m.metrics.upstream, m.metrics.handoffs, m.metrics.cache)
 	}
 	t, err := newTracker(deps.Bus, deps.Logger.With("part", "tracking"), filepath.Join(deps.DataDir, "proxy-spool"),
 		cfg.Tracking.Queue, cfg.Tracking.Batch, cfg.Tracking.Flush.D(), int64(cfg.Tracking.SpoolMax), deps.Registry)

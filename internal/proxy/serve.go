@@ -491,6 +491,9 @@ func (m *Module) record(tb *table, rt *route, q *reqInfo, code int, in, out int6
 		m.metrics.requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
 		m.metrics.latency.WithLabelValues(name).Observe(d.Seconds())
 	}
+	if p.cache != "" {
+		m.metrics.cache.WithLabelValues(name, p.cache).Inc()
+	}
 	if !tb.cfg.Tracking.Enabled {
 		return
 	}

@@ -1,0 +1,240 @@
+package ui
+
+import (
+	"bytes"
+	"html/template"
+	"net/http"
+
+	"github.com/opsgraph/ops/internal/identity"
+	"github.com/opsgraph/ops/web"
+)
+
+// A page of the UI: its route, the permission it needs, the module it
+// shows (left out of the menu when that module is off) and its body.
+type pageDef struct {
+	Name, Title, Path, Perm, Module string
+}
+
+var pages = []pageDef{
+	{"dashboard", "Dashboard", "/ui/{$}", "analytics:read", "analytics"},
+	{"live", "Live", "/ui/live", "events:read", ""},
+	{"views", "Views", "/ui/views", "views:read", "views"},
+	{"graph", "Graph", "/ui/graph", "graph:read", ""},
+	{"series", "Series", "/ui/series", "series:read", "tsdb"},
+	{"proxy", "Proxy", "/ui/proxy", "series:read", "proxy"},
+	{"policy", "Policy", "/ui/policy", "policy:read", "policy"},
+	{"access", "Access", "/ui/access", "users:read", ""},
+	{"status", "Status", "/ui/status", "system:read", ""},
+}
+
+func (p pageDef) href() string {
+	if p.Path == "/ui/{$}" {
+		return "/ui/"
+	}
+	return p.Path
+}
+
+type navItem struct {
+	Title, Href string
+	Current     bool
+}
+
+type pageData struct {
+	Page, Title, User, CSRF, Perms, Theme string
+	Can                                   map[string]bool
+	Nav                                   []navItem
+	Asset                                 map[string]string // name -> versioned URL
+	Running                               map[string]bool
+}
+
+func (m *Module) page(p pageDef) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		can := m.can(r)
+		d := pageData{Page: p.Name, Title: p.Title, CSRF: identity.CSRF(r.Context()), Can: can, Perms: permList(can),
+			Asset: map[string]string{}, Running: map[string]bool{}}
+		if id := identity.FromContext(r.Context()); id != nil {
+			d.User = id.User
+		}
+		if c, err := r.Cookie("ops_theme"); err == nil && (c.Value == "dark" || c.Value == "light") {
+			d.Theme = c.Value
+		}
+		for _, q := range pages {
+			if (q.Module == "" || m.running(q.Module)) && m.deps.Allowed(r, q.Perm) {
+				d.Nav = append(d.Nav, navItem{Title: q.Title, Href: q.href(), Current: q.Name == p.Name})
+			}
+		}
+		for _, name := range []string{"proxy", "tsdb", "analytics", "views", "policy"} {
+			d.Running[name] = m.running(name)
+		}
+		for _, n := range web.Names() {
+			d.Asset[n] = "/ui/assets/" + n + "?v=" + web.Get(n).Hash
+		}
+		var buf bytes.Buffer
+		if err := tmpl.ExecuteTemplate(&buf, p.Name, d); err != nil {
+			m.log.Error("render page", "page", p.Name, "err", err)
+			http.Error(w, "cannot render the page", http.StatusInternalServerError)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", csp)
+		_, _ = w.Write(buf.Bytes())
+	})
+}
+
+// csp allows only this origin's script, styles and API; nothing inline
+// but styles set from the script (CSSOM, which CSP does not block).
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+var tmpl = template.Must(template.New("ui").Parse(layout + bodies))
+
+const layout = `{{define "top"}}<!doctype html>
+<html lang="en"{{if .Theme}} data-theme="{{.Theme}}"{{end}}><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{{.Title}} · Ops</title>
+<link rel="stylesheet" href="{{index .Asset "app.css"}}">
+<link rel="icon" href="{{index .Asset "icon.svg"}}" type="image/svg+xml">
+<script src="{{index .Asset "app.js"}}" defer></script>
+</head>
+<body data-page="{{.Page}}" data-csrf="{{.CSRF}}" data-can="{{.Perms}}">
+<a class="skip" href="#main">Skip to content</a>
+<header class="top"><a class="brand" href="/ui/">Ops</a>
+<nav aria-label="Main"><ul>{{range .Nav}}<li><a href="{{.Href}}"{{if .Current}} aria-current="page"{{end}}>{{.Title}}</a></li>{{end}}</ul></nav>
+<div class="me"><button type="button" id="theme" title="Light or dark theme" aria-label="Switch between light and dark theme">◐</button>
+<span class="user">{{.User}}</span>
+<form method="post" action="/api/v1/logout"><input type="hidden" name="csrf_token" value="{{.CSRF}}"><button type="submit">Sign out</button></form></div>
+</header>
+<main id="main" tabindex="-1">
+<p id="error" class="error" role="alert" hidden></p>
+{{end}}
+{{define "bottom"}}</main>
+<noscript><p class="error">This page draws its data with JavaScript; the same data is at /api/v1 (docs/api.md).</p></noscript>
+</body></html>{{end}}
+`
+
+const bodies = `
+{{define "dashboard"}}{{template "top" .}}
+<div class="head"><h1>Dashboard</h1>
+<p class="realtime" aria-live="polite"><span class="dot"></span> <b id="realtime">–</b> current visitors</p></div>
+<form id="controls" class="controls">
+<label>Site <select name="site" id="site"><option value="">All sites</option></select></label>
+<label>Range <select name="period" id="period">
+<option value="day">Today</option><option value="7d">Last 7 days</option><option value="30d" selected>Last 30 days</option>
+<option value="month">This month</option><option value="91d">Last 91 days</option><option value="12mo">Last 12 months</option>
+<option value="custom">Custom range</option></select></label>
+<span id="custom" hidden><label>From <input type="date" name="from" id="from"></label> <label>To <input type="date" name="to" id="to"></label> <button type="submit">Apply</button></span>
+<label class="check"><input type="checkbox" name="compare" id="compare"> Compare with the previous period</label>
+</form>
+<section class="filters" aria-label="Filters"><ul id="filters"></ul>
+<form id="addfilter" class="controls">
+<label>Filter <select name="dim" id="fdim">
+<option>page</option><option>entry_page</option><option>exit_page</option><option>source</option><option>referrer</option>
+<option>utm_source</option><option>utm_medium</option><option>utm_campaign</option><option>utm_term</option><option>utm_content</option>
+<option>browser</option><option>os</option><option>device</option><option>screen</option><option>country</option><option>hostname</option><option>event</option>
+</select></label>
+<select name="op" id="fop" aria-label="Operator"><option value="==">is</option><option value="!=">is not</option><option value="~">contains</option><option value="!~">does not contain</option></select>
+<input name="val" id="fval" aria-label="Value" list="suggest" required autocomplete="off"><datalist id="suggest"></datalist>
+<button type="submit">Add filter</button></form></section>
+<section id="stats" class="stats" aria-label="Totals"></section>
+<section class="card"><div class="cardhead"><h2 id="charttitle">Visitors</h2>
+<div class="tools"><button type="button" class="kind" data-kind="line" aria-pressed="true">Line</button><button type="button" class="kind" data-kind="bar" aria-pressed="false">Bar</button>
+<a id="tscsv" class="csv" download="timeseries.csv">Download CSV</a></div></div>
+<div id="chart" class="chart"></div></section>
+<div class="grid">
+<section class="card panel" data-title="Sources" data-dims="source referrer utm_source utm_medium utm_campaign utm_term utm_content"></section>
+<section class="card panel" data-title="Pages" data-dims="page entry_page exit_page"></section>
+<section class="card panel" data-title="Locations" data-dims="country hostname"></section>
+<section class="card panel" data-title="Devices" data-dims="browser os device screen"></section>
+<section class="card panel" data-title="Custom events" data-dims="event"></section>
+<section class="card" id="goals"><div class="cardhead"><h2>Goals</h2><a class="csv" download>Download CSV</a></div><div class="body"></div></section>
+</div>
+<section class="card" id="funnel"><div class="cardhead"><h2>Funnel</h2>
+<form class="controls" id="funnelform"><label>Funnel <select name="funnel" id="funnelname"><option value="">Steps below</option></select></label>
+<label>Steps <input name="steps" id="funnelsteps" size="40" placeholder="page==/;page==/pricing;event==Signup"></label>
+<label>Window <input name="window" id="funnelwindow" size="5" placeholder="7d"></label> <button type="submit">Show</button></form>
+<a class="csv" download>Download CSV</a></div><div class="body"></div></section>
+<section class="card" id="retention"><div class="cardhead"><h2>Retention</h2>
+<div class="tools"><label>By <select id="retiv"><option value="week">week</option><option value="day">day</option></select></label><a class="csv" download>Download CSV</a></div></div><div class="body"></div></section>
+{{template "bottom" .}}{{end}}
+
+{{define "live"}}{{template "top" .}}
+<h1>Live events</h1>
+<form id="tailform" class="controls">
+<label>Subject <input name="subject" id="subject" value="ev.>" size="24"></label>
+<label>Contains <input name="q" id="tailq" size="20"></label>
+<button type="submit">Follow</button> <button type="button" id="pause" aria-pressed="false">Pause</button>
+<span id="tailstate" aria-live="polite"></span></form>
+<div id="tail"></div>
+{{template "bottom" .}}{{end}}
+
+{{define "views"}}{{template "top" .}}
+<h1>Views</h1>
+<div id="viewlist"></div>
+<section id="viewrows" class="card" hidden><div class="cardhead"><h2 id="viewname"></h2></div>
+<form id="viewq" class="controls"><label>Key filter <input name="key" id="viewkey" placeholder="field=value" size="20"></label>
+<label>Sort <select name="sort" id="viewsort"><option value="">key order</option></select></label>
+<label>Rows <select name="limit" id="viewlimit"><option>50</option><option>200</option><option>1000</option></select></label>
+<button type="submit">Query</button> <a id="viewcsv" class="csv" download>CSV (all rows)</a></form>
+<div id="rows"></div></section>
+{{template "bottom" .}}{{end}}
+
+{{define "graph"}}{{template "top" .}}
+<h1>Event graph</h1>
+<p class="muted">Subjects flow left to right: sources, processors, views. Every change of a view is an event again.</p>
+<div id="graph" class="chart wide"></div>
+<div id="nodes"></div>
+{{template "bottom" .}}{{end}}
+
+{{define "series"}}{{template "top" .}}
+<h1>Time series</h1>
+<form id="promql" class="controls stack">
+<label for="expr">PromQL</label><textarea id="expr" name="query" rows="2" spellcheck="false">sum by (code) (rate(ops_http_requests_total[5m]))</textarea>
+<div><label>Range <select id="srange"><option value="900">15 minutes</option><option value="3600" selected>1 hour</option><option value="21600">6 hours</option><option value="86400">1 day</option><option value="604800">7 days</option></select></label>
+<button type="submit">Run</button></div></form>
+<section class="card"><div id="schart" class="chart"></div></section>
+<div id="stable"></div>
+{{template "bottom" .}}{{end}}
+
+{{define "proxy"}}{{template "top" .}}
+<div class="head"><h1>Proxy traffic</h1>
+<label>Range <select id="prange"><option value="3600">1 hour</option><option value="21600">6 hours</option><option value="86400" selected>1 day</option><option value="604800">7 days</option></select></label></div>
+<div id="ppanels" class="grid"></div>
+{{template "bottom" .}}{{end}}
+
+{{define "policy"}}{{template "top" .}}
+<h1>Policy</h1>
+<p class="muted">Blocks and locks that the edge enforces now: set by rules on the event graph or by people. Clearing one lets the subject in again at once.</p>
+<div id="policy"></div>
+{{template "bottom" .}}{{end}}
+
+{{define "access"}}{{template "top" .}}
+<h1>Access</h1>
+<section class="card"><div class="cardhead"><h2>Users</h2></div><div id="users"></div>
+{{if index .Can "users:write"}}<form id="adduser" class="controls">
+<label>Name <input name="name" required></label><label>Password <input name="password" type="password" minlength="8" required autocomplete="new-password"></label>
+<label>Role <select name="role"><option>viewer</option><option>editor</option><option>admin</option></select></label><button type="submit">Add user</button></form>{{end}}</section>
+{{if index .Can "tokens:read"}}<section class="card"><div class="cardhead"><h2>API tokens</h2></div><div id="tokens"></div>
+{{if index .Can "tokens:write"}}<form id="addtoken" class="controls">
+<label>Name <input name="name" required></label><label>Role <select name="role"><option>viewer</option><option>editor</option><option>admin</option></select></label>
+<label>Expires in <select name="expires"><option value="">never</option><option value="30d">30 days</option><option value="90d">90 days</option></select></label><button type="submit">Create token</button></form>
+<p id="newtoken" class="secret" hidden></p>{{end}}</section>{{end}}
+{{if index .Can "keys:read"}}<section class="card"><div class="cardhead"><h2>Write keys</h2></div><div id="keys"></div>
+{{if index .Can "keys:write"}}<form id="addkey" class="controls"><label>Name <input name="name" required></label><button type="submit">Create write key</button></form>
+<p id="newkey" class="secret" hidden></p>{{end}}</section>{{end}}
+{{if index .Can "campaigns:write"}}<section class="card"><div class="cardhead"><h2>Campaign link</h2></div>
+<form id="addcampaign" class="controls"><label>Campaign <input name="name" required placeholder="spring-sale"></label><label>Target URL <input name="url" type="url" required size="30" placeholder="https://shop.example/sale"></label><button type="submit">Create</button></form>
+<p id="newcampaign" class="secret" hidden></p></section>{{end}}
+{{template "bottom" .}}{{end}}
+
+{{define "status"}}{{template "top" .}}
+<h1>System status</h1>
+<div id="overview" class="stats"></div>
+<section class="card"><div class="cardhead"><h2>Modules</h2></div><div id="modules"></div></section>
+<section class="card"><div class="cardhead"><h2>Streams</h2></div><div id="streams"></div></section>
+{{template "bottom" .}}{{end}}
+`

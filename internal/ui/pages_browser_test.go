@@ -1,0 +1,213 @@
+package ui_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/testutil"
+)
+
+func apiDo(t *testing.T, method, u, body string) {
+	t.Helper()
+	resp, b := fetch(t, http.DefaultClient, method, u, map[string]string{"Content-Type": "application/json"}, body)
+	if resp.StatusCode >= 300 {
+		t.Fatalf("%s %s: %d %s", method, u, resp.StatusCode, b)
+	}
+}
+
+// TestEveryPageInChromium opens each page as an admin and checks what it
+// draws from the API: the live tail shows an event published after it
+// opened, the views page queries a view, the graph draws its nodes, the
+// series page charts a PromQL query, the policy page clears a block (with
+// the CSRF token the page carries), the access page creates a token.
+func TestEveryPageInChromium(t *testing.T) {
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.Collector.WriteKeys = config.Strings{writeKey}
+		c.TSDB.ScrapeInterval = config.Duration(time.Second)
+	})
+	addUser(t, r.URL, "ada", "admin-password", "admin")
+	apiDo(t, "PUT", r.URL+"/api/v1/processors/clean", `{"from":["ev.shop.order"],"map":"root = this.data","to":"ev.shop.clean"}`)
+	apiDo(t, "PUT", r.URL+"/api/v1/views/orders", `{"from":["ev.shop.clean"],"key":{"sku":"this.data.sku"},"measures":{"count":"count","revenue":"sum(this.data.price)"}}`)
+	for i, sku := range []string{"apple", "pear", "apple"} {
+		apiDo(t, "POST", r.URL+"/api/v1/events", fmt.Sprintf(`{"specversion":"1.0","id":"o-%d","type":"shop.order","source":"test","data":{"sku":%q,"price":%d}}`, i, sku, 10+i))
+	}
+	apiDo(t, "PUT", r.URL+"/api/v1/policy/ip/203.0.113.9", `{"action":"block","reason":"test block"}`)
+
+	artifacts := os.Getenv("OPS_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = t.TempDir()
+	}
+	ctx := testutil.Browser(t)
+	shot := func(name string) {
+		if b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+			_ = os.WriteFile(filepath.Join(artifacts, name), b, 0o644)
+		}
+	}
+	noError := func(page string) {
+		t.Helper()
+		msg, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(e => e && !e.hidden ? e.textContent : '')(document.querySelector('#error'))`))
+		if msg != "" {
+			t.Fatalf("%s shows an error: %s", page, msg)
+		}
+	}
+	wait := func(sel chromedp.Search) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(sel) }
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(1280, 900),
+		chromedp.Navigate(r.URL+"/login?next=/ui/live"),
+		chromedp.SendKeys(chromedp.CSS(`#user`), "ada"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "admin-password"),
+		chromedp.Submit(chromedp.CSS(`#password`)),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-page=live]`)),
+		poll(`document.querySelector('#tailstate').textContent.startsWith('following')`, 10*time.Second),
+	); err != nil {
+		t.Fatal(err)
+	}
+	// The event carries markup: the page shows it as text and runs none
+	// of it (textContent only, and a CSP without inline script).
+	apiDo(t, "POST", r.URL+"/api/v1/events", `{"specversion":"1.0","id":"live-1","type":"shop.order","source":"live-test","data":{"sku":"fig<img src=x onerror=\"window.pwned=1\">","price":3}}`)
+	if err := chromedp.Do(ctx, wait(`//div[@id="tail"]//td[contains(text(), 'fig')]`)); err != nil {
+		t.Fatal("live tail: the new event did not appear: ", err)
+	}
+	if pwned, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.pwned === 1 || document.querySelector('#tail img') !== null`)); pwned {
+		t.Fatal("markup in event data became HTML in the live tail")
+	}
+	noError("live")
+	shot("live.png")
+
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var v struct{ Rows []any }
+		getJSON(t, r.URL+"/api/v1/views/orders", &v)
+		if len(v.Rows) != 3 {
+			return fmt.Errorf("view has %d rows", len(v.Rows))
+		}
+		return nil
+	})
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/views"),
+		chromedp.Click(chromedp.Search(`//div[@id="viewlist"]//button[text()="orders"]`)),
+		wait(`//div[@id="rows"]//td[text()="apple"]`),
+	); err != nil {
+		t.Fatal("views: ", err)
+	}
+	opts, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('#viewsort option')].map(o => o.value).join(',')`))
+	if opts != ",-count,-revenue,sku" { // measures are listed as name=expression
+		t.Fatalf("sort choices %q", opts)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS(`#viewsort`), "-revenue"),
+		chromedp.Click(chromedp.Search(`//form[@id="viewq"]//button[text()="Query"]`)),
+		poll(`(r => r && r.cells[0].textContent === 'apple' && r.cells[2].textContent === '22')(document.querySelector('#rows tbody tr'))`, 5*time.Second),
+	); err != nil {
+		t.Fatal("views: ", err)
+	}
+	noError("views")
+	shot("views.png")
+
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/graph"),
+		chromedp.WaitVisible(chromedp.CSS(`#graph svg`)),
+		poll(`[...document.querySelectorAll('#graph .node text')].map(t => t.textContent).join(' ').includes('orders')`, 5*time.Second),
+	); err != nil {
+		t.Fatal("graph: ", err)
+	}
+	edges, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#graph path.edge').length`))
+	if edges != 2 { // ev.shop.order -> clean -> orders
+		t.Fatalf("graph draws %d edges, want 2", edges)
+	}
+	noError("graph")
+	shot("graph.png")
+
+	// Series: Ops scrapes itself every second here; the HTTP request
+	// counter shows up.
+	testutil.CheckFor(t, 20*time.Second, 200*time.Millisecond, func() error {
+		var q struct {
+			Data struct{ Result []any }
+		}
+		getJSON(t, r.URL+"/prometheus/api/v1/query?query=ops_http_requests_total", &q)
+		if len(q.Data.Result) == 0 {
+			return fmt.Errorf("no ops_http_requests_total yet")
+		}
+		return nil
+	})
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/series?q="+strings.ReplaceAll("sum by (code) (ops_http_requests_total)", " ", "%20")),
+		poll(`document.querySelectorAll('#schart svg path.line').length > 0 && document.querySelectorAll('#stable tbody tr td').length > 1`, 10*time.Second),
+	); err != nil {
+		t.Fatal("series: ", err)
+	}
+	noError("series")
+	shot("series.png")
+
+	// Policy: clear the block (a DELETE with the page's CSRF token).
+	var pol struct{ Entries []struct{ Subject string } }
+	getJSON(t, r.URL+"/api/v1/policy", &pol)
+	if len(pol.Entries) != 1 || pol.Entries[0].Subject != "203.0.113.0" { // addresses are kept as their /24
+		t.Fatalf("policy: %+v", pol)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/policy"),
+		poll(`document.querySelector('#policy').textContent.includes('203.0.113.0')`, 5*time.Second),
+		chromedp.Evaluate[chromedp.Void](`window.confirm = () => true; undefined`),
+		chromedp.Click(chromedp.Search(`//div[@id="policy"]//button[text()="Clear"]`)),
+		poll(`document.querySelector('#policy').textContent.includes('Nothing is blocked')`, 5*time.Second),
+	); err != nil {
+		t.Fatal("policy: ", err)
+	}
+	noError("policy")
+	getJSON(t, r.URL+"/api/v1/policy", &pol)
+	for _, e := range pol.Entries {
+		if e.Subject == "203.0.113.0" {
+			t.Fatal("the block is still stored after Clear")
+		}
+	}
+
+	// Access: create a token; the secret is shown once and works.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/access"),
+		chromedp.SendKeys(chromedp.CSS(`#addtoken input[name=name]`), "grafana"),
+		chromedp.Click(chromedp.Search(`//form[@id="addtoken"]//button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#newtoken code`)),
+	); err != nil {
+		t.Fatal("access: ", err)
+	}
+	secret, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#newtoken code`)))
+	req, _ := http.NewRequest("GET", r.URL+"/api/v1/views", nil)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := testutil.Anonymous.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the token the page showed does not work: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if err := chromedp.Do(ctx, wait(`//div[@id="tokens"]//td[text()="grafana"]`)); err != nil {
+		t.Fatal(err)
+	}
+	noError("access")
+	shot("access.png")
+
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/status"),
+		wait(`//div[@id="modules"]//td[text()="analytics"]`),
+		poll(`document.querySelector('#overview').textContent.includes('MiB')`, 5*time.Second),
+	); err != nil {
+		t.Fatal("status: ", err)
+	}
+	noError("status")
+	shot("status.png")
+}
+
+// poll waits until the expression is true.
+func poll(expr string, d time.Duration) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(d))(ctx, tg)
+		return err
+	})
+}
