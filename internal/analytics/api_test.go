@@ -224,3 +224,49 @@ func TestReportsThroughTheAPI(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// TestCountriesFromGeoDB: with collector.geoip, a browser's address or a
+// server SDK's context.ip gives the visit's country; a country the client
+// sent stands; a server's own address is not used.
+func TestCountriesFromGeoDB(t *testing.T) {
+	db := testutil.WriteCountryDB(t, map[string]string{"127.0.0.0/8": "NL", "81.2.69.0/24": "GB"})
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.Collector.WriteKeys = config.Strings{key}
+		c.Collector.GeoIP = db
+	})
+	at := time.Now().UTC().Add(-time.Minute)
+	msg := func(aid, ctx string) string {
+		return fmt.Sprintf(`{"type":"page","anonymousId":%q,"timestamp":%q,"context":{"page":{"path":"/","url":"https://shop.example/"}%s}}`, aid, at.Format(time.RFC3339Nano), ctx)
+	}
+	send(t, r.URL, "/v1/b", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", msg("browser", ""))
+	send(t, r.URL, "/v1/batch", "", msg("sdk-ip", `,"ip":"81.2.69.142"`), msg("sdk-own", `,"ip":"81.2.69.142","location":{"country":"FR"}`), msg("sdk-none", ""))
+	want := map[string]int{"NL": 1, "GB": 1, "FR": 1, "": 1}
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var b struct {
+			Results []struct {
+				Value    string
+				Visitors int
+			}
+		}
+		get(t, r.URL, "/api/v1/analytics/breakdown?period=day&property=country", r.Token, &b)
+		got := map[string]int{}
+		for _, x := range b.Results {
+			got[x.Value] = x.Visitors
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("countries %v, want %v", got, want)
+		}
+		return nil
+	})
+	// The address itself is not stored (collector.store_ip is off).
+	var evs struct {
+		Events []struct{ Event struct{ Data map[string]any } }
+	}
+	get(t, r.URL, "/api/v1/events?subject=ev.track.page&limit=10", r.Token, &evs)
+	for _, e := range evs.Events {
+		ctx, _ := e.Event.Data["context"].(map[string]any)
+		if ip, ok := ctx["ip"]; ok && ip != "81.2.69.142" {
+			t.Fatalf("an address was stored: %v", ctx)
+		}
+	}
+}

@@ -150,7 +150,8 @@ func (a *App) defs() []Def {
 			}},
 		{Name: "views", Deps: []string{"bus", "api"},
 			New: func() (Module, error) {
-				return views.New(views.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("views"), Registry: a.reg, Handle: a.api.Handle})
+				return views.New(views.Deps{Bus: a.bus.Bus(), Config: a.cfg, Logger: a.logs.Logger("views"), Registry: a.reg, Handle: a.api.Handle,
+					Allowed: a.identity.Allowed})
 			}},
 		{Name: "cqrs", Deps: []string{"bus", "api"}, New: func() (Module, error) {
 			return cqrs.New(a.graph, cqrs.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("cqrs"), Handle: a.api.Handle})

@@ -393,3 +393,42 @@ func FetchNow(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
 	}
 	return out, nil
 }
+
+// Recent returns up to n of the latest events on filter, oldest first: it
+// reads back from the end of the stream in widening steps (at most about
+// 64k messages), so a sample of a busy subject costs one short read and a
+// rare one a few more.
+func (b *Bus) Recent(ctx context.Context, filter string, n int) ([]Stored, error) {
+	if n <= 0 {
+		return nil, errors.New("n must be positive")
+	}
+	st, err := b.js.Stream(ctx, EventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	last := st.CachedInfo().State.LastSeq
+	for back := uint64(256); ; back *= 4 {
+		start := uint64(1)
+		if last > back {
+			start = last - back + 1
+		}
+		var got []Stored
+		for from := (Position{Seq: start}); from.Seq <= last; {
+			page, next, err := b.Read(ctx, ReadOptions{Filter: filter, Start: from, Limit: 4096})
+			if err != nil {
+				return nil, err
+			}
+			got = append(got, page...)
+			if len(got) > n {
+				got = append(got[:0], got[len(got)-n:]...)
+			}
+			if len(page) < 4096 {
+				break
+			}
+			from = next
+		}
+		if len(got) >= n || start == 1 || back >= 1<<16 {
+			return got, nil
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/geo"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/reply"
 )
@@ -41,6 +42,7 @@ type Module struct {
 	out     *outreach
 	api     *apiKeys
 	trusted []netip.Prefix
+	geo     *geo.DB // collector.geoip, or nil
 }
 
 // New mounts the tracking routes.
@@ -48,6 +50,15 @@ func New(cfg config.Collector, deps Deps) (*Module, error) {
 	m := &Module{cfg: cfg, deps: deps, keys: map[[32]byte]bool{}, orig: map[string]bool{}, salts: &salts{b: deps.Bus}, api: &apiKeys{b: deps.Bus}}
 	m.out = &outreach{m: m}
 	m.trusted = clientip.ParsePrefixes(cfg.TrustedProxies)
+	if cfg.GeoIP != "" {
+		db, err := geo.Open(cfg.GeoIP)
+		if err != nil {
+			return nil, fmt.Errorf("collector.geoip: %w", err)
+		}
+		// Kept open for the process's life: handlers may still read it
+		// while the module stops, and the mapping costs only page cache.
+		m.geo = db
+	}
 	for _, k := range cfg.WriteKeys {
 		m.keys[sha256.Sum256([]byte(k))] = true
 	}
@@ -224,7 +235,7 @@ func (m *Module) single(typ string) http.Handler {
 			reply.Error(w, http.StatusUnauthorized, "writeKey", "missing or unknown write key (HTTP Basic user, or writeKey in the body)")
 			return
 		}
-		n := &normalizer{receivedAt: time.Now().UTC(), maxBytes: int(m.cfg.MaxEventBytes)}
+		n := &normalizer{receivedAt: time.Now().UTC(), maxBytes: int(m.cfg.MaxEventBytes), geo: m.geoFor(r)}
 		e, err := n.normalize(body, typ, -1)
 		if err != nil {
 			writeFieldErr(w, err.(*FieldError))
@@ -266,7 +277,7 @@ func (m *Module) batch(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, http.StatusBadRequest, "batch", "required: a non-empty list of messages")
 		return
 	}
-	n := &normalizer{receivedAt: time.Now().UTC(), context: b.Context, integrations: b.Integrations, maxBytes: int(m.cfg.MaxEventBytes)}
+	n := &normalizer{receivedAt: time.Now().UTC(), context: b.Context, integrations: b.Integrations, maxBytes: int(m.cfg.MaxEventBytes), geo: m.geoFor(r)}
 	if browser(r) {
 		// ops.js sends no ids of its own (no cookies, no storage): the
 		// visitor is derived here, once per request.
@@ -348,7 +359,7 @@ func (m *Module) pixel(typ string) http.HandlerFunc {
 			return
 		}
 		raw, _ := json.Marshal(msg)
-		n := &normalizer{receivedAt: time.Now().UTC(), maxBytes: int(m.cfg.MaxEventBytes)}
+		n := &normalizer{receivedAt: time.Now().UTC(), maxBytes: int(m.cfg.MaxEventBytes), geo: m.geoFor(r)}
 		e, err := n.normalize(raw, typ, -1)
 		if err != nil {
 			status = http.StatusBadRequest
@@ -362,6 +373,54 @@ func (m *Module) pixel(typ string) http.HandlerFunc {
 
 // browser reports whether a batch came from the browser endpoints (the
 // tracker's beacon and the short form), where cookieless ids are derived.
+// geoFor returns the country lookup for messages of r: the message's own
+// context.ip (server-side SDKs send the visitor's), else, for browser
+// requests only, the client's address (a server's own address says
+// nothing about its visitors). Only the country is kept; the address is
+// stored only as collector.store_ip says.
+func (m *Module) geoFor(r *http.Request) func([]byte) []byte {
+	if m.geo == nil {
+		return nil
+	}
+	var client netip.Addr
+	if browser(r) {
+		client = clientip.From(r, m.trusted)
+	}
+	return func(ctx []byte) []byte { return withCountry(ctx, m.geo, client) }
+}
+
+// withCountry adds location.country to a context that has none.
+func withCountry(ctx []byte, db *geo.DB, client netip.Addr) []byte {
+	var c map[string]any
+	if err := json.Unmarshal(ctx, &c); err != nil || c == nil {
+		return ctx
+	}
+	loc, _ := c["location"].(map[string]any)
+	if s, _ := loc["country"].(string); s != "" {
+		return ctx
+	}
+	addr := client
+	if s, ok := c["ip"].(string); ok {
+		if a, err := netip.ParseAddr(strings.TrimSpace(s)); err == nil {
+			addr = a
+		}
+	}
+	cc := db.Country(addr)
+	if cc == "" {
+		return ctx
+	}
+	if loc == nil {
+		loc = map[string]any{}
+	}
+	loc["country"] = cc
+	c["location"] = loc
+	out, err := json.Marshal(c)
+	if err != nil {
+		return ctx
+	}
+	return out
+}
+
 func browser(r *http.Request) bool {
 	return r.URL.Path == "/beacon/v1/batch" || r.URL.Path == "/v1/b"
 }

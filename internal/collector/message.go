@@ -46,6 +46,9 @@ type normalizer struct {
 	// requests); nil elsewhere.
 	visitor   func() (string, error)
 	visitorID string
+	// geo adds context.location.country to a message's merged context;
+	// nil without a geo database.
+	geo func(ctx []byte) []byte
 }
 
 func parseTime(v any) (time.Time, bool) {
@@ -234,6 +237,9 @@ func (n *normalizer) normalize(raw []byte, typ string, idx int) (event.Event, er
 	ctx, err := mergeRaw(n.context, vals["context"])
 	if err != nil {
 		return event.Event{}, fail("context", "%v", err)
+	}
+	if n.geo != nil {
+		ctx = n.geo(ctx)
 	}
 	field("context", ctx)
 	if n.integrations != nil || vals["integrations"] != nil {

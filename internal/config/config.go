@@ -83,6 +83,7 @@ type Collector struct {
 	MaxBatchBytes  ByteSize `yaml:"max_batch_bytes" doc:"largest /v1/batch body after decompression (Segment's limit is 500KB)"`
 	TrustedProxies Strings  `yaml:"trusted_proxies" doc:"CIDRs of proxies whose X-Forwarded-For names the client, e.g. 127.0.0.1/32"`
 	StoreIP        bool     `yaml:"store_ip" doc:"also store the browser client's full address as context.ip (off: only a salted hash of its /24 or /48 is used)"`
+	GeoIP          string   `yaml:"geoip" doc:"a MaxMind-format country database (.mmdb: GeoLite2/GeoIP2 Country or City, DB-IP Lite Country); messages get context.location.country from the browser's address or the message's context.ip (see docs/analytics.md)"`
 }
 
 // CoAP configures the CoAP (RFC 7252) collector for devices.

@@ -67,6 +67,7 @@ func New(deps Deps) (*Module, error) {
 		deps.Handle("PUT /api/v1/processors/{name}", "graph:write", graph.PutHandler("processor", m.store.Load,
 			func(p *config.Processor) *string { return &p.Name }, (*graph.Store).PutProcessor, m.allowOutput))
 		deps.Handle("DELETE /api/v1/processors/{name}", "graph:write", graph.DeleteHandler("processor", m.store.Load))
+		deps.Handle("POST /api/v1/processors/preview", "graph:write", http.HandlerFunc(m.preview))
 	}
 	return m, nil
 }
@@ -332,6 +333,15 @@ func (r *runner) handle(ctx context.Context, b *graph.Batch) error {
 // process runs where, map and to over one event. A nil output with no
 // error means the event was filtered out.
 func (r *runner) process(e *event.Event) (*event.Event, string, string, error) {
+	return Process(r.p, e)
+}
+
+// Process runs a processor's where, use, map and to over one event: the
+// output event and its subject, nil when filtered out, or the stage that
+// failed (decode, where, use, map, to) and why. The editor's preview runs
+// the same function.
+func Process(p *graph.Processor, e *event.Event) (*event.Event, string, string, error) {
+	r := struct{ p *graph.Processor }{p}
 	obj, err := graph.Object(e)
 	if err != nil {
 		return nil, "", "decode", err

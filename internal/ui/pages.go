@@ -20,6 +20,7 @@ var pages = []pageDef{
 	{"live", "Live", "/ui/live", "events:read", ""},
 	{"views", "Views", "/ui/views", "views:read", "views"},
 	{"graph", "Graph", "/ui/graph", "graph:read", ""},
+	{"editor", "Editor", "/ui/editor", "graph:write", ""},
 	{"series", "Series", "/ui/series", "series:read", "tsdb"},
 	{"proxy", "Proxy", "/ui/proxy", "series:read", "proxy"},
 	{"policy", "Policy", "/ui/policy", "policy:read", "policy"},
@@ -188,6 +189,19 @@ const bodies = `
 <p class="muted">Subjects flow left to right: sources, processors, views. Every change of a view is an event again.</p>
 <div id="graph" class="chart wide"></div>
 <div id="nodes"></div>
+{{template "bottom" .}}{{end}}
+
+{{define "editor"}}{{template "top" .}}
+<h1>Processor and view editor</h1>
+<p class="muted">Write a processor or a view as in <code>ops.yaml</code>. The preview runs it, as you type, over the latest events of its <code>from:</code> subjects with the code the running graph uses; nothing is stored or published until you save (docs/graph.md).</p>
+<form id="editor" class="controls stack">
+<div class="controls"><label>Kind <select id="ekind"><option value="processor">Processor</option><option value="view">View</option></select></label>
+<label>Name <input id="ename" required pattern="[A-Za-z0-9_-]+" size="20" placeholder="blog_views"></label>
+<label>Sample <select id="elimit"><option>20</option><option>50</option><option>200</option></select></label></div>
+<label for="espec">Definition (YAML)</label><textarea id="espec" rows="10" spellcheck="false"></textarea>
+<div class="controls"><button type="submit">Save</button> <span id="estate" aria-live="polite"></span></div>
+</form>
+<section class="card"><div class="cardhead"><h2>Preview</h2><span id="ecount" class="muted"></span></div><div id="erows"></div><div id="epreview"></div></section>
 {{template "bottom" .}}{{end}}
 
 {{define "series"}}{{template "top" .}}

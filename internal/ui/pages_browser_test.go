@@ -126,6 +126,30 @@ func TestEveryPageInChromium(t *testing.T) {
 	noError("graph")
 	shot("graph.png")
 
+	// Editor: write a processor, see it run on the recent orders, save it.
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/editor"),
+		chromedp.WaitVisible(chromedp.CSS(`#espec`)),
+		chromedp.SetValue(chromedp.CSS(`#espec`), "from: [ev.shop.order]\nwhere: this.data.price > 10\nmap: 'root.item = this.data.sku.uppercase()'\nto: ev.shop.item\n"),
+		poll(`document.querySelector('#epreview').textContent.includes('ev.shop.item {"item":"PEAR"}') && document.querySelector('#epreview').textContent.includes('skipped')`, 5*time.Second),
+		// A broken mapping names its field, and the last good preview stays.
+		chromedp.SetValue(chromedp.CSS(`#espec`), "from: [ev.shop.order]\nmap: 'root = this.'\nto: ev.shop.item\n"),
+		poll(`document.querySelector('#estate').textContent.startsWith('map')`, 5*time.Second),
+		chromedp.SetValue(chromedp.CSS(`#espec`), "from: [ev.shop.order]\nmap: 'root.item = this.data.sku.uppercase()'\nto: ev.shop.item\n"),
+		chromedp.SendKeys(chromedp.CSS(`#ename`), "upper\r"),
+		poll(`document.querySelector('#estate').textContent.includes('processor upper created')`, 5*time.Second),
+	); err != nil {
+		st, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#estate').textContent + ' | ' + document.querySelector('#epreview').textContent.slice(0, 400)`))
+		t.Fatal("editor: ", err, st)
+	}
+	noError("editor")
+	shot("editor.png")
+	var procs struct{ Processors []struct{ Name string } }
+	getJSON(t, r.URL+"/api/v1/processors", &procs)
+	if fmt.Sprint(procs.Processors) != "[{clean} {upper}]" {
+		t.Fatalf("processors after save: %v", procs.Processors)
+	}
+
 	// Series: Ops scrapes itself every second here; the HTTP request
 	// counter shows up.
 	testutil.CheckFor(t, 20*time.Second, 200*time.Millisecond, func() error {

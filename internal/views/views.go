@@ -30,6 +30,9 @@ type Deps struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 	Handle   func(pattern, perm string, h http.Handler)
+	// Allowed reports whether a request's caller holds a permission (the
+	// preview also needs events:read); nil allows nothing more.
+	Allowed func(r *http.Request, perm string) bool
 }
 
 // Module folds every view of the graph (ops.yaml's and the API's) and
@@ -66,6 +69,7 @@ func New(deps Deps) (*Module, error) {
 		deps.Handle("PUT /api/v1/views/{name}", "graph:write", graph.PutHandler("view", m.store.Load,
 			func(v *config.View) *string { return &v.Name }, (*graph.Store).PutView, nil))
 		deps.Handle("DELETE /api/v1/views/{name}", "graph:write", graph.DeleteHandler("view", m.store.Load))
+		deps.Handle("POST /api/v1/views/preview", "graph:write", http.HandlerFunc(m.preview))
 		deps.Handle("POST /api/v1/views/{name}/rebuild", "views:write", http.HandlerFunc(m.rebuild))
 		deps.Handle("GET /api/v1/views/{name}/rebuild", "views:read", http.HandlerFunc(m.rebuildStatus))
 	}

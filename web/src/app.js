@@ -25,7 +25,7 @@ function h(tag, attrs, ...kids) {
 
 // api fetches JSON from Ops; errors carry the field the server named.
 async function api(path, opts = {}) {
-  const init = {credentials: 'same-origin', headers: {Accept: 'application/json'}, ...opts};
+  const init = {credentials: 'same-origin', ...opts, headers: {Accept: 'application/json', ...(opts.headers || {})}};
   if (init.method && init.method !== 'GET') {
     init.headers['X-CSRF-Token'] = body.dataset.csrf;
     if (init.body && typeof init.body !== 'string') {
@@ -585,6 +585,66 @@ function graph() {
   })();
 }
 
+// ---------------------------------------------------------------- editor
+
+const EXAMPLES = {
+  processor: 'from: [ev.track.page]\nwhere: this.data.context.page.path.has_prefix("/blog")\nmap: |\n  root.path = this.data.context.page.path\n  root.visitor = this.data.anonymousId\nto: ev.blog.view\n',
+  view: 'from: [ev.track.page]\nkey:\n  path: this.data.context.page.path\nmeasures:\n  views: count\n  visitors: uniq(this.data.anonymousId)\nwindow: 1h\n',
+};
+
+function editor() {
+  const kind = $('#ekind'), spec = $('#espec'), state = $('#estate');
+  const u = new URL(location.href);
+  kind.value = u.searchParams.get('kind') === 'view' ? 'view' : 'processor';
+  spec.value = EXAMPLES[kind.value];
+  let timer = 0, gen = 0;
+  const json = v => v === undefined ? '' : JSON.stringify(v);
+  const run = async () => {
+    const my = ++gen;
+    state.textContent = 'running the preview…';
+    try {
+      const r = await api(`/api/v1/${kind.value}s/preview?limit=${$('#elimit').value}`, {method: 'POST', body: spec.value, headers: {Accept: 'application/json', 'Content-Type': 'application/yaml'}});
+      if (my !== gen) return;
+      state.textContent = '';
+      $('#ecount').textContent = `${r.sample} recent events of ${(r.from || []).join(' ')}`;
+      const cols = [{key: 'seq', label: 'Seq', num: true}, {key: 'input', label: 'Event data', value: x => json(x.input)},
+        {key: 'result', label: kind.value === 'view' ? 'Key and measure inputs' : 'Output', value: x => x.error ? `${x.stage}: ${x.error}` : x.skipped ? 'skipped' :
+          kind.value === 'view' ? json(x.key) + (x.window ? ' @ ' + x.window : '') + ' ' + json(x.values) : x.to + ' ' + json(x.output)}];
+      $('#epreview').replaceChildren(table(cols, r.items || [], {name: 'preview', empty: 'No recent events on these subjects.'}));
+      if (kind.value === 'view') {
+        const rows = r.rows || [];
+        const ks = [...new Set(rows.flatMap(x => Object.keys(x.key || {})))], ms = [...new Set(rows.flatMap(x => Object.keys(x.values || {})))];
+        $('#erows').replaceChildren(h('h3', {text: 'Rows the sample makes'}), table([...ks.map(k => ({key: 'k.' + k, label: k, value: x => x.key[k]})),
+          ...(rows.some(x => x.window) ? [{key: 'window', label: 'Window', value: x => x.window}] : []),
+          ...ms.map(m => ({key: 'm.' + m, label: m, num: true, fmt: num, value: x => x.values[m]}))], rows, {name: 'preview-rows'}));
+      } else $('#erows').replaceChildren();
+    } catch (e) {
+      if (my !== gen) return;
+      state.textContent = e.message;
+      state.className = 'err';
+      return;
+    }
+    state.className = '';
+  };
+  const soon = () => { clearTimeout(timer); timer = setTimeout(run, 400); };
+  spec.addEventListener('input', soon);
+  $('#elimit').addEventListener('change', run);
+  kind.addEventListener('change', () => { spec.value = EXAMPLES[kind.value]; run(); });
+  $('#editor').addEventListener('submit', async e => {
+    e.preventDefault();
+    const name = $('#ename').value.trim();
+    try {
+      const r = await api(`/api/v1/${kind.value}s/${encodeURIComponent(name)}`, {method: 'PUT', body: spec.value, headers: {Accept: 'application/json', 'Content-Type': 'application/yaml'}});
+      state.className = '';
+      state.replaceChildren(`${kind.value} ${name} ${r.created ? 'created' : 'replaced'}: `, h('a', {href: kind.value === 'view' ? '/ui/views?view=' + encodeURIComponent(name) : '/ui/graph', text: kind.value === 'view' ? 'see its rows' : 'see the graph'}));
+    } catch (err) {
+      state.className = 'err';
+      state.textContent = err.message;
+    }
+  });
+  run();
+}
+
 // ---------------------------------------------------------------- series
 
 async function queryRange(expr, seconds, points = 240) {
@@ -727,6 +787,6 @@ function status() {
   })();
 }
 
-const PAGES = {dashboard, live, views, graph, series, proxy, policy, access, status};
+const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, access, status};
 initTheme();
 (PAGES[body.dataset.page] || (() => {}))();
