@@ -3,7 +3,7 @@
 # module versions go.mod pins), then prints each figure with its ratio to the
 # peer measured in this run. Output is also kept in bench/out/.
 #
-#	bash bench/run.sh            # the full run (about 15 minutes on 2 cores)
+#	bash bench/run.sh            # the full run (about 25 minutes on 2 cores)
 #	SMOKE=1 bash bench/run.sh    # every script in a tiny mode, seconds each:
 #	                             # proves each still runs (make bench-smoke; make test)
 #
@@ -35,8 +35,9 @@ if [[ -n $smoke ]]; then
 	tsdb=(-series 20 -span 30m -runs 1 -settle 10s)
 	export DURATION=1s WARMUP=1s ROUNDS=1
 	soak=(-duration 5s -rate 500 -settle 3s)
+	analytics=(-events 20000 -visitors 2000 -pages 500 -runs 2 -latency 2)
 else
-	ingest=() graph=() footprint=() tsdb=() soak=()
+	ingest=() graph=() footprint=() tsdb=() soak=() analytics=()
 fi
 
 {
@@ -47,6 +48,7 @@ fi
 	step proxy bench/proxy.sh bin/ops
 	step tsdb bash bench/tsdb.sh bin/ops "${tsdb[@]}"
 	step soak go run ./bench/soak -ops bin/ops "${soak[@]}"
+	step analytics go run ./bench/analytics -ops bin/ops "${analytics[@]}"
 	echo
 	echo "ops.js: $(wc -c < internal/collector/web/ops.js) bytes, $(gzip -9c internal/collector/web/ops.js | wc -c) gzipped (target < 2048)"
 } 2>&1 | tee "bench/out/$stamp.txt"

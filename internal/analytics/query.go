@@ -186,7 +186,7 @@ func (x *sel) scan(fn func(d *day, i int, sid uint32)) {
 			if !whole && (at < from || at >= to) {
 				continue
 			}
-			sid := d.session[i]
+			sid := x.s.root(d.session[i])
 			if !x.visitOK(sid) || !x.eventOK(d, i) {
 				continue
 			}
@@ -208,6 +208,11 @@ func (x *sel) visits(fn func(sid uint32)) {
 	from, to := x.q.From, x.q.To
 	for _, d := range x.s.daysIn(from, to) {
 		for _, sid := range d.sessions {
+			// Merged visits, and the days a visit started on before an
+			// earlier event arrived, are left behind in the lists.
+			if x.s.sParent[sid] != sid || dayOf(x.s.sStart[sid]) != d.start {
+				continue
+			}
 			if st := x.s.sStart[sid]; st < from || st >= to || !x.visitOK(sid) {
 				continue
 			}

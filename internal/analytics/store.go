@@ -99,6 +99,8 @@ type Store struct {
 	sAttr          [numDims][]uint32
 	sFirstPageview []int64 // time of the entry page view (0: none yet)
 	sLastPageview  []int64
+	sParent        []uint32 // the visit this one was merged into; itself if none
+	sPrev          []uint32 // the visitor's visit before this one (noVisit: none)
 
 	open map[uint64]uint32 // visitor -> current visit
 	// seq is the last bus sequence folded.
@@ -142,28 +144,115 @@ func (s *Store) add(h *hit) {
 	d.propEnd = append(d.propEnd, uint32(len(d.props)))
 }
 
+// noVisit marks the end of a visitor's chain of visits.
+const noVisit = ^uint32(0)
+
+// maxWalk is how many of a visitor's visits, newest first, a late hit is
+// placed among; a hit later still gets a visit of its own.
+const maxWalk = 16
+
+// root is the visit sid was merged into (sid itself when it was not).
+// Merges are rare and chains short; readers do not compress them.
+func (s *Store) root(sid uint32) uint32 {
+	for s.sParent[sid] != sid {
+		sid = s.sParent[sid]
+	}
+	return sid
+}
+
 // visit returns the visit a hit belongs to, starting one when needed, and
-// updates it. A hit joins the visitor's current visit when it is within
-// the timeout of it (late hits too, down to timeout before its start); a
-// hit later than that starts a new current visit; an older one gets a
-// visit of its own and leaves the current one as it is.
+// updates it. Visits are what sorting a visitor's events by time and
+// cutting at every gap over the timeout gives, whatever order the events
+// arrive in: each visitor's recent visits are chained newest first (open,
+// then sPrev); a hit within the timeout of one joins it (an earlier hit
+// becomes its start, and its entry dimensions the visit's), a hit that
+// closes the gap between two merges them, and any other hit is a visit of
+// its own in its place in the chain.
 func (s *Store) visit(h *hit, ms int64) uint32 {
 	to := s.timeout.Milliseconds()
-	sid, ok := s.open[h.visitor]
-	switch {
-	case ok && ms <= s.sEnd[sid]+to && ms >= s.sStart[sid]-to:
-		if ms < s.sStart[sid] {
-			s.sStart[sid] = ms
-		}
-		if ms > s.sEnd[sid] {
-			s.sEnd[sid] = ms
-		}
-	case ok && ms < s.sStart[sid]-to:
-		sid = s.newVisit(h, ms)
-	default:
-		sid = s.newVisit(h, ms)
+	head, ok := s.open[h.visitor]
+	if !ok {
+		sid := s.newVisit(h, ms, noVisit)
 		s.open[h.visitor] = sid
+		return s.count(h, sid, ms)
 	}
+	var path [maxWalk]uint32 // the visits walked, newest first
+	cur, n := head, 0
+	for cur != noVisit && n < maxWalk && ms <= s.sEnd[cur]+to {
+		if ms >= s.sStart[cur]-to {
+			return s.count(h, s.join(h, cur, ms, path[:n]), ms)
+		}
+		path[n] = cur
+		n++
+		cur = s.sPrev[cur]
+	}
+	if cur != noVisit && n == maxWalk {
+		// Too far back among this visitor's visits: a visit of its own,
+		// outside the chain.
+		return s.count(h, s.newVisit(h, ms, noVisit), ms)
+	}
+	// Between cur (older, or none) and path[n-1] (newer, or none).
+	sid := s.newVisit(h, ms, cur)
+	if n == 0 {
+		s.open[h.visitor] = sid
+	} else {
+		s.sPrev[path[n-1]] = sid
+	}
+	return s.count(h, sid, ms)
+}
+
+// join adds a hit at ms to visit cur; newer are the visitor's visits after
+// cur, newest first. It returns the visit the hit ends up in (cur, or the
+// visit before it when the hit closed the gap between them).
+func (s *Store) join(h *hit, cur uint32, ms int64, newer []uint32) uint32 {
+	to := s.timeout.Milliseconds()
+	if ms > s.sEnd[cur] {
+		s.sEnd[cur] = ms
+		// Closing the gap to the next visit merges it into this one.
+		if len(newer) > 0 {
+			if next := newer[len(newer)-1]; s.sStart[next]-to <= ms {
+				s.merge(h.visitor, cur, next, newer[:len(newer)-1])
+			}
+		}
+	}
+	if ms < s.sStart[cur] {
+		if dayOf(ms) != dayOf(s.sStart[cur]) {
+			s.dayOf(ms).sessions = append(s.dayOf(ms).sessions, cur)
+		}
+		s.sStart[cur] = ms
+		s.setVisitDims(cur, h)
+		// Closing the gap to the visit before merges this one into it.
+		if prev := s.sPrev[cur]; prev != noVisit && s.sEnd[prev]+to >= ms {
+			s.merge(h.visitor, prev, cur, newer)
+			return prev
+		}
+	}
+	return cur
+}
+
+// merge folds visit b into the visit a before it; newer are the visits
+// after b, newest first (b's newer neighbour is the last).
+func (s *Store) merge(visitor uint64, a, b uint32, newer []uint32) {
+	s.sEnd[a] = max(s.sEnd[a], s.sEnd[b])
+	s.sPageviews[a] += s.sPageviews[b]
+	s.sEvents[a] += s.sEvents[b]
+	if f := s.sFirstPageview[b]; f != 0 && (s.sFirstPageview[a] == 0 || f < s.sFirstPageview[a]) {
+		s.sFirstPageview[a], s.sAttr[DimEntryPage][a] = f, s.sAttr[DimEntryPage][b]
+	}
+	if l := s.sLastPageview[b]; l != 0 && l >= s.sLastPageview[a] {
+		s.sLastPageview[a], s.sAttr[DimExitPage][a] = l, s.sAttr[DimExitPage][b]
+	}
+	s.sParent[b] = a
+	s.sPrev[b] = noVisit
+	if len(newer) == 0 {
+		s.open[visitor] = a
+	} else {
+		s.sPrev[newer[len(newer)-1]] = a
+	}
+}
+
+// count adds the hit's page view or custom event to visit sid.
+func (s *Store) count(h *hit, sid uint32, ms int64) uint32 {
 	if h.name == pageview {
 		s.sPageviews[sid]++
 		page := s.dicts[DimPage].id(h.page)
@@ -181,8 +270,29 @@ func (s *Store) visit(h *hit, ms int64) uint32 {
 	return sid
 }
 
-func (s *Store) newVisit(h *hit, ms int64) uint32 {
+// setVisitDims takes a visit's dimensions from h, its first hit.
+func (s *Store) setVisitDims(sid uint32, h *hit) {
+	for d := Dim(0); d < numDims; d++ {
+		if !d.eventLevel() && d != DimEntryPage && d != DimExitPage {
+			s.sAttr[d][sid] = s.dicts[d].id(h.visit[d])
+		}
+	}
+}
+
+// dayOf returns the day holding ms, making it when needed.
+func (s *Store) dayOf(ms int64) *day {
+	d := s.days[dayOf(ms)]
+	if d == nil {
+		d = &day{start: dayOf(ms)}
+		s.days[d.start] = d
+	}
+	return d
+}
+
+func (s *Store) newVisit(h *hit, ms int64, prev uint32) uint32 {
 	sid := uint32(len(s.sStart))
+	s.sParent = append(s.sParent, sid)
+	s.sPrev = append(s.sPrev, prev)
 	s.sStart = append(s.sStart, ms)
 	s.sEnd = append(s.sEnd, ms)
 	s.sVisitor = append(s.sVisitor, h.visitor)
@@ -197,11 +307,7 @@ func (s *Store) newVisit(h *hit, ms int64) uint32 {
 		}
 		s.sAttr[d] = append(s.sAttr[d], id)
 	}
-	dd := s.days[dayOf(ms)]
-	if dd == nil {
-		dd = &day{start: dayOf(ms)}
-		s.days[dd.start] = dd
-	}
+	dd := s.dayOf(ms)
 	dd.sessions = append(dd.sessions, sid)
 	return sid
 }
@@ -245,5 +351,11 @@ func (s *Store) Stats() Stats {
 	for _, d := range s.days {
 		n += len(d.at)
 	}
-	return Stats{Events: n, Visits: len(s.sStart), Days: len(s.days), Seq: s.seq}
+	visits := 0
+	for sid := range s.sParent {
+		if s.sParent[sid] == uint32(sid) {
+			visits++
+		}
+	}
+	return Stats{Events: n, Visits: visits, Days: len(s.days), Seq: s.seq}
 }

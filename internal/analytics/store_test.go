@@ -3,6 +3,7 @@ package analytics
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -23,6 +24,12 @@ type genHit struct {
 // in time order: gaps inside a visit under 30 minutes, between visits
 // over. Deterministic for a seed.
 func generate(seed uint64, visitors, days int) []genHit {
+	return generateGaps(seed, visitors, days, 31)
+}
+
+// generateGaps is generate with the gap between a visitor's runs of events
+// from minGap minutes up (under 30, two runs make one visit).
+func generateGaps(seed uint64, visitors, days, minGap int) []genHit {
 	r := rand.New(rand.NewPCG(seed, 1))
 	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	sources := []string{"", "Google", "news.example", "Reddit", "newsletter"}
@@ -47,7 +54,11 @@ func generate(seed uint64, visitors, days int) []genHit {
 				out = append(out, h)
 				t = t.Add(time.Duration(1+r.IntN(20*60)) * time.Second) // under 30 min
 			}
-			t = t.Add(time.Duration(31+r.IntN(3*24*60)) * time.Minute) // a new visit
+			gap := minGap + r.IntN(3*24*60)
+			if minGap < 30 && r.IntN(2) == 0 {
+				gap = minGap + r.IntN(40) // often close: runs join, or a late event bridges them
+			}
+			t = t.Add(time.Duration(gap) * time.Minute) // a new visit, when over 30
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].at.Before(out[j].at) })
@@ -119,7 +130,7 @@ func refValue(v *refVisit, h genHit, d Dim) string {
 	case DimExitPage:
 		return v.exit
 	}
-	return h.attrs[d]
+	return v.hits[0].attrs[d] // a visit's dimensions are its first event's
 }
 
 func refPass(v *refVisit, h genHit, fs []Filter) (visitOK, eventOK bool) {
@@ -342,6 +353,43 @@ func TestLateEvents(t *testing.T) {
 	}
 	if entries["/late"] != 1 || entries["/old"] != 1 {
 		t.Fatalf("entry pages %v", entries)
+	}
+}
+
+// TestArrivalOrder: events that arrive in any order make the visits that
+// sorting them by time and cutting at 30-minute gaps makes: late events
+// join, move a visit's start and entry dimensions, and merge two visits
+// whose gap they close. Checked against the brute-force reference.
+func TestArrivalOrder(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		hs := generateGaps(seed, 300, 10, 5)
+		shuffled := slices.Clone(hs)
+		r := rand.New(rand.NewPCG(seed, 99))
+		r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		s := load(shuffled)
+		day := func(d int) int64 { return time.Date(2026, 11, d, 0, 0, 0, 0, time.UTC).UnixMilli() }
+		for _, rg := range [][2]int64{{day(1), day(15)}, {day(3), day(4)}, {day(4), day(9)}} {
+			for _, f := range []string{"", "source==Google", "entry_page==/p/2", "exit_page!=/p/2", "page==/p/3", "country==DE;event==Signup"} {
+				q := Query{From: rg[0], To: rg[1], Filters: mustFilters(t, f)}
+				if got, want := s.Aggregate(q), reference(hs, q); got != want {
+					t.Fatalf("seed %d, %s..%s, filters %q:\n got  %+v\n want %+v", seed, time.UnixMilli(rg[0]).UTC().Format(time.DateOnly),
+						time.UnixMilli(rg[1]).UTC().Format(time.DateOnly), f, got, want)
+				}
+			}
+		}
+		// The same store, loaded in time order, gives the same breakdowns.
+		inOrder := load(hs)
+		q := Query{From: day(1), To: day(15)}
+		for _, d := range []Dim{DimSource, DimEntryPage, DimExitPage, DimCountry} {
+			a, _ := s.Breakdown(q, d, "", 100, 1)
+			b, _ := inOrder.Breakdown(q, d, "", 100, 1)
+			if fmt.Sprint(a) != fmt.Sprint(b) {
+				t.Fatalf("seed %d, breakdown by %s: shuffled %v, in order %v", seed, d, a, b)
+			}
+		}
+		if st, st2 := s.Stats(), inOrder.Stats(); st.Visits != st2.Visits {
+			t.Fatalf("seed %d: %d visits shuffled, %d in order", seed, st.Visits, st2.Visits)
+		}
 	}
 }
 
