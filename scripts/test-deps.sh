@@ -14,12 +14,14 @@ command -v curl >/dev/null || need+=(curl)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
 # chromium: the browser tracker test drives it headless; libcoap3-bin: the CoAP
 # test runs its coap-client-notls (both in internal/collector); slapd and
 # ldap-utils: a real OpenLDAP for internal/identity; krb5-kdc, krb5-admin-server
 # and krb5-user: a throwaway Kerberos realm for the SPNEGO tests (kinit + curl
 # --negotiate); prometheus (with promtool): the time-series tests run
 # promtool against Ops and remote-write to and from a real Prometheus;
+# python3-aiosmtpd: a real SMTP server the e-mail report tests send to;
 # nodejs and npm: the unmodified RudderStack and Segment Node SDKs
 # (internal/collector/testdata/node, installed from its lock file below).
 if ((${#need[@]})); then

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/reply"
 )
 
@@ -27,6 +28,17 @@ func (m *Module) mount(h func(pattern, perm string, h http.Handler)) {
 	h("GET /api/v1/analytics/realtime", Permission, http.HandlerFunc(m.realtime))
 	h("GET /api/v1/analytics/values", Permission, http.HandlerFunc(m.values))
 	h("GET /api/v1/analytics/status", Permission, http.HandlerFunc(m.statusHandler))
+	h("GET /api/v1/analytics/shares", WritePermission, http.HandlerFunc(m.shares.list))
+	h("POST /api/v1/analytics/shares", WritePermission, http.HandlerFunc(m.shares.create))
+	h("DELETE /api/v1/analytics/shares/{id}", WritePermission, http.HandlerFunc(m.shares.remove))
+	h("GET /api/v1/analytics/reports", WritePermission, http.HandlerFunc(m.reportsHandler))
+	h("POST /api/v1/analytics/reports/{name}/send", WritePermission, http.HandlerFunc(m.sendNow))
+	// A shared link reads the reports a dashboard draws; not the values
+	// of a dimension (they span every site) nor the status.
+	for name, f := range map[string]http.HandlerFunc{"aggregate": m.aggregate, "timeseries": m.timeseries, "breakdown": m.breakdown,
+		"goals": m.goalsHandler, "funnel": m.funnelHandler, "funnels": m.funnelsHandler, "retention": m.retention, "realtime": m.realtime} {
+		h("GET /share/{token}/api/"+name, identity.Public, m.sharedReport(f))
+	}
 }
 
 // maxRangeDays bounds a report's range.

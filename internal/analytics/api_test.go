@@ -270,3 +270,109 @@ func TestCountriesFromGeoDB(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedLink: a shared link reads one site's reports without an
+// account, cannot reach other sites or the other routes, and stops working
+// when revoked; only analytics:write makes one.
+func TestSharedLink(t *testing.T) {
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) { c.Collector.WriteKeys = config.Strings{key} })
+	at := time.Now().UTC().Add(-time.Hour)
+	send(t, r.URL, "/v1/batch", "",
+		page("s1", "/", "", at), page("s2", "/", "", at),
+		strings.ReplaceAll(page("o1", "/secret", "", at), "shop.example", "other.example"))
+	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var st struct{ Events int }
+		get(t, r.URL, "/api/v1/analytics/status", r.Token, &st)
+		if st.Events != 3 {
+			return fmt.Errorf("%d events", st.Events)
+		}
+		return nil
+	})
+	create := func(token, body string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", r.URL+"/api/v1/analytics/shares", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := testutil.Anonymous.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	if code, out := create(r.Token, `{"name":"board","site":"shop example"}`); code != 400 || out["field"] != "site" {
+		t.Fatalf("bad site: %d %v", code, out)
+	}
+	code, out := create(r.Token, `{"name":"board","site":"Shop.Example"}`)
+	if code != 201 {
+		t.Fatalf("create: %d %v", code, out)
+	}
+	link := out["link"].(string)
+	anon := func(path string) (int, string) {
+		resp, err := testutil.Anonymous.Get(r.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// The link reads shop.example only, whatever site= or filters= say.
+	for _, q := range []string{"period=day", "period=day&site=other.example", "period=day&filters=hostname%3D%3Dother.example"} {
+		code, body := anon(link + "/api/aggregate?" + q)
+		var a aggAnswer
+		json.Unmarshal([]byte(body), &a)
+		want := 2
+		if strings.Contains(q, "filters") {
+			want = 0
+		}
+		if code != 200 || a.Results.Visitors != want {
+			t.Fatalf("%s: %d %s", q, code, body)
+		}
+	}
+	if code, body := anon(link); code != 200 || !strings.Contains(body, `data-shared="1"`) || !strings.Contains(body, "shop.example") {
+		t.Fatalf("the shared page: %d", code)
+	}
+	if code, body := anon(link + "/api/breakdown?period=day&property=page"); code != 200 || strings.Contains(body, "/secret") {
+		t.Fatalf("breakdown through the link: %d %s", code, body)
+	}
+	for _, p := range []string{link + "/api/values?dimension=hostname", link + "/api/status", link + "/api/shares"} {
+		if code, _ := anon(p); code != 404 {
+			t.Fatalf("%s: %d, want 404", p, code)
+		}
+	}
+	// A changed secret, or a link to another share id, is not a link.
+	bad := link[:len(link)-1] + map[bool]string{true: "0", false: "1"}[!strings.HasSuffix(link, "0")]
+	if code, _ := anon(bad + "/api/aggregate?period=day"); code != 404 {
+		t.Fatalf("altered link: %d", code)
+	}
+	// A viewer cannot make links.
+	var tok struct{ Token string }
+	req, _ := http.NewRequest("POST", r.URL+"/api/v1/tokens", strings.NewReader(`{"name":"v","role":"viewer"}`))
+	req.Header.Set("Authorization", "Bearer "+r.Token)
+	resp, err := testutil.Anonymous.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if code, _ := create(tok.Token, `{"name":"mine"}`); code != 403 {
+		t.Fatalf("viewer made a share: %d", code)
+	}
+	// Revoked: the link is dead at once.
+	id := out["share"].(map[string]any)["id"].(string)
+	req, _ = http.NewRequest("DELETE", r.URL+"/api/v1/analytics/shares/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+r.Token)
+	resp, err = testutil.Anonymous.Do(req)
+	if err != nil || resp.StatusCode != 204 {
+		t.Fatalf("revoke: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if code, _ := anon(link + "/api/aggregate?period=day"); code != 404 {
+		t.Fatalf("revoked link still works: %d", code)
+	}
+	if code, _ := anon(link); code != 404 {
+		t.Fatalf("revoked link's page: %d", code)
+	}
+}

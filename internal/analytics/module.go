@@ -22,6 +22,8 @@ type Deps struct {
 	Logger *slog.Logger
 	// Handle mounts the report routes with the permission they need.
 	Handle func(pattern, perm string, h http.Handler)
+	// SMTP sends the e-mail reports.
+	SMTP config.SMTP
 }
 
 // Module folds tracking events into the store and serves the reports.
@@ -37,6 +39,7 @@ type Module struct {
 	skipped  atomic.Uint64 // events that could not be read
 	goals    []Goal
 	funnels  map[string]funnel
+	shares   *shares
 }
 
 // funnel is a configured funnel, parsed.
@@ -60,6 +63,7 @@ func New(cfg config.Analytics, deps Deps) (*Module, error) {
 		return nil, errors.New("analytics needs the bus")
 	}
 	m := &Module{cfg: cfg, deps: deps, log: deps.Logger, store: NewStore(cfg.SessionTimeout.D()), funnels: map[string]funnel{}}
+	m.shares = &shares{m: m}
 	for i, g := range cfg.Goals {
 		goal, err := ParseGoal(g)
 		if err != nil {
@@ -111,6 +115,7 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 		m.last.Store(st.CachedInfo().State.LastSeq)
 	}
 	ready()
+	go m.schedule(ctx)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		err := m.follow(ctx, js)

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,9 @@ type App struct {
 	reloadMu sync.Mutex
 	reloader func() (*config.Config, error)
 	api      *api.Module
+	// analytics is set when the analytics module is built (the UI checks
+	// shared links with it).
+	analytics atomic.Pointer[analytics.Module]
 	// apiReady is closed when the api module is constructed, for Addr.
 	apiReady chan struct{}
 }
@@ -193,16 +197,31 @@ func (a *App) defs() []Def {
 		// reports.
 		{Name: "analytics", Deps: []string{"bus", "api"}, Enabled: func() bool { return a.cfg.Analytics.Enabled },
 			New: func() (Module, error) {
-				return analytics.New(a.cfg.Analytics, analytics.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("analytics"), Handle: a.api.Handle})
+				m, err := analytics.New(a.cfg.Analytics, analytics.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("analytics"), Handle: a.api.Handle, SMTP: a.cfg.SMTP})
+				a.analytics.Store(m)
+				return m, err
 			}},
 		a.tsdbDef(), // tsdb.go, or notsdb.go in a build with -tags notsdb
 		// ui is the web UI: pages and embedded assets, nothing running.
 		{Name: "ui", Deps: []string{"api", "identity"}, New: func() (Module, error) {
 			return ui.New(ui.Deps{Logger: a.logs.Logger("ui"), Handle: a.api.Handle, Allowed: a.identity.Allowed,
-				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running}), nil
+				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running, Shared: a.shared}), nil
 		}},
 		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "analytics", "ui"}},
 	}
+}
+
+// shared checks a shared dashboard link (analytics.Module.Shared).
+func (a *App) shared(ctx context.Context, token string) (name, site string, err error) {
+	m := a.analytics.Load()
+	if m == nil {
+		return "", "", analytics.ErrNoShare
+	}
+	sh, err := m.Shared(ctx, token)
+	if err != nil {
+		return "", "", err
+	}
+	return sh.Name, sh.Site, nil
 }
 
 // running reports whether the module called name was started and has not

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -28,6 +29,7 @@ type Config struct {
 	Proxy     Proxy     `yaml:"proxy"`
 	TSDB      TSDB      `yaml:"tsdb"`
 	Analytics Analytics `yaml:"analytics"`
+	SMTP      SMTP      `yaml:"smtp"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -102,6 +104,25 @@ type Analytics struct {
 	SessionTimeout Duration `yaml:"session_timeout" doc:"a visit ends after this long without events from its visitor"`
 	Goals          Strings  `yaml:"goals" doc:"conversions GET /api/v1/analytics/goals reports: page==<glob> or event==<name>, e.g. [event==Signup, page==/thanks]"`
 	Funnels        []Funnel `yaml:"funnels" doc:"named funnels for GET /api/v1/analytics/funnel?funnel=<name>; see docs/analytics.md"`
+	Reports        []Report `yaml:"reports" doc:"scheduled e-mail reports (needs smtp); see docs/analytics.md"`
+}
+
+// Report is a scheduled e-mail summary of the analytics.
+type Report struct {
+	Name  string   `yaml:"name" doc:"what the API calls it"`
+	To    []string `yaml:"to" doc:"recipients' addresses"`
+	Every string   `yaml:"every" doc:"day (yesterday's figures, sent after midnight UTC) or week (Monday to Sunday, sent on Monday)"`
+	Site  string   `yaml:"site" doc:"one site's traffic; empty for all"`
+}
+
+// SMTP is the mail server Ops sends e-mail through.
+type SMTP struct {
+	Host         string `yaml:"host" doc:"mail server; empty turns e-mail off"`
+	Port         int    `yaml:"port" doc:"587 (STARTTLS), 465 (TLS) or 25"`
+	From         string `yaml:"from" doc:"sender address, e.g. Ops <ops@example.com>"`
+	Username     string `yaml:"username" doc:"for SMTP AUTH PLAIN (only over TLS, or to localhost)"`
+	PasswordFile string `yaml:"password_file" doc:"file holding the password"`
+	TLS          string `yaml:"tls" doc:"starttls (when the server offers it; required with a username), tls (implicit, port 465) or none"`
 }
 
 // Funnel is a named sequence of steps (goals) visitors go through in order.
@@ -147,6 +168,7 @@ func Default() Config {
 		Proxy:     defaultProxy(),
 		TSDB:      defaultTSDB(),
 		Analytics: Analytics{Enabled: true, SessionTimeout: Duration(30 * time.Minute)},
+		SMTP:      SMTP{Port: 587, TLS: "starttls"},
 	}
 }
 
@@ -234,6 +256,7 @@ func (c *Config) Validate() Errors {
 	if c.Analytics.SessionTimeout < Duration(time.Minute) || c.Analytics.SessionTimeout > Duration(24*time.Hour) {
 		add("analytics.session_timeout", "want 1m to 24h, got %s", c.Analytics.SessionTimeout)
 	}
+	c.validateMail(add)
 	if c.CoAP.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.CoAP.Listen); err != nil {
 			add("coap.listen", "want host:port or :port, got %q", c.CoAP.Listen)
@@ -289,4 +312,47 @@ func (c *Config) Hash() string {
 	}
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:8])
+}
+
+// validateMail checks smtp and the reports that need it.
+func (c *Config) validateMail(add func(path, format string, a ...any)) {
+	m := c.SMTP
+	if m.Host != "" {
+		if m.Port < 1 || m.Port > 65535 {
+			add("smtp.port", "want 1 to 65535, got %d", m.Port)
+		}
+		if _, err := mail.ParseAddress(m.From); err != nil {
+			add("smtp.from", "want an address such as Ops <ops@example.com>: %v", err)
+		}
+		switch m.TLS {
+		case "starttls", "tls", "none":
+		default:
+			add("smtp.tls", "want starttls, tls or none, got %q", m.TLS)
+		}
+		if m.Username != "" && m.TLS == "none" {
+			add("smtp.username", "a password is not sent without TLS: set smtp.tls to starttls or tls")
+		}
+	}
+	names := map[string]bool{}
+	for i, r := range c.Analytics.Reports {
+		at := fmt.Sprintf("analytics.reports[%d]", i)
+		if m.Host == "" {
+			add(at, "e-mail reports need smtp.host")
+		}
+		if r.Name == "" || names[r.Name] {
+			add(at+".name", "want a name of its own")
+		}
+		names[r.Name] = true
+		if r.Every != "day" && r.Every != "week" {
+			add(at+".every", "want day or week, got %q", r.Every)
+		}
+		if len(r.To) == 0 {
+			add(at+".to", "want at least one address")
+		}
+		for j, to := range r.To {
+			if _, err := mail.ParseAddress(to); err != nil {
+				add(fmt.Sprintf("%s.to[%d]", at, j), "%v", err)
+			}
+		}
+	}
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/opsgraph/ops/internal/config"
@@ -375,6 +377,26 @@ func TestDashboardInChromium(t *testing.T) {
 	if active != "skip" {
 		t.Fatalf("first Tab focuses %q, want the skip link", active)
 	}
+	// A shared link, opened by someone with no account: the same numbers.
+	var share struct{ Link string }
+	resp, err := http.Post(r.URL+"/api/v1/analytics/shares", "application/json", strings.NewReader(`{"name":"board","site":"shop.example"}`))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("share: %v %v", err, resp)
+	}
+	json.NewDecoder(resp.Body).Decode(&share)
+	resp.Body.Close()
+	if _, err := chromedp.Call(ctx, network.ClearBrowserCookies, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(r.URL+share.Link+"?period=30d"), loaded(1)); err != nil {
+		t.Fatal(err)
+	}
+	check("shared link, 30 days", "period=30d&site=shop.example")
+	if navs, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('nav, .me form').length`)); navs != 0 {
+		t.Fatal("the shared page shows the menu or a sign-out form")
+	}
+	shot("shared.png")
+
 	var paint float64
 	eval(`(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime || 0`, &paint)
 	t.Logf("first contentful paint: %.0f ms (informational, not a pass/fail figure)", paint)

@@ -27,6 +27,9 @@ type Deps struct {
 	// Running reports whether a module runs (to leave out pages of modules
 	// that are off).
 	Running func(name string) bool
+	// Shared checks a shared dashboard link's token: the share's name and
+	// site, or an error (analytics.ErrNoShare for a bad or revoked one).
+	Shared func(ctx context.Context, token string) (name, site string, err error)
 }
 
 // Module serves the UI.
@@ -80,6 +83,9 @@ func (m *Module) routes() {
 	for _, p := range pages {
 		h("GET "+p.Path, p.Perm, m.page(p))
 	}
+	if m.deps.Shared != nil {
+		h("GET /share/{token}", identity.Public, http.HandlerFunc(m.sharedPage))
+	}
 }
 
 // can lists the permissions the page's identity holds among those the UI
@@ -102,7 +108,7 @@ func (m *Module) running(name string) bool {
 var uiPerms = []string{
 	"analytics:read", "events:read", "views:read", "views:write", "graph:read", "graph:write",
 	"series:read", "policy:read", "policy:write", "users:read", "users:write", "tokens:read",
-	"tokens:write", "keys:read", "keys:write", "system:read", "cache:write", "campaigns:write",
+	"tokens:write", "keys:read", "keys:write", "system:read", "cache:write", "campaigns:write", "analytics:write",
 }
 
 func permList(can map[string]bool) string {

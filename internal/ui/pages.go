@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"html/template"
 	"net/http"
+	"strings"
 
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/web"
@@ -42,22 +43,23 @@ type navItem struct {
 
 type pageData struct {
 	Page, Title, User, CSRF, Perms, Theme string
-	Can                                   map[string]bool
-	Nav                                   []navItem
-	Asset                                 map[string]string // name -> versioned URL
-	Running                               map[string]bool
+	// A shared dashboard: no menu, no account; the reports come from
+	// APIBase (the share's routes).
+	Shared        bool
+	APIBase, Site string
+	Can           map[string]bool
+	Nav           []navItem
+	Asset         map[string]string // name -> versioned URL
+	Running       map[string]bool
 }
 
 func (m *Module) page(p pageDef) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		can := m.can(r)
 		d := pageData{Page: p.Name, Title: p.Title, CSRF: identity.CSRF(r.Context()), Can: can, Perms: permList(can),
-			Asset: map[string]string{}, Running: map[string]bool{}}
+			Asset: map[string]string{}, Running: map[string]bool{}, APIBase: "/api/v1/analytics/"}
 		if id := identity.FromContext(r.Context()); id != nil {
 			d.User = id.User
-		}
-		if c, err := r.Cookie("ops_theme"); err == nil && (c.Value == "dark" || c.Value == "light") {
-			d.Theme = c.Value
 		}
 		for _, q := range pages {
 			if (q.Module == "" || m.running(q.Module)) && m.deps.Allowed(r, q.Perm) {
@@ -67,24 +69,60 @@ func (m *Module) page(p pageDef) http.Handler {
 		for _, name := range []string{"proxy", "tsdb", "analytics", "views", "policy"} {
 			d.Running[name] = m.running(name)
 		}
-		for _, n := range web.Names() {
-			d.Asset[n] = "/ui/assets/" + n + "?v=" + web.Get(n).Hash
-		}
-		var buf bytes.Buffer
-		if err := tmpl.ExecuteTemplate(&buf, p.Name, d); err != nil {
-			m.log.Error("render page", "page", p.Name, "err", err)
-			http.Error(w, "cannot render the page", http.StatusInternalServerError)
-			return
-		}
-		h := w.Header()
-		h.Set("Content-Type", "text/html; charset=utf-8")
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "same-origin")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Content-Security-Policy", csp)
-		_, _ = w.Write(buf.Bytes())
+		m.render(w, r, p.Name, d)
 	})
+}
+
+// render writes a page with the UI's security headers.
+func (m *Module) render(w http.ResponseWriter, r *http.Request, name string, d pageData) {
+	for _, n := range web.Names() {
+		d.Asset[n] = "/ui/assets/" + n + "?v=" + web.Get(n).Hash
+	}
+	if c, err := r.Cookie("ops_theme"); err == nil && (c.Value == "dark" || c.Value == "light") {
+		d.Theme = c.Value
+	}
+	var buf bytes.Buffer
+	if err := tmpl.ExecuteTemplate(&buf, name, d); err != nil {
+		m.log.Error("render page", "page", name, "err", err)
+		http.Error(w, "cannot render the page", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	if d.Shared {
+		h.Set("Referrer-Policy", "no-referrer") // the link is the credential
+		h.Set("X-Robots-Tag", "noindex")
+	}
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Content-Security-Policy", csp)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// sharedPage serves /share/{token}: the dashboard, read-only, for one site,
+// to whoever has the link.
+func (m *Module) sharedPage(w http.ResponseWriter, r *http.Request) {
+	token := r.PathValue("token")
+	name, site, err := m.deps.Shared(r.Context(), token)
+	if err != nil {
+		status := http.StatusNotFound
+		if !strings.Contains(err.Error(), "no such shared link") {
+			status = http.StatusServiceUnavailable
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(err.Error() + "\n"))
+		return
+	}
+	title := name
+	if site != "" {
+		title = site + " · " + name
+	}
+	m.render(w, r, "dashboard", pageData{Page: "dashboard", Title: title, Shared: true, APIBase: "/share/" + token + "/api/", Site: site,
+		Can: map[string]bool{}, Asset: map[string]string{}, Running: map[string]bool{}})
 }
 
 // csp allows only this origin's script, styles and API; nothing inline
@@ -102,13 +140,15 @@ const layout = `{{define "top"}}<!doctype html>
 <link rel="icon" href="{{index .Asset "icon.svg"}}" type="image/svg+xml">
 <script src="{{index .Asset "app.js"}}" defer></script>
 </head>
-<body data-page="{{.Page}}" data-csrf="{{.CSRF}}" data-can="{{.Perms}}">
+<body data-page="{{.Page}}" data-csrf="{{.CSRF}}" data-can="{{.Perms}}" data-api="{{.APIBase}}"{{if .Shared}} data-shared="1"{{end}}>
 <a class="skip" href="#main">Skip to content</a>
-<header class="top"><a class="brand" href="/ui/">Ops</a>
+<header class="top">{{if .Shared}}<span class="brand">{{.Title}}</span>
+<div class="me"><button type="button" id="theme" title="Light or dark theme" aria-label="Switch between light and dark theme">◐</button><span class="muted">shared, read-only</span></div>
+{{else}}<a class="brand" href="/ui/">Ops</a>
 <nav aria-label="Main"><ul>{{range .Nav}}<li><a href="{{.Href}}"{{if .Current}} aria-current="page"{{end}}>{{.Title}}</a></li>{{end}}</ul></nav>
 <div class="me"><button type="button" id="theme" title="Light or dark theme" aria-label="Switch between light and dark theme">◐</button>
 <span class="user">{{.User}}</span>
-<form method="post" action="/api/v1/logout"><input type="hidden" name="csrf_token" value="{{.CSRF}}"><button type="submit">Sign out</button></form></div>
+<form method="post" action="/api/v1/logout"><input type="hidden" name="csrf_token" value="{{.CSRF}}"><button type="submit">Sign out</button></form></div>{{end}}
 </header>
 <main id="main" tabindex="-1">
 <p id="error" class="error" role="alert" hidden></p>
@@ -120,10 +160,10 @@ const layout = `{{define "top"}}<!doctype html>
 
 const bodies = `
 {{define "dashboard"}}{{template "top" .}}
-<div class="head"><h1>Dashboard</h1>
+<div class="head"><h1>{{if .Shared}}{{if .Site}}{{.Site}}{{else}}Dashboard{{end}}{{else}}Dashboard{{end}}</h1>
 <p class="realtime" aria-live="polite"><span class="dot"></span> <b id="realtime">–</b> current visitors</p></div>
 <form id="controls" class="controls">
-<label>Site <select name="site" id="site"><option value="">All sites</option></select></label>
+{{if not .Shared}}<label>Site <select name="site" id="site"><option value="">All sites</option></select></label>{{end}}
 <label>Range <select name="period" id="period">
 <option value="day">Today</option><option value="7d">Last 7 days</option><option value="30d" selected>Last 30 days</option>
 <option value="month">This month</option><option value="91d">Last 91 days</option><option value="12mo">Last 12 months</option>
@@ -240,6 +280,9 @@ const bodies = `
 {{if index .Can "keys:read"}}<section class="card"><div class="cardhead"><h2>Write keys</h2></div><div id="keys"></div>
 {{if index .Can "keys:write"}}<form id="addkey" class="controls"><label>Name <input name="name" required></label><button type="submit">Create write key</button></form>
 <p id="newkey" class="secret" hidden></p>{{end}}</section>{{end}}
+{{if index .Can "analytics:write"}}<section class="card"><div class="cardhead"><h2>Shared dashboards</h2></div><div id="shares"></div>
+<form id="addshare" class="controls"><label>Name <input name="name" required placeholder="for the board"></label><label>Site <input name="site" placeholder="shop.example (empty: all)"></label><button type="submit">Create link</button></form>
+<p id="newshare" class="secret" hidden></p></section>{{end}}
 {{if index .Can "campaigns:write"}}<section class="card"><div class="cardhead"><h2>Campaign link</h2></div>
 <form id="addcampaign" class="controls"><label>Campaign <input name="name" required placeholder="spring-sale"></label><label>Target URL <input name="url" type="url" required size="30" placeholder="https://shop.example/sale"></label><button type="submit">Create</button></form>
 <p id="newcampaign" class="secret" hidden></p></section>{{end}}

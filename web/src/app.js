@@ -245,7 +245,9 @@ function dashboard() {
     for (const [k, v] of Object.entries(extra)) if (v !== '' && v != null) p.set(k, v);
     return p.toString();
   };
-  const A = '/api/v1/analytics/';
+  // A shared link reads the same reports from its own routes.
+  const A = body.dataset.api || '/api/v1/analytics/';
+  const shared = body.dataset.shared === '1';
 
   // Controls.
   const period = $('#period'), compare = $('#compare');
@@ -276,11 +278,13 @@ function dashboard() {
     refresh();
   });
   compare.addEventListener('change', () => { st.compare = compare.checked; refresh(); });
-  $('#site').addEventListener('change', e => { st.site = e.target.value; refresh(); });
-  api(A + 'values?dimension=hostname').then(r => {
-    for (const v of r.values || []) $('#site').append(h('option', {value: v, text: v}));
-    $('#site').value = st.site;
-  }).catch(() => {});
+  if (!shared) {
+    $('#site').addEventListener('change', e => { st.site = e.target.value; refresh(); });
+    api(A + 'values?dimension=hostname').then(r => {
+      for (const v of r.values || []) $('#site').append(h('option', {value: v, text: v}));
+      $('#site').value = st.site;
+    }).catch(() => {});
+  }
 
   // Filters.
   const addFilter = f => { if (!st.filters.includes(f)) st.filters.push(f); refresh(); };
@@ -294,6 +298,7 @@ function dashboard() {
   };
   let sugg = 0;
   const suggest = () => {
+    if (shared) return;
     const my = ++sugg;
     api(A + 'values?' + new URLSearchParams({dimension: $('#fdim').value, q: $('#fval').value})).then(r => {
       if (my === sugg) $('#suggest').replaceChildren(...(r.values || []).map(v => h('option', {value: v})));
@@ -754,6 +759,15 @@ function access() {
       'aria-label': 'Revoke write key ' + k.name, onclick: guard(async () => { if (confirm('Revoke write key ' + k.name + '?')) { await api('/api/v1/keys/' + encodeURIComponent(k.id), {method: 'DELETE'}); keys(); } })})});
     $('#keys').replaceChildren(table(cols, r.keys || [], {name: 'write-keys', empty: 'No write keys.'}));
   });
+  const shares = guard(async () => {
+    if (!$('#shares')) return;
+    const r = await api('/api/v1/analytics/shares');
+    $('#shares').replaceChildren(table([{key: 'name', label: 'Name'}, {key: 'site', label: 'Site', fmt: v => v || 'every site'},
+      {key: 'created_by', label: 'Created by'}, {key: 'created', label: 'Created', fmt: when},
+      {key: 'x', label: '', value: () => '', link: sh => h('button', {type: 'button', class: 'danger', text: 'Revoke', 'aria-label': 'Revoke shared link ' + sh.name,
+        onclick: guard(async () => { if (confirm('Revoke the shared link ' + sh.name + '? Whoever has it loses access at once.')) { await api('/api/v1/analytics/shares/' + sh.id, {method: 'DELETE'}); shares(); } })})}],
+    r.shares || [], {name: 'shares', empty: 'No shared links.'}));
+  });
   const form = (id, f) => { const el = $(id); if (el) el.addEventListener('submit', e => { e.preventDefault(); guard(f)(new FormData(el), el); }); };
   const secret = (id, text) => { const p = $(id); p.hidden = false; p.replaceChildren(h('span', {text: 'Shown once, copy it now: '}), h('code', {text})); };
   form('#adduser', async (d, el) => { await api('/api/v1/users', {method: 'POST', body: {name: d.get('name'), password: d.get('password'), roles: [d.get('role')]}}); el.reset(); users(); });
@@ -767,7 +781,15 @@ function access() {
     const r = await api('/api/v1/campaigns/' + encodeURIComponent(c.id) + '/links', {method: 'POST', body: {links: [{url: d.get('url')}]}});
     secret('#newcampaign', r.links[0].click_url); el.reset();
   });
-  users(); tokens(); keys();
+  form('#addshare', async (d, el) => {
+    const r = await api('/api/v1/analytics/shares', {method: 'POST', body: {name: d.get('name'), site: d.get('site')}});
+    const p = $('#newshare');
+    p.hidden = false;
+    const link = location.origin + r.link;
+    p.replaceChildren(h('span', {text: 'Shown once, copy it now: '}), h('a', {href: link, text: link}));
+    el.reset(); shares();
+  });
+  users(); tokens(); keys(); shares();
 }
 
 // ---------------------------------------------------------------- status
