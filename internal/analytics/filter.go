@@ -22,12 +22,16 @@ var opText = [...]string{"==", "!=", "~", "!~"}
 
 // Filter selects by one dimension, or one custom property (Prop set).
 type Filter struct {
-	Dim    Dim
-	Prop   string // for prop:<key> filters; Dim is DimEvent then
-	Op     Op
+	Dim  Dim
+	Prop string // for prop:<key> filters; Dim is DimEvent then
+	Op   Op
+	// Values are as written: a backslash escapes the next character
+	// (\; \| \* \\), so any value can be said.
 	Values []string
-	// globs are the Values holding *, compiled (nil for the others).
+	// globs are the Values holding an unescaped *, compiled (nil for the
+	// others); lits are the Values unescaped.
 	globs []*regexp.Regexp
+	lits  []string
 }
 
 func (f Filter) String() string {
@@ -51,12 +55,13 @@ const maxFilters = 20
 
 // ParseFilters reads filters joined by ";": dimension, operator and value,
 // such as page==/blog/**;source!=Google;utm_campaign~sale;prop:plan==pro.
-// Values are alternatives separated by "|".
+// Values are alternatives separated by "|"; a backslash makes the next
+// character plain (\; \| \* \\).
 func ParseFilters(s string) ([]Filter, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
-	parts := strings.Split(s, ";")
+	parts := splitUnescaped(s, ';')
 	if len(parts) > maxFilters {
 		return nil, &FilterError{Filter: s, Msg: fmt.Sprintf("more than %d filters", maxFilters)}
 	}
@@ -106,7 +111,7 @@ func parseFilter(p string) (Filter, error) {
 		}
 		f.Dim = d
 	}
-	f.Values = strings.Split(rest, "|")
+	f.Values = splitUnescaped(rest, '|')
 	if len(f.Values) > maxFilters {
 		return f, &FilterError{Filter: p, Msg: fmt.Sprintf("more than %d alternatives", maxFilters)}
 	}
@@ -122,37 +127,88 @@ func parseFilter(p string) (Filter, error) {
 	return f, nil
 }
 
-// compile turns the values holding * into regular expressions (RE2:
-// matching takes time linear in the value, whatever the pattern).
+// splitUnescaped splits s at every sep not escaped by a backslash; the
+// parts keep their escapes.
+func splitUnescaped(s string, sep byte) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++ // the next byte is plain
+		case sep:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// unescape removes the backslashes that escape; it reports whether an
+// unescaped * was seen (a glob).
+func unescape(v string) (string, bool) {
+	if !strings.ContainsAny(v, `\*`) {
+		return v, false
+	}
+	var b strings.Builder
+	glob := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\' && i+1 < len(v):
+			i++
+			b.WriteByte(v[i])
+		case c == '*':
+			glob = true
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), glob
+}
+
+// compile turns the values holding an unescaped * into regular
+// expressions (RE2: matching takes time linear in the value, whatever the
+// pattern) and unescapes the others.
 func (f *Filter) compile() {
 	f.globs = make([]*regexp.Regexp, len(f.Values))
+	f.lits = make([]string, len(f.Values))
 	for i, v := range f.Values {
-		if (f.Op == OpIs || f.Op == OpIsNot) && strings.Contains(v, "*") {
+		lit, glob := unescape(v)
+		f.lits[i] = lit
+		if glob && (f.Op == OpIs || f.Op == OpIsNot) {
 			f.globs[i] = globRE(v)
 		}
 	}
 }
 
-// globRE compiles a glob (valid UTF-8): * within a path segment, **
-// across segments, everything else literal.
+// globRE compiles a glob as written (valid UTF-8): * within a path
+// segment, ** across segments, an escaped character and everything else
+// literal.
 func globRE(g string) *regexp.Regexp {
-	var b strings.Builder
+	var b, lit strings.Builder
 	b.WriteString("^")
-	for g != "" {
-		i := strings.IndexByte(g, '*')
-		if i < 0 {
-			b.WriteString(regexp.QuoteMeta(g))
-			break
-		}
-		b.WriteString(regexp.QuoteMeta(g[:i]))
-		if strings.HasPrefix(g[i:], "**") {
+	flush := func() {
+		b.WriteString(regexp.QuoteMeta(lit.String()))
+		lit.Reset()
+	}
+	for i := 0; i < len(g); i++ {
+		switch c := g[i]; {
+		case c == '\\' && i+1 < len(g):
+			i++
+			lit.WriteByte(g[i])
+		case c == '*' && i+1 < len(g) && g[i+1] == '*':
+			flush()
 			b.WriteString(".*")
-			g = g[i+2:]
-		} else {
+			i++
+		case c == '*':
+			flush()
 			b.WriteString("[^/]*")
-			g = g[i+1:]
+		default:
+			lit.WriteByte(c)
 		}
 	}
+	flush()
 	b.WriteString("$")
 	return regexp.MustCompile(b.String())
 }
@@ -163,7 +219,7 @@ func (f *Filter) match(v string) bool {
 	if f.globs == nil {
 		f.compile()
 	}
-	for i, want := range f.Values {
+	for i, want := range f.lits {
 		switch f.Op {
 		case OpIs, OpIsNot:
 			if re := f.globs[i]; re != nil {

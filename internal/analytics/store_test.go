@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // genHit is a generated event with everything the reference needs.
@@ -424,19 +425,51 @@ func TestParseFilters(t *testing.T) {
 }
 
 func FuzzParseFilters(f *testing.F) {
-	for _, s := range []string{"page==/blog/**", "source!=Google|Bing;country==DE", "prop:plan~pro", "page==**/x/**", "a", ";;"} {
+	for _, s := range []string{"page==/blog/**", "source!=Google|Bing;country==DE", "prop:plan~pro", "page==**/x/**", "a", ";;", `page==a\;b|c\*`, `x==\`} {
 		f.Add(s, "/blog/x/y")
 	}
+	esc := strings.NewReplacer(`\`, `\\`, ";", `\;`, "|", `\|`, "*", `\*`)
 	f.Fuzz(func(t *testing.T, s, v string) {
+		// Any value, escaped, is matched exactly.
+		if utf8.ValidString(v) && len(v) <= maxValueLen && strings.TrimSpace(v) == v {
+			fs, err := ParseFilters("page==" + esc.Replace(v))
+			if err != nil || len(fs) != 1 || !fs[0].match(v) || (v != "" && fs[0].match(v+"x")) {
+				t.Fatalf("escaped value %q: %v %+v", v, err, fs)
+			}
+		}
 		fs, err := ParseFilters(s)
 		if err != nil {
 			return
 		}
 		for _, fl := range fs {
 			_ = fl.match(v) // must not panic or hang
-			if _, err := ParseFilters(fl.String()); err != nil && !strings.Contains(fl.String(), ";") {
-				t.Fatalf("%q does not parse back: %v", fl.String(), err)
+			again, err := ParseFilters(fl.String())
+			if err != nil || len(again) != 1 || fmt.Sprint(again[0].Values) != fmt.Sprint(fl.Values) {
+				t.Fatalf("%q does not parse back: %v %+v", fl.String(), err, again)
 			}
 		}
 	})
+}
+
+// TestFilterEscapes: a backslash makes ; | * and itself plain, so any value
+// can be filtered on exactly, and a filter prints back as it parses.
+func TestFilterEscapes(t *testing.T) {
+	fs := mustFilters(t, `page==/a\;b|/c\|d|/lit\*|/g*;source~x\\y`)
+	if len(fs) != 2 || len(fs[0].Values) != 4 {
+		t.Fatalf("%+v", fs)
+	}
+	for v, want := range map[string]bool{"/a;b": true, "/c|d": true, "/lit*": true, "/litx": false, "/gx": true, "/g/x": false, `/a\;b`: false} {
+		if got := fs[0].match(v); got != want {
+			t.Errorf("page %q: %v, want %v", v, got, want)
+		}
+	}
+	if !fs[1].match(`X\Y`) || fs[1].match("xy") {
+		t.Error(`source~x\\y should match a backslash between x and y, case-insensitively`)
+	}
+	for _, f := range fs {
+		again := mustFilters(t, f.String())
+		if len(again) != 1 || fmt.Sprint(again[0].Values) != fmt.Sprint(f.Values) {
+			t.Errorf("%s does not round-trip: %+v", f, again)
+		}
+	}
 }

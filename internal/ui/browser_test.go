@@ -83,6 +83,10 @@ func seed(t *testing.T, base string, n int) int {
 			flush()
 		}
 	}
+	// A page whose path holds the filter syntax's own characters.
+	msgs = append(msgs, fmt.Sprintf(`{"type":"page","anonymousId":"odd","timestamp":%q,"context":{"page":{"path":"/odd;page|x*","url":"https://shop.example/odd"},"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"}}`,
+		now.Add(-49*time.Hour).Format(time.RFC3339Nano)))
+	count++
 	flush()
 	return count
 }
@@ -212,8 +216,8 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("30 days", "period=30d")
-	if visitors := stats()["visitors"]; visitors != "400" {
-		t.Fatalf("visitors %q: 400 visitors were sent within the last 25 days", visitors)
+	if visitors := stats()["visitors"]; visitors != "401" {
+		t.Fatalf("visitors %q: 401 visitors were sent within the last 25 days", visitors)
 	}
 	shot("dashboard.png")
 	if *updateShot {
@@ -312,13 +316,28 @@ func TestDashboardInChromium(t *testing.T) {
 		}
 	}
 	getJSON(t, r.URL+"/api/v1/analytics/breakdown?period=30d&property=page&limit=1000", &bd)
-	if len(rows) != len(bd.Results)+1 || rows[0][0] != "page" || rows[0][1] != "visitors" || len(bd.Results) != 5 {
+	if len(rows) != len(bd.Results)+1 || rows[0][0] != "page" || rows[0][1] != "visitors" || len(bd.Results) != 6 {
 		t.Fatalf("CSV has %d rows (%v), the API %d", len(rows), rows, len(bd.Results))
 	}
 	for i, res := range bd.Results {
 		if rows[i+1][0] != res.Value || rows[i+1][1] != strconv.Itoa(res.Visitors) {
 			t.Fatalf("CSV row %d %v, API %+v", i+1, rows[i+1], res)
 		}
+	}
+
+	// Clicking a page whose path holds ; | and * filters on exactly it.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.Search(`//section[@data-title="Pages"]//button[@class="linkish" and text()="/odd;page|x*"]`)),
+		loaded(2),
+	); err != nil {
+		t.Fatal(err)
+	}
+	check("30 days, the odd page", "period=30d&filters="+url.QueryEscape(`page==/odd\;page\|x\*`))
+	if v := stats()["visitors"]; v != "1" {
+		t.Fatalf("the odd page has %s visitors, want 1", v)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(r.URL+"/ui/?period=30d"), loaded(1)); err != nil {
+		t.Fatal(err)
 	}
 
 	// A table the page draws itself (the graph's nodes, the views list)

@@ -220,13 +220,28 @@ const DIMLABEL = {
   country: 'Countries', hostname: 'Hostnames', browser: 'Browser', os: 'OS', device: 'Device', screen: 'Screen size', event: 'Event',
 };
 const OPS = [['!~', 'does not contain'], ['==', 'is'], ['!=', 'is not'], ['~', 'contains']];
+// A value in a filter is written with \ before ; | * and \ (docs/analytics.md).
+const escapeValue = v => v.replace(/[\\;|*]/g, c => '\\' + c);
+const unescapeValue = v => v.replace(/\\(.)/g, '$1');
+// splitEscaped splits s at seps not escaped by a backslash.
+function splitEscaped(s, sep) {
+  const out = [];
+  let cur = '';
+  for (let i = 0; i < s.length; i++) {
+    if (s[i] === '\\' && i + 1 < s.length) { cur += s[i] + s[++i]; continue; }
+    if (s[i] === sep) { out.push(cur); cur = ''; continue; }
+    cur += s[i];
+  }
+  out.push(cur);
+  return out;
+}
 
 function dashboard() {
   const url = new URL(location.href);
   const st = {
     period: url.searchParams.get('period') || '30d', from: url.searchParams.get('from') || '', to: url.searchParams.get('to') || '',
     site: url.searchParams.get('site') || '', compare: url.searchParams.get('compare') === '1',
-    filters: (url.searchParams.get('filters') || '').split(';').filter(Boolean), metric: url.searchParams.get('metric') || 'visitors',
+    filters: splitEscaped(url.searchParams.get('filters') || '', ';').filter(Boolean), metric: url.searchParams.get('metric') || 'visitors',
     kind: 'line',
   };
   const save = () => {
@@ -292,7 +307,7 @@ function dashboard() {
     $('#filters').replaceChildren(...st.filters.map((f, i) => {
       const m = f.match(/^([^=!~]+)(==|!=|!~|~)(.*)$/) || [f, f, '', ''];
       const opName = (OPS.find(o => o[0] === m[2]) || ['', m[2]])[1];
-      return h('li', {class: 'chip'}, h('span', {text: `${m[1]} ${opName} ${m[3].split('|').join(' or ')}`}),
+      return h('li', {class: 'chip'}, h('span', {text: `${m[1]} ${opName} ${splitEscaped(m[3], '|').map(unescapeValue).join(' or ')}`}),
         h('button', {type: 'button', 'aria-label': 'Remove filter ' + f, text: '×', onclick: () => { st.filters.splice(i, 1); refresh(); }}));
     }));
   };
@@ -348,7 +363,7 @@ function dashboard() {
     const eventDim = ['page', 'event'].includes(p.dim) || p.dim.startsWith('prop:');
     const cols = [
       {key: 'value', label: DIMLABEL[p.dim] || p.dim, link: (row, txt) => h('button', {type: 'button', class: 'linkish', title: 'Filter by this value',
-        text: txt || '(none)', onclick: () => addFilter(p.dim + '==' + row.value)})},
+        text: txt || '(none)', onclick: () => addFilter(p.dim + '==' + escapeValue(row.value))})},
       {key: 'visitors', label: 'Visitors', num: true, fmt: short},
     ];
     if (eventDim) cols.push({key: 'pageviews', label: p.dim === 'event' ? 'Events' : 'Pageviews', num: true, fmt: short, value: r => p.dim === 'event' ? (r.events || r.pageviews) : r.pageviews});
