@@ -258,7 +258,19 @@ func (m *Module) timeseries(w http.ResponseWriter, r *http.Request) {
 		writeCSV(w, rows)
 		return
 	}
-	reply.JSON(w, http.StatusOK, map[string]any{"range": rg.rangeJSON(), "interval": iv, "results": pts})
+	out := map[string]any{"range": rg.rangeJSON(), "interval": iv, "results": pts}
+	switch c := r.URL.Query().Get("compare"); c {
+	case "":
+	case "previous_period":
+		// The period before, bucket for bucket: the dashboard draws it
+		// under the current line.
+		p := rg.previous()
+		out["comparison"] = map[string]any{"range": p.rangeJSON(), "results": m.store.Timeseries(p.query(fs), iv)}
+	default:
+		reply.Error(w, http.StatusBadRequest, "compare", fmt.Sprintf("want previous_period, got %q", c))
+		return
+	}
+	reply.JSON(w, http.StatusOK, out)
 }
 
 func (m *Module) breakdown(w http.ResponseWriter, r *http.Request) {

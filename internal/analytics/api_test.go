@@ -143,6 +143,18 @@ func TestReportsThroughTheAPI(t *testing.T) {
 	if len(ts.Results) != 7 || ts.Results[6].Pageviews != 5 {
 		t.Errorf("timeseries: %+v", ts.Results)
 	}
+	var tsc struct {
+		Results    []analytics.Point
+		Comparison struct {
+			Range   map[string]string
+			Results []analytics.Point
+		}
+	}
+	get(t, r.URL, "/api/v1/analytics/timeseries?period=7d&compare=previous_period", r.Token, &tsc)
+	prevTo := time.Now().UTC().AddDate(0, 0, -7).Format(time.DateOnly)
+	if len(tsc.Comparison.Results) != 7 || tsc.Comparison.Range["to"] != prevTo || tsc.Comparison.Results[6].Pageviews != 0 || tsc.Results[6].Pageviews != 5 {
+		t.Errorf("timeseries comparison: %+v", tsc.Comparison)
+	}
 	get(t, r.URL, "/api/v1/analytics/aggregate?period=day&compare=previous_period", r.Token, &agg)
 	if agg.Comparison.Results.Visitors != 0 || agg.Comparison.Change["visitors"] != nil {
 		t.Errorf("comparison: %+v", agg.Comparison)
@@ -202,6 +214,7 @@ func TestReportsThroughTheAPI(t *testing.T) {
 		"timeseries?interval=minute":                                           "interval",
 		"timeseries?period=custom&from=2025-01-01&to=2026-01-01&interval=hour": "interval",
 		"aggregate?compare=last_year":                                          "compare",
+		"timeseries?compare=yes":                                               "compare",
 		"goals?goals=" + url.QueryEscape("source==Google"):                     "goals",
 		"funnel?steps=" + url.QueryEscape("page==/"):                           "steps",
 		"funnel": "steps",

@@ -271,6 +271,11 @@ func TestDashboardInChromium(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
+	var lines int
+	eval(`document.querySelectorAll('#chart path.line').length`, &lines)
+	if lines != 2 {
+		t.Fatalf("compare: the chart has %d lines, want this period's and the one before", lines)
+	}
 	var change string
 	eval(`(document.querySelector('[data-metric=visitors] .change') || {}).textContent || ''`, &change)
 	var cmp struct {

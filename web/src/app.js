@@ -338,8 +338,11 @@ function dashboard() {
     if (!ts) return;
     const m = METRICS.find(m => m[0] === st.metric) || METRICS[0];
     $('#charttitle').textContent = m[1];
-    chart($('#chart'), [{name: m[1], points: ts.results.map(r => [Date.parse(r.date), r[m[0]] ?? 0])}],
-      {kind: st.kind, fmt: m[2], label: m[1] + ' by ' + ts.interval});
+    const series = [{name: m[1], points: ts.results.map(r => [Date.parse(r.date), r[m[0]] ?? 0])}];
+    // The period before, bucket for bucket, dashed under the current one.
+    const prev = ts.comparison && ts.comparison.results;
+    if (prev) series.push({name: 'previous period', dashed: true, points: ts.results.map((r, i) => [Date.parse(r.date), prev[i] ? prev[i][m[0]] ?? 0 : 0])});
+    chart($('#chart'), series, {kind: st.kind, fmt: m[2], label: m[1] + ' by ' + ts.interval});
   };
 
   // Breakdown panels: one tab per dimension.
@@ -384,7 +387,7 @@ function dashboard() {
     }));
   };
   const loadTS = async () => {
-    ts = await api(A + 'timeseries?' + q());
+    ts = await api(A + 'timeseries?' + q({compare: st.compare ? 'previous_period' : ''}));
     $('#tscsv').href = A + 'timeseries?' + q({format: 'csv'});
     drawChart();
   };
