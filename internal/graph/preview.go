@@ -39,6 +39,16 @@ type PreviewItem struct {
 	Error   string         `json:"error,omitempty"`
 }
 
+// CanPreview refuses a preview to a caller who may not read events (a
+// preview shows stored ones); allowed nil refuses everyone.
+func CanPreview(w http.ResponseWriter, r *http.Request, allowed func(*http.Request, string) bool) bool {
+	if allowed == nil || !allowed(r, "events:read") {
+		reply.Error(w, http.StatusForbidden, "role", "a preview shows stored events: it needs events:read too")
+		return false
+	}
+	return true
+}
+
 // DecodePreview reads a node from a preview request's body (YAML or JSON,
 // as ops.yaml and PUT take it) and the sample size (?limit=, default 20);
 // it writes the error itself.

@@ -13,8 +13,7 @@ import (
 // body, run over the latest ?limit= events of its from: subjects; nothing
 // is stored or published. Seeing the sample's data needs events:read too.
 func (m *Module) preview(w http.ResponseWriter, r *http.Request) {
-	if m.deps.Allowed == nil || !m.deps.Allowed(r, "events:read") {
-		reply.Error(w, http.StatusForbidden, "role", "a preview shows stored events: it needs events:read too")
+	if !graph.CanPreview(w, r, m.deps.Allowed) {
 		return
 	}
 	var p config.Processor

@@ -17,8 +17,7 @@ import (
 // the sample alone makes (lateness is not applied: a sample has no
 // watermark worth the name).
 func (m *Module) preview(w http.ResponseWriter, r *http.Request) {
-	if m.deps.Allowed == nil || !m.deps.Allowed(r, "events:read") {
-		reply.Error(w, http.StatusForbidden, "role", "a preview shows stored events: it needs events:read too")
+	if !graph.CanPreview(w, r, m.deps.Allowed) {
 		return
 	}
 	var spec config.View
