@@ -41,7 +41,11 @@ func Start(bin, dataDir string, args ...string) (*Proc, error) {
 	addrc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		echo := os.Getenv("BENCH_OPS_LOG") != ""
 		for sc.Scan() {
+			if echo {
+				fmt.Fprintln(os.Stderr, "ops:", sc.Text())
+			}
 			if m := listenRE.FindStringSubmatch(sc.Text()); m != nil {
 				addrc <- m[1]
 			}

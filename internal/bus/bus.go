@@ -84,6 +84,7 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 		return nil, err
 	}
 	b.maxMsg = int(b.nc.MaxPayload()) - 4096 // room for headers
+	raiseFetchBytes(int(b.nc.MaxPayload()))
 	b.dedup = newDedup(o.Config.DedupWindow.D(), o.Config.DedupIDs)
 	start := time.Now()
 	n, err := b.rebuildDedup(ctx)
@@ -99,10 +100,15 @@ func Open(ctx context.Context, o Options) (*Bus, error) {
 
 func (b *Bus) startEmbedded(o Options) error {
 	opts := &server.Options{
-		ServerName:         "ops",
-		JetStream:          true,
-		StoreDir:           filepath.Join(o.DataDir, "bus"),
-		MaxPayload:         int32(o.Config.MaxPayload),
+		ServerName: "ops",
+		JetStream:  true,
+		StoreDir:   filepath.Join(o.DataDir, "bus"),
+		MaxPayload: int32(o.Config.MaxPayload),
+		// What the server may queue for a client that reads slowly before
+		// it drops it: the one in-process connection carries every
+		// module's traffic, so a drop fails every publish for seconds.
+		// Fetches are bounded in bytes (read.go); this is the margin.
+		MaxPending:         256 << 20,
 		NoSigs:             true,
 		DontListen:         o.Config.Listen == "",
 		JetStreamMaxMemory: 64 << 20,
@@ -147,7 +153,16 @@ func (b *Bus) startEmbedded(o Options) error {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		return fmt.Errorf("embedded nats: not ready after 10s")
 	}
-	b.nc, err = nats.Connect("", nats.InProcessServer(srv), nats.Name("ops"), nats.MaxReconnects(-1))
+	b.nc, err = nats.Connect("", nats.InProcessServer(srv), nats.Name("ops"), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { b.log.Warn("bus disconnected", "err", err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { b.log.Info("bus reconnected") }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			b.log.Warn("bus error", "subject", subj, "err", err)
+		}))
 	if err != nil {
 		return fmt.Errorf("connect embedded nats: %w", err)
 	}

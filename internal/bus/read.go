@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -130,7 +131,7 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, erro
 	var out []Stored
 	limited := false // stopped at the limit, with more to read
 	for len(out) < o.Limit {
-		batch, err := cons.FetchNoWait(min(o.Limit-len(out), 256))
+		batch, err := fetchNow(cons, min(o.Limit-len(out), 256))
 		if err != nil {
 			return nil, next, fmt.Errorf("%w: fetch: %v", ErrUnavailable, err)
 		}
@@ -297,7 +298,7 @@ func (b *Bus) rebuildDedup(ctx context.Context) (int, error) {
 	n := 0
 	d := b.dedup
 	for {
-		batch, err := cons.FetchNoWait(512)
+		batch, err := fetchNow(cons, 512)
 		if err != nil {
 			return n, err
 		}
@@ -356,6 +357,37 @@ func decodeIDs(body []byte) ([]string, error) {
 	return []string{v.ID}, nil
 }
 
+// fetchBytes bounds what one fetch asks the server for. The embedded
+// server queues what it sends a client, up to its max_pending, on the one
+// in-process connection every module shares; a fetch of 512 messages of
+// 350 KB each (a busy collector's batches) asked for 180 MB, the server
+// called the connection a slow consumer and dropped it, and every publish
+// failed until it came back. A fetch now asks for at most this many bytes
+// (and at least one whole message of the largest size: raiseFetchBytes).
+var fetchBytes atomic.Int64
+
+func init() { fetchBytes.Store(16 << 20) }
+
+// raiseFetchBytes makes room in one fetch for a message of maxMsg bytes
+// (bus.max_payload): a fetch whose bound is below the next message would
+// never get it.
+func raiseFetchBytes(maxMsg int) {
+	for {
+		cur := fetchBytes.Load()
+		want := int64(maxMsg) + 1<<20
+		if want <= cur || fetchBytes.CompareAndSwap(cur, want) {
+			return
+		}
+	}
+}
+
+// fetchNow asks for up to n messages and fetchBytes bytes that are pending
+// now: the server sends what it has at once and the request ends a few
+// milliseconds later (a no-wait request cannot carry a byte bound).
+func fetchNow(cons jetstream.Consumer, n int) (jetstream.MessageBatch, error) {
+	return cons.Fetch(n, jetstream.FetchMaxBytes(int(fetchBytes.Load())), jetstream.FetchMaxWait(5*time.Millisecond))
+}
+
 // FetchBatch returns up to n messages from a pull consumer with low latency:
 // what is pending now, at once; when nothing is, it waits up to idle for the
 // next message and returns as soon as one arrives (a plain Fetch of n would
@@ -369,21 +401,22 @@ func FetchBatch(cons jetstream.Consumer, n int, idle time.Duration) ([]jetstream
 		for m := range b.Messages() {
 			out = append(out, m)
 		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) && len(out) == 0 {
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, nats.ErrTimeout) &&
+			!errors.Is(err, jetstream.ErrMaxBytesExceeded) && len(out) == 0 {
 			return nil, err
 		}
 		return out, nil
 	}
-	msgs, err := collect(cons.FetchNoWait(n))
+	msgs, err := collect(fetchNow(cons, n))
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
-	return collect(cons.Fetch(1, jetstream.FetchMaxWait(idle)))
+	return collect(cons.Fetch(1, jetstream.FetchMaxBytes(int(fetchBytes.Load())), jetstream.FetchMaxWait(idle)))
 }
 
 // FetchNow returns up to n messages that are pending now, without waiting.
 func FetchNow(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
-	b, err := cons.FetchNoWait(n)
+	b, err := fetchNow(cons, n)
 	if err != nil {
 		return nil, err
 	}
