@@ -130,14 +130,16 @@ func (b *Bus) Read(ctx context.Context, o ReadOptions) ([]Stored, Position, erro
 	}()
 	var out []Stored
 	limited := false // stopped at the limit, with more to read
+	pf := &pendingFetcher{cons: cons}
 	for len(out) < o.Limit {
-		batch, err := fetchNow(cons, min(o.Limit-len(out), 256))
+		batch, err := pf.fetch(min(o.Limit-len(out), 256))
 		if err != nil {
 			return nil, next, fmt.Errorf("%w: fetch: %v", ErrUnavailable, err)
 		}
 		n, done := 0, false
 		for m := range batch.Messages() {
 			n++
+			pf.saw(m)
 			if done {
 				continue
 			}
@@ -297,14 +299,16 @@ func (b *Bus) rebuildDedup(ctx context.Context) (int, error) {
 	defer func() { _ = st.DeleteConsumer(context.Background(), cons.CachedInfo().Name) }()
 	n := 0
 	d := b.dedup
+	pf := &pendingFetcher{cons: cons}
 	for {
-		batch, err := fetchNow(cons, 512)
+		batch, err := pf.fetch(512)
 		if err != nil {
 			return n, err
 		}
 		got, pending := 0, uint64(1)
 		for m := range batch.Messages() {
 			got++
+			pf.saw(m)
 			md, err := m.Metadata()
 			if err != nil {
 				return n, err
@@ -381,12 +385,34 @@ func raiseFetchBytes(maxMsg int) {
 	}
 }
 
-// fetchNow asks for up to n messages and fetchBytes bytes that are pending
-// now: the server sends what it has at once and the request ends a few
-// milliseconds later (a no-wait request cannot carry a byte bound).
-func fetchNow(cons jetstream.Consumer, n int) (jetstream.MessageBatch, error) {
+// fetchSoon asks for up to n messages and fetchBytes bytes: the server
+// sends what it has at once and the request ends a few milliseconds later.
+// An empty answer does not prove nothing is pending (the server may not
+// have answered in time): only consumers that loop anyway use it.
+func fetchSoon(cons jetstream.Consumer, n int) (jetstream.MessageBatch, error) {
 	return cons.Fetch(n, jetstream.FetchMaxBytes(int(fetchBytes.Load())), jetstream.FetchMaxWait(5*time.Millisecond))
 }
+
+// pendingFetcher asks for what is pending now with no-wait requests, whose
+// empty answer does prove nothing is (readers that stop there need that);
+// a no-wait request cannot carry a byte bound, so it asks for as many
+// messages as fetchBytes holds at the largest size seen so far (16 before
+// it has seen any: at most 128 MiB of 8 MiB messages, within what the
+// embedded server queues).
+type pendingFetcher struct {
+	cons    jetstream.Consumer
+	largest int
+}
+
+func (f *pendingFetcher) fetch(n int) (jetstream.MessageBatch, error) {
+	k := min(n, 16)
+	if f.largest > 0 {
+		k = max(1, min(n, int(fetchBytes.Load())/f.largest))
+	}
+	return f.cons.FetchNoWait(k)
+}
+
+func (f *pendingFetcher) saw(m jetstream.Msg) { f.largest = max(f.largest, len(m.Data())) }
 
 // FetchBatch returns up to n messages from a pull consumer with low latency:
 // what is pending now, at once; when nothing is, it waits up to idle for the
@@ -407,22 +433,32 @@ func FetchBatch(cons jetstream.Consumer, n int, idle time.Duration) ([]jetstream
 		}
 		return out, nil
 	}
-	msgs, err := collect(fetchNow(cons, n))
+	msgs, err := collect(fetchSoon(cons, n))
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
 	return collect(cons.Fetch(1, jetstream.FetchMaxBytes(int(fetchBytes.Load())), jetstream.FetchMaxWait(idle)))
 }
 
-// FetchNow returns up to n messages that are pending now, without waiting.
+// FetchNow returns up to n messages that are pending now, without waiting;
+// none means none are.
 func FetchNow(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
-	b, err := fetchNow(cons, n)
-	if err != nil {
-		return nil, err
-	}
+	f := &pendingFetcher{cons: cons}
 	var out []jetstream.Msg
-	for m := range b.Messages() {
-		out = append(out, m)
+	for len(out) < n {
+		b, err := f.fetch(n - len(out))
+		if err != nil {
+			return nil, err
+		}
+		got := 0
+		for m := range b.Messages() {
+			f.saw(m)
+			out = append(out, m)
+			got++
+		}
+		if got == 0 {
+			break
+		}
 	}
 	return out, nil
 }
