@@ -192,7 +192,7 @@ func (m *Module) follow(ctx context.Context, js jetstream.JetStream) error {
 				m.store.seq = seq
 			}
 			if time.Since(pruned) > time.Minute {
-				m.store.prune(time.Now().UnixMilli())
+				m.store.prune()
 				pruned = time.Now()
 			}
 			m.store.mu.Unlock()

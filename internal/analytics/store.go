@@ -102,7 +102,8 @@ type Store struct {
 	sParent        []uint32 // the visit this one was merged into; itself if none
 	sPrev          []uint32 // the visitor's visit before this one (noVisit: none)
 
-	open map[uint64]uint32 // visitor -> current visit
+	open   map[uint64]uint32 // visitor -> latest visit
+	newest int64             // the newest event time folded (unix ms)
 	// seq is the last bus sequence folded.
 	seq uint64
 }
@@ -128,6 +129,7 @@ func dayOf(ms int64) int64 {
 // add folds one hit. Call with mu held for writing.
 func (s *Store) add(h *hit) {
 	ms := h.at.UnixMilli()
+	s.newest = max(s.newest, ms)
 	sid := s.visit(h, ms)
 	d := s.days[dayOf(ms)]
 	if d == nil {
@@ -312,11 +314,18 @@ func (s *Store) newVisit(h *hit, ms int64, prev uint32) uint32 {
 	return sid
 }
 
-// prune forgets visitors whose current visit ended more than twice the
-// timeout before now (by event time): their next hit starts a new visit
-// anyway. It keeps the open map small.
-func (s *Store) prune(now int64) {
-	cut := now - 2*s.timeout.Milliseconds()
+// pruneKeep is how far behind the newest event a visitor's visits stay
+// open for late events; older ones are forgotten by prune.
+const pruneKeep = 6 * time.Hour
+
+// prune forgets visitors whose latest visit ended more than pruneKeep (or
+// twice the timeout, if longer) before the newest event folded: their next
+// event starts a new visit anyway. It keeps the open map small. It goes by
+// event time, not the clock: history replayed or sent late (an SDK's
+// offline queue, a bulk import) would otherwise lose its open visits and
+// count a late event as a visit of its own.
+func (s *Store) prune() {
+	cut := s.newest - max(pruneKeep, 2*s.timeout).Milliseconds()
 	for v, sid := range s.open {
 		if s.sEnd[sid] < cut {
 			delete(s.open, v)

@@ -473,3 +473,49 @@ func TestFilterEscapes(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneGoesByEventTime: pruning while old history is folded (a
+// replay, a bulk import, late SDK queues) keeps the visits a late event
+// still belongs to. Pruning by the clock forgot them all, and a late event
+// became a visit of its own (10M events beside DuckDB: 4 visits too many).
+func TestPruneGoesByEventTime(t *testing.T) {
+	hs := generateGaps(11, 300, 10, 5) // November 2026: long before the clock
+	// Each event arrives up to 45 minutes late: what concurrent senders
+	// and SDK queues do.
+	shuffled := slices.Clone(hs)
+	r := rand.New(rand.NewPCG(3, 4))
+	arrive := make(map[*genHit]time.Time, len(shuffled))
+	for i := range shuffled {
+		arrive[&shuffled[i]] = shuffled[i].at.Add(time.Duration(r.IntN(45*60)) * time.Second)
+	}
+	idx := make([]int, len(shuffled))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return arrive[&shuffled[idx[a]]].Before(arrive[&shuffled[idx[b]]]) })
+	ordered := make([]genHit, len(idx))
+	for i, j := range idx {
+		ordered[i] = shuffled[j]
+	}
+	shuffled = ordered
+	s := NewStore(30 * time.Minute)
+	for i, g := range shuffled {
+		h := &hit{at: g.at, visitor: hashVisitor(g.visitor), name: g.name, page: g.page, props: g.props}
+		for d, v := range g.attrs {
+			h.visit[d] = v
+		}
+		s.mu.Lock()
+		s.add(h)
+		if i%25 == 0 {
+			s.prune() // often, as a long replay would
+		}
+		s.mu.Unlock()
+	}
+	q := Query{From: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli(), To: time.Date(2026, 11, 15, 0, 0, 0, 0, time.UTC).UnixMilli()}
+	if got, want := s.Aggregate(q), reference(hs, q); got != want {
+		t.Fatalf("pruned during a late replay:\n got  %+v\n want %+v", got, want)
+	}
+	if len(s.open) == 0 {
+		t.Fatal("prune kept no visitor open")
+	}
+}
