@@ -261,7 +261,7 @@ func TestCountriesFromGeoDB(t *testing.T) {
 				Visitors int
 			}
 		}
-		get(t, r.URL, "/api/v1/analytics/breakdown?period=day&property=country", r.Token, &b)
+		get(t, r.URL, "/api/v1/analytics/breakdown?period=day&property=country&date="+at.Format(time.DateOnly), r.Token, &b)
 		got := map[string]int{}
 		for _, x := range b.Results {
 			got[x.Value] = x.Visitors
@@ -332,7 +332,9 @@ func TestSharedLink(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	// The link reads shop.example only, whatever site= or filters= say.
-	for _, q := range []string{"period=day", "period=day&site=other.example", "period=day&filters=hostname%3D%3Dother.example"} {
+	// date= names the events' day: an hour ago is yesterday between 00:00 and 01:00.
+	day := "period=day&date=" + at.Format(time.DateOnly)
+	for _, q := range []string{day, day + "&site=other.example", day + "&filters=hostname%3D%3Dother.example"} {
 		code, body := anon(link + "/api/aggregate?" + q)
 		var a aggAnswer
 		json.Unmarshal([]byte(body), &a)
@@ -347,7 +349,7 @@ func TestSharedLink(t *testing.T) {
 	if code, body := anon(link); code != 200 || !strings.Contains(body, `data-shared="1"`) || !strings.Contains(body, "shop.example") {
 		t.Fatalf("the shared page: %d", code)
 	}
-	if code, body := anon(link + "/api/breakdown?period=day&property=page"); code != 200 || strings.Contains(body, "/secret") {
+	if code, body := anon(link + "/api/breakdown?" + day + "&property=page"); code != 200 || strings.Contains(body, "/secret") {
 		t.Fatalf("breakdown through the link: %d %s", code, body)
 	}
 	for _, p := range []string{link + "/api/values?dimension=hostname", link + "/api/status", link + "/api/shares"} {
