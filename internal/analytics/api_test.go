@@ -97,7 +97,9 @@ func TestReportsThroughTheAPI(t *testing.T) {
 	var agg aggAnswer
 	testutil.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 		get(t, r.URL, "/api/v1/analytics/aggregate?period=day", r.Token, &agg)
-		if agg.Results.Pageviews != 5 {
+		// The page views and the track event are two messages (one per
+		// subject) that may be stored in either order: wait for both.
+		if agg.Results.Pageviews != 5 || agg.Results.Events != 1 {
 			return fmt.Errorf("%+v", agg.Results)
 		}
 		return nil
