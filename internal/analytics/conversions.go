@@ -90,13 +90,17 @@ func (s *Store) Goals(q Query, goals []Goal) []Conversion {
 		ms[i] = s.bindGoal(g)
 	}
 	out := make([]Conversion, len(goals))
-	pairs := newU64Set(1024)
+	ids := make([]uint32, len(goals))
+	for i := range ids {
+		ids[i] = uint32(i)
+	}
+	c := s.newCounter(ids)
 	pv := s.pageviewID()
 	x.scan(func(d *day, i int, sid uint32) {
 		for gi := range ms {
 			if ms[gi].hit(d, i, pv) {
 				out[gi].Events++
-				if pairs.add(pair(uint32(gi), s.sVisitor[sid])) {
+				if c.add(uint32(gi), s.sVisitor[sid]) {
 					out[gi].Visitors++
 				}
 			}
@@ -138,7 +142,7 @@ func (s *Store) Funnel(q Query, steps []Goal, window time.Duration) []FunnelStep
 		ms[i] = s.bindGoal(g)
 	}
 	type stepHit struct {
-		visitor uint64
+		visitor uint32
 		at      int64
 		ord     uint32 // arrival order, for equal times
 		mask    uint32
@@ -244,12 +248,14 @@ func (s *Store) Retention(q Query, iv Interval) []Cohort {
 	if x.filterEvs {
 		x.scan(func(*day, int, uint32) {})
 	}
-	first := make(map[uint64]int64, len(s.sStart)/4)
+	// Each visitor's first visit (math.MaxInt64: none selected).
+	first := make([]int64, len(s.vids))
+	for i := range first {
+		first[i] = math.MaxInt64
+	}
 	x.visits(func(sid uint32) {
 		v, st := s.sVisitor[sid], s.sStart[sid]
-		if f, ok := first[v]; !ok || st < f {
-			first[v] = st
-		}
+		first[v] = min(first[v], st)
 	})
 	type row struct {
 		visitors  int
@@ -260,12 +266,13 @@ func (s *Store) Retention(q Query, iv Interval) []Cohort {
 		rows[i].returning = make([]int, len(starts)-i)
 	}
 	for _, f := range first {
-		if f >= starts[0] {
+		if f >= starts[0] && f != math.MaxInt64 {
 			rows[idx(f)].visitors++
 		}
 	}
-	// Each visitor once per period: the pairs seen.
-	seen := newU64Set(len(first))
+	// Each visitor once per period: visits come day by day, so periods in
+	// order, and a stamp per visitor does.
+	seen := make(stamps, len(s.vids))
 	x.visits(func(sid uint32) {
 		v := s.sVisitor[sid]
 		f := first[v]
@@ -273,7 +280,7 @@ func (s *Store) Retention(q Query, iv Interval) []Cohort {
 			return
 		}
 		c, p := idx(f), idx(s.sStart[sid])
-		if p >= c && seen.add(pair(uint32(p), v)) {
+		if p >= c && seen.add(v, uint32(p), 0) {
 			rows[c].returning[p-c]++
 		}
 	})

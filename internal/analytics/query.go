@@ -255,15 +255,19 @@ func (s *Store) Aggregate(q Query) Totals {
 // visitorsOfSeen counts the distinct visitors of the visits the scan saw,
 // one lookup per visit rather than per event.
 func (s *Store) visitorsOfSeen(x *sel) int {
-	set := newU64Set(x.size() / 4)
+	set := newBitset(len(s.vids))
+	n := 0
 	for w, word := range x.seen {
 		for word != 0 {
-			b := uint32(w*64) + uint32(bits.TrailingZeros64(word))
+			v := s.sVisitor[uint32(w*64)+uint32(bits.TrailingZeros64(word))]
 			word &= word - 1
-			set.add(s.sVisitor[b])
+			if !set.has(v) {
+				set.set(v)
+				n++
+			}
 		}
 	}
-	return set.len()
+	return n
 }
 
 func (s *Store) pageviewID() uint32 { id, _ := s.dicts[DimEvent].lookup(pageview); return id }
@@ -335,10 +339,29 @@ func (s *Store) Timeseries(q Query, iv Interval) []Point {
 	for i := range accs {
 		accs[i] = &acc{}
 	}
-	visitors := newU64Set(x.size() / 2)
+	// Distinct visitors per bucket: days are scanned in order, so a bucket
+	// of a day or longer is done when the scan leaves it and one stamp per
+	// visitor does; hours are bits of their day's stamp.
+	visitors := make(stamps, len(s.vids))
 	pv := s.pageviewID()
+	var cur *day
+	var curB int
+	var curOK bool
 	x.scan(func(d *day, i int, sid uint32) {
-		b, ok := idx(d.at[i])
+		var b int
+		var ok bool
+		var epoch uint32
+		var bit uint
+		if iv == Hour {
+			b, ok = idx(d.at[i])
+			epoch, bit = uint32(d.start/86400), uint((d.at[i]/1000-d.start)/3600)
+		} else {
+			if d != cur {
+				cur = d
+				curB, curOK = idx(max(d.start*1000, q.From))
+			}
+			b, ok, epoch = curB, curOK, uint32(curB)
+		}
 		if !ok {
 			return
 		}
@@ -347,7 +370,7 @@ func (s *Store) Timeseries(q Query, iv Interval) []Point {
 		} else {
 			accs[b].events++
 		}
-		if visitors.add(pair(uint32(b), s.sVisitor[sid])) {
+		if visitors.add(s.sVisitor[sid], epoch, bit) {
 			accs[b].visitorN++
 		}
 	})
@@ -449,12 +472,12 @@ func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row
 			s.addVisit(&groups[g], sid)
 		})
 		// Visitors per value, one insert per visit seen.
-		pairs := newU64Set(len(s.sStart) / 8)
+		c := s.newCounter(used)
 		for w, word := range x.seen {
 			for word != 0 {
 				sid := uint32(w*64) + uint32(bits.TrailingZeros64(word))
 				word &= word - 1
-				if g := attr[sid]; pairs.add(pair(g, s.sVisitor[sid])) {
+				if g := attr[sid]; c.add(g, s.sVisitor[sid]) {
 					groups[g].visitorN++
 				}
 			}
@@ -492,38 +515,34 @@ func (s *Store) countVisitors(x *sel, key func(d *day, i int, sid uint32) (uint3
 	cand := newBitset(len(groups))
 	var counted []int // visitor counts of the groups done
 	threshold := -1   // the need-th largest visitor count so far
-	pairs := newU64Set(x.size() / 4)
 	next := 0
 	for {
-		picked := 0
 		clear(cand)
+		var picked []uint32
 		for next < len(order) {
 			g := order[next]
 			if threshold >= 0 && hits[g] < threshold {
 				break // cannot reach the page
 			}
-			if threshold < 0 && picked >= 2*need {
+			if threshold < 0 && len(picked) >= 2*need {
 				break // the first round: the groups with the most events
 			}
 			cand.set(g)
-			picked++
+			picked = append(picked, g)
 			next++
 		}
-		if picked == 0 {
+		if len(picked) == 0 {
 			return
 		}
+		c := s.newCounter(picked)
 		x.rescan(func(d *day, i int, sid uint32) {
 			g, ok := key(d, i, sid)
-			if ok && cand.has(g) && pairs.add(pair(g, s.sVisitor[sid])) {
+			if ok && cand.has(g) && c.add(g, s.sVisitor[sid]) {
 				groups[g].visitorN++
 			}
 		})
-		for w, word := range cand {
-			for word != 0 {
-				g := uint32(w*64) + uint32(bits.TrailingZeros64(word))
-				word &= word - 1
-				counted = append(counted, groups[g].visitorN)
-			}
+		for _, g := range picked {
+			counted = append(counted, groups[g].visitorN)
 		}
 		if len(counted) >= need {
 			sort.Sort(sort.Reverse(sort.IntSlice(counted)))

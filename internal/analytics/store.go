@@ -93,7 +93,7 @@ type Store struct {
 	days map[int64]*day
 	// Visits, by id.
 	sStart, sEnd   []int64
-	sVisitor       []uint64
+	sVisitor       []uint32 // dense visitor id (see vids)
 	sPageviews     []uint32
 	sEvents        []uint32 // custom events
 	sAttr          [numDims][]uint32
@@ -102,6 +102,10 @@ type Store struct {
 	sParent        []uint32 // the visit this one was merged into; itself if none
 	sPrev          []uint32 // the visitor's visit before this one (noVisit: none)
 
+	// vids numbers visitors densely in order of first sight, so reports
+	// count distinct visitors with arrays indexed by visitor (a few MB that
+	// stay in cache) rather than hash sets of millions of keys.
+	vids   map[uint64]uint32
 	open   map[uint64]uint32 // visitor -> latest visit
 	newest int64             // the newest event time folded (unix ms)
 	// seq is the last bus sequence folded.
@@ -111,7 +115,7 @@ type Store struct {
 // NewStore returns an empty store that closes a visit after timeout
 // without events.
 func NewStore(timeout time.Duration) *Store {
-	s := &Store{timeout: timeout, days: map[int64]*day{}, open: map[uint64]uint32{}, propKey: newDict(), propVal: newDict()}
+	s := &Store{timeout: timeout, days: map[int64]*day{}, vids: map[uint64]uint32{}, open: map[uint64]uint32{}, propKey: newDict(), propVal: newDict()}
 	for i := range s.dicts {
 		s.dicts[i] = newDict()
 	}
@@ -297,7 +301,12 @@ func (s *Store) newVisit(h *hit, ms int64, prev uint32) uint32 {
 	s.sPrev = append(s.sPrev, prev)
 	s.sStart = append(s.sStart, ms)
 	s.sEnd = append(s.sEnd, ms)
-	s.sVisitor = append(s.sVisitor, h.visitor)
+	vid, ok := s.vids[h.visitor]
+	if !ok {
+		vid = uint32(len(s.vids))
+		s.vids[h.visitor] = vid
+	}
+	s.sVisitor = append(s.sVisitor, vid)
 	s.sPageviews = append(s.sPageviews, 0)
 	s.sEvents = append(s.sEvents, 0)
 	s.sFirstPageview = append(s.sFirstPageview, 0)

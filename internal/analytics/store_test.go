@@ -2,6 +2,7 @@ package analytics
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -321,6 +322,70 @@ func TestTimeseriesAndBreakdownSumUp(t *testing.T) {
 				lo, hi := min((page-1)*limit, n), min(page*limit, n)
 				if fmt.Sprint(got) != fmt.Sprint(all[lo:hi]) {
 					t.Fatalf("%s%s limit %d page %d:\n got  %+v\n want %+v", c.dim, c.prop, limit, page, got, all[lo:hi])
+				}
+			}
+		}
+	}
+}
+
+// TestBucketsAndManyGroups: hourly and weekly points are their periods'
+// aggregates, and breakdowns over more than 64 values (past what one
+// word of marks per visitor holds) match brute force.
+func TestBucketsAndManyGroups(t *testing.T) {
+	hs := generate(13, 300, 21)
+	r := rand.New(rand.NewPCG(5, 5))
+	visits := map[string]map[Dim]string{} // each visit's attributes, with a referrer of 150
+	for i := range hs {
+		hs[i].page = fmt.Sprintf("/many/%d", r.IntN(150))
+		key := fmt.Sprintf("%p", hs[i].attrs)
+		if _, ok := visits[key]; !ok {
+			attrs := maps.Clone(hs[i].attrs)
+			attrs[DimReferrer] = fmt.Sprintf("ref.example/%d", r.IntN(150))
+			visits[key] = attrs
+		}
+		hs[i].attrs = visits[key]
+	}
+	s := load(hs)
+	from := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		iv   Interval
+		to   time.Time
+		step func(time.Time) time.Time
+	}{
+		{Hour, from.Add(30 * time.Hour), func(t time.Time) time.Time { return t.Add(time.Hour) }},
+		{Week, from.AddDate(0, 0, 14), func(t time.Time) time.Time { return t.AddDate(0, 0, 7) }},
+	} {
+		q := Query{From: from.UnixMilli(), To: c.to.UnixMilli()}
+		start := time.UnixMilli(c.iv.bucket(q.From)).UTC()
+		for i, p := range s.Timeseries(q, c.iv) {
+			lo, hi := start, c.step(start)
+			if lo.Before(from) {
+				lo = from
+			}
+			if hi.After(c.to) {
+				hi = c.to
+			}
+			if want := reference(hs, Query{From: lo.UnixMilli(), To: hi.UnixMilli()}); p.Totals != want {
+				t.Errorf("%s %d (%s): %+v, want %+v", c.iv, i, lo, p.Totals, want)
+			}
+			start = c.step(start)
+		}
+	}
+	q := Query{From: from.UnixMilli(), To: from.AddDate(0, 0, 14).UnixMilli()}
+	for _, d := range []Dim{DimPage, DimReferrer} {
+		for _, limit := range []int{10, 40, 1000} {
+			rows, _ := s.Breakdown(q, d, "", limit, 1)
+			if limit == 1000 && len(rows) <= 64 {
+				t.Fatalf("%s: %d rows, want over 64", d, len(rows))
+			}
+			for _, row := range rows {
+				fq := q
+				fq.Filters = []Filter{{Dim: d, Op: OpIs, Values: []string{row.Value}}}
+				if row.Value == "" {
+					continue // "is empty" has no filter to check it by
+				}
+				if want := reference(hs, fq); row.Visitors != want.Visitors || row.Pageviews != want.Pageviews {
+					t.Errorf("%s=%s (limit %d): %+v, want %+v", d, row.Value, limit, row.Totals, want)
 				}
 			}
 		}
