@@ -54,8 +54,12 @@ const defaultWindow = 7 * 24 * time.Hour
 // maxWindow bounds a funnel's window.
 const maxWindow = 90 * 24 * time.Hour
 
-// Subject is what the module reads.
-const Subject = "ev.track.>"
+// Subject is what the module reads; ProxySubject too with
+// analytics.proxy_pageviews.
+const (
+	Subject      = "ev.track.>"
+	ProxySubject = "ev.proxy.request"
+)
 
 // New prepares the module; the store fills when it runs.
 func New(cfg config.Analytics, deps Deps) (*Module, error) {
@@ -135,7 +139,11 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 // follow reads from the position after the last folded event until ctx
 // ends or the consumer fails.
 func (m *Module) follow(ctx context.Context, js jetstream.JetStream) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject}, InactiveThreshold: 30 * time.Second,
+	subjects := []string{Subject}
+	if m.cfg.ProxyPageviews {
+		subjects = append(subjects, ProxySubject)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, InactiveThreshold: 30 * time.Second,
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: m.store.seq + 1}
 	cons, err := js.OrderedConsumer(ctx, bus.EventsStream, cfg)
 	if err != nil {
@@ -172,7 +180,11 @@ func (m *Module) follow(ctx context.Context, js jetstream.JetStream) error {
 				continue
 			}
 			for i := range evs {
-				h, err := parseHit(&evs[i])
+				parse := parseHit
+				if evs[i].Type == "proxy.request" {
+					parse = parseProxyHit
+				}
+				h, err := parse(&evs[i])
 				if errors.Is(err, errSkip) {
 					continue
 				}

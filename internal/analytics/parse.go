@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"net/url"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/opsgraph/ops/internal/enrich"
 	"github.com/opsgraph/ops/internal/event"
@@ -130,6 +132,85 @@ func parseHit(e *event.Event) (*hit, error) {
 	v[DimScreen] = screenClass(d.Context.Screen.Width)
 	v[DimCountry] = strings.ToUpper(clip(d.Context.Location.Country))
 	return h, nil
+}
+
+// proxyData is the part of an ev.proxy.request event that analytics
+// reads.
+type proxyData struct {
+	Method    string            `json:"method"`
+	Host      string            `json:"host"`
+	Path      string            `json:"path"`
+	Status    int               `json:"status"`
+	Type      string            `json:"content_type"`
+	IP        string            `json:"ip"`
+	UserAgent string            `json:"user_agent"`
+	Referrer  string            `json:"referrer"`
+	UTM       map[string]string `json:"utm"`
+}
+
+// parseProxyHit reads a request the proxy served into a page view: a GET
+// answered with an HTML page (2xx), or a 304 for a path that names no file
+// of another kind (a revalidated page carries no Content-Type), from a
+// browser that is not a bot. The visitor is cookieless, as ops.js's: the
+// site, the client's truncated address (the event holds no other) and its
+// user agent, on that UTC day, so the same person on two days is two
+// visitors, as in Plausible.
+func parseProxyHit(e *event.Event) (*hit, error) {
+	var d proxyData
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return nil, fmt.Errorf("data: %w", err)
+	}
+	if d.Method != "GET" || d.UserAgent == "" || !proxyPage(d.Status, d.Type, d.Path) {
+		return nil, errSkip
+	}
+	c := enrich.ParseUserAgent(d.UserAgent)
+	if c.Bot {
+		return nil, errSkip
+	}
+	host := strings.TrimSuffix(strings.ToLower(d.Host), ".")
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	day := e.Time.UTC().Format(time.DateOnly)
+	h := &hit{at: e.Time, name: pageview, page: pagePath(d.Path, ""),
+		visitor: hashVisitor("proxy\x00" + day + "\x00" + host + "\x00" + d.IP + "\x00" + d.UserAgent)}
+	v := &h.visit
+	v[DimHostname] = clip(host)
+	v[DimUTMSource], v[DimUTMMedium], v[DimUTMCampaign] = clip(d.UTM["source"]), clip(d.UTM["medium"]), clip(d.UTM["campaign"])
+	v[DimUTMTerm], v[DimUTMContent] = clip(d.UTM["term"]), clip(d.UTM["content"])
+	pageURL := "https://" + host + d.Path
+	class, domain, name := enrich.Source(d.Referrer, pageURL)
+	switch {
+	case v[DimUTMSource] != "":
+		v[DimSource] = v[DimUTMSource]
+	case name != "":
+		v[DimSource] = name
+	case domain != "":
+		v[DimSource] = domain
+	case class == "email":
+		v[DimSource] = "Email"
+	}
+	if class != "internal" && class != "direct" {
+		v[DimReferrer] = clip(referrerURL(d.Referrer))
+	}
+	v[DimBrowser], v[DimOS], v[DimDevice] = c.Browser, c.OS, c.Device
+	if c.Device == "unknown" {
+		v[DimDevice] = ""
+	}
+	return h, nil
+}
+
+// proxyPage reports whether a response is a page a person looks at.
+func proxyPage(status int, ctype, path string) bool {
+	switch {
+	case status >= 200 && status < 300:
+		return ctype == "text/html" || ctype == "application/xhtml+xml"
+	case status == 304:
+		last := path[strings.LastIndexByte(path, '/')+1:]
+		ext := strings.ToLower(last[strings.LastIndexByte(last, '.')+1:])
+		return !strings.Contains(last, ".") || ext == "html" || ext == "htm"
+	}
+	return false
 }
 
 // hashVisitor turns a visitor id into the 64 bits the store keeps.

@@ -102,6 +102,7 @@ type Events struct {
 type Analytics struct {
 	Enabled        bool     `yaml:"enabled" doc:"fold page views and custom events (ev.track.*) into the reports under /api/v1/analytics"`
 	SessionTimeout Duration `yaml:"session_timeout" doc:"a visit ends after this long without events from its visitor"`
+	ProxyPageviews bool     `yaml:"proxy_pageviews" doc:"also count the HTML pages the proxy serves (ev.proxy.request) as page views, with a cookieless visitor; leave off when those pages load ops.js, or each view counts twice"`
 	Goals          Strings  `yaml:"goals" doc:"conversions GET /api/v1/analytics/goals reports: page==<glob> or event==<name>, e.g. [event==Signup, page==/thanks]"`
 	Funnels        []Funnel `yaml:"funnels" doc:"named funnels for GET /api/v1/analytics/funnel?funnel=<name>; see docs/analytics.md"`
 	Reports        []Report `yaml:"reports" doc:"scheduled e-mail reports (needs smtp); see docs/analytics.md"`

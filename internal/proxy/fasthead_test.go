@@ -181,6 +181,7 @@ func FuzzChunkSize(f *testing.F) {
 func TestRequestDataJSON(t *testing.T) {
 	for _, d := range []requestData{
 		{Route: "r", Method: "GET", Host: "h", Path: "/", Status: 200, Cache: "none", Proto: "HTTP/1.1"},
+		{Route: "r", Method: "GET", Host: "h", Path: "/", Status: 200, Type: "text/html", Cache: "none", Proto: "HTTP/1.1"},
 		{Route: "r", Method: "POST", Host: "ex.com:80", Path: "/a\"b\\c<d>&\u2028\x01", Query: "q=1&utm_source=x", Status: 502,
 			BytesIn: 5, BytesOut: 1 << 40, DurationMS: 0.0000001, Upstream: "127.0.0.1:1", Cache: "hit", User: "ü", IP: "10.0.0.0",
 			UserAgent: "Mozilla/5.0 \xff", Referrer: "https://a/", RefHost: "a", UTM: map[string]string{"source": "x", "campaign": "y\n"}, Proto: "HTTP/2.0"},

@@ -68,6 +68,9 @@ func (fc *fastConn) proxy(rt *route, p *pass, q *reqInfo, body []byte) (code int
 	}
 	r := &fc.resp
 	code = r.code
+	if len(r.contentType) > 0 {
+		p.ctype = eventType(r.contentType)
+	}
 	noBody := bodyless(h.method, r.code)
 	closeClient := h.close || fc.s.closing.Load()
 	// The standard path's transform, decided by the same plan: snippets go

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -46,6 +47,7 @@ type pass struct {
 	// broken response); a client's own fault never sets it.
 	failed   bool
 	upStatus int          // the upstream's status code, 0 when none came
+	ctype    string       // the response's media type, for the request event
 	in       *countReader // the request body as read from the client
 }
 
@@ -449,6 +451,7 @@ type requestData struct {
 	Path       string            `json:"path"`
 	Query      string            `json:"query,omitempty"`
 	Status     int               `json:"status"`
+	Type       string            `json:"content_type,omitempty"` // the response's media type
 	BytesIn    int64             `json:"bytes_in"`
 	BytesOut   int64             `json:"bytes_out"`
 	DurationMS float64           `json:"duration_ms"`
@@ -465,6 +468,9 @@ type requestData struct {
 
 func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in int64, p *pass, start time.Time) {
 	q := reqInfo{method: r.Method, host: r.Host, path: r.URL.EscapedPath(), query: r.URL.RawQuery, ua: r.UserAgent(), referrer: r.Referer(), proto: r.Proto}
+	if ct := rec.Header()["Content-Type"]; len(ct) > 0 {
+		p.ctype = eventType([]byte(ct[0]))
+	}
 	m.record(tb, rt, &q, rec.code, in, rec.n, p, start)
 }
 
@@ -499,7 +505,7 @@ func (m *Module) record(tb *table, rt *route, q *reqInfo, code int, in, out int6
 	}
 	data := requestData{
 		Route: name, Method: q.method, Host: q.host, Path: q.path, Status: code, BytesIn: in, BytesOut: out,
-		DurationMS: float64(d.Microseconds()) / 1000, Cache: "none", UserAgent: q.ua, Proto: q.proto,
+		DurationMS: float64(d.Microseconds()) / 1000, Cache: "none", UserAgent: q.ua, Proto: q.proto, Type: p.ctype,
 	}
 	if p.cache != "" {
 		data.Cache = p.cache
@@ -552,6 +558,7 @@ func (d *requestData) appendJSON(b []byte) []byte {
 	str("path", d.Path, false)
 	str("query", d.Query, true)
 	num("status", int64(d.Status))
+	str("content_type", d.Type, true)
 	num("bytes_in", d.BytesIn)
 	num("bytes_out", d.BytesOut)
 	b = append(b, `,"duration_ms":`...)
@@ -583,6 +590,29 @@ func (d *requestData) appendJSON(b []byte) []byte {
 	str("proto", d.Proto, false)
 	return append(b, '}')
 }
+
+// eventType is a Content-Type's media type, lower case, without
+// parameters, as the request event carries it; the common ones without an
+// allocation.
+func eventType(v []byte) string {
+	if i := bytes.IndexByte(v, ';'); i >= 0 {
+		v = v[:i]
+	}
+	v = bytes.TrimSpace(v)
+	for _, t := range commonTypes {
+		if len(v) == len(t) && eqFold(v, t) {
+			return t
+		}
+	}
+	if len(v) > 100 {
+		v = v[:100]
+	}
+	return strings.ToLower(string(v))
+}
+
+var commonTypes = []string{"text/html", "application/json", "text/css", "text/javascript", "application/javascript",
+	"image/png", "image/jpeg", "image/webp", "image/svg+xml", "image/gif", "font/woff2", "text/plain", "text/event-stream",
+	"application/xhtml+xml", "image/x-icon", "image/avif", "application/octet-stream", "text/xml", "application/xml"}
 
 // appendJSONFloat formats f as encoding/json does (finite values only;
 // durations are).
