@@ -26,6 +26,7 @@ import (
 	"github.com/opsgraph/ops/internal/collector"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/cqrs"
+	"github.com/opsgraph/ops/internal/deploy"
 	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/logging"
@@ -138,12 +139,7 @@ func (a *App) defs() []Def {
 		// the proxy) consult.
 		{Name: "policy", Deps: []string{"bus", "api"}, New: func() (Module, error) {
 			return policy.New(policy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("policy"), Handle: a.api.Handle, Cleared: a.identity.ClearThrottle,
-				Actor: func(r *http.Request) string {
-					if id := identity.FromContext(r.Context()); id != nil {
-						return id.User
-					}
-					return ""
-				}})
+				Actor: actor})
 		}},
 		// pipeline and views always run: nodes can be created through the
 		// API at any time. Idle, each is one KV watch.
@@ -201,14 +197,28 @@ func (a *App) defs() []Def {
 				a.analytics.Store(m)
 				return m, err
 			}},
+		// deploy records deployments and hosts' heartbeats.
+		{Name: "deploy", Deps: []string{"bus", "api"}, Enabled: func() bool { return a.cfg.Deploy.Enabled },
+			New: func() (Module, error) {
+				return deploy.New(a.cfg.Deploy, deploy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("deploy"), Registry: a.reg, Handle: a.api.Handle,
+					Actor: actor})
+			}},
 		a.tsdbDef(), // tsdb.go, or notsdb.go in a build with -tags notsdb
 		// ui is the web UI: pages and embedded assets, nothing running.
 		{Name: "ui", Deps: []string{"api", "identity"}, New: func() (Module, error) {
 			return ui.New(ui.Deps{Logger: a.logs.Logger("ui"), Handle: a.api.Handle, Allowed: a.identity.Allowed,
 				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running, Shared: a.shared}), nil
 		}},
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "analytics", "ui"}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "analytics", "deploy", "ui"}},
 	}
+}
+
+// actor names who made a request, for the records modules keep.
+func actor(r *http.Request) string {
+	if id := identity.FromContext(r.Context()); id != nil {
+		return id.User
+	}
+	return ""
 }
 
 // shared checks a shared dashboard link (analytics.Module.Shared).

@@ -30,6 +30,7 @@ type Config struct {
 	TSDB      TSDB      `yaml:"tsdb"`
 	Analytics Analytics `yaml:"analytics"`
 	SMTP      SMTP      `yaml:"smtp"`
+	Deploy    Deploy    `yaml:"deploy"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -108,6 +109,15 @@ type Analytics struct {
 	Reports        []Report `yaml:"reports" doc:"scheduled e-mail reports (needs smtp); see docs/analytics.md"`
 }
 
+// Deploy configures deployment tracking (docs/deploy.md).
+type Deploy struct {
+	Enabled           bool     `yaml:"enabled" doc:"record deployments (POST /api/v1/deployments) and hosts' heartbeats, and serve versions, drift, diffs and DORA figures"`
+	HeartbeatInterval Duration `yaml:"heartbeat_interval" doc:"how often hosts report what they run (ops deploy report --every)"`
+	SilentAfter       int      `yaml:"silent_after" doc:"a host that missed this many heartbeats is drifted (silent)"`
+	ForgetHostsAfter  Duration `yaml:"forget_hosts_after" doc:"a host silent this long is no longer listed; heartbeats older than this are not read at start"`
+	MaxConfigBytes    ByteSize `yaml:"max_config_bytes" doc:"the largest config snapshot a deployment may carry"`
+}
+
 // Report is a scheduled e-mail summary of the analytics.
 type Report struct {
 	Name  string   `yaml:"name" doc:"what the API calls it"`
@@ -170,6 +180,8 @@ func Default() Config {
 		TSDB:      defaultTSDB(),
 		Analytics: Analytics{Enabled: true, SessionTimeout: Duration(30 * time.Minute)},
 		SMTP:      SMTP{Port: 587, TLS: "starttls"},
+		Deploy: Deploy{Enabled: true, HeartbeatInterval: Duration(30 * time.Second), SilentAfter: 3,
+			ForgetHostsAfter: Duration(7 * 24 * time.Hour), MaxConfigBytes: 1 << 20},
 	}
 }
 
@@ -253,6 +265,18 @@ func (c *Config) Validate() Errors {
 		if len(k) < 8 {
 			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")
 		}
+	}
+	if d := c.Deploy; d.HeartbeatInterval < Duration(time.Second) || d.HeartbeatInterval > Duration(24*time.Hour) {
+		add("deploy.heartbeat_interval", "want 1s to 24h, got %s", d.HeartbeatInterval)
+	}
+	if d := c.Deploy; d.SilentAfter < 1 || d.SilentAfter > 1000 {
+		add("deploy.silent_after", "want 1 to 1000 heartbeats, got %d", d.SilentAfter)
+	}
+	if d := c.Deploy; d.ForgetHostsAfter < Duration(time.Hour) {
+		add("deploy.forget_hosts_after", "want at least 1h, got %s", d.ForgetHostsAfter)
+	}
+	if d := c.Deploy; d.MaxConfigBytes < 1<<10 || d.MaxConfigBytes > 16<<20 {
+		add("deploy.max_config_bytes", "want 1KiB to 16MiB, got %d", d.MaxConfigBytes)
 	}
 	if c.Analytics.SessionTimeout < Duration(time.Minute) || c.Analytics.SessionTimeout > Duration(24*time.Hour) {
 		add("analytics.session_timeout", "want 1m to 24h, got %s", c.Analytics.SessionTimeout)
