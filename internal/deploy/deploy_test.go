@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/deploy"
+	"github.com/opsgraph/ops/internal/grafana"
 	"github.com/opsgraph/ops/internal/testutil"
 )
 
@@ -50,7 +52,7 @@ const cfgV2 = "server:\n  port: 8080\n  log_level: debug\nfeatures:\n  checkout:
 // the config diff and the info series, as an operator would during an
 // incident.
 func TestRecordDriftDiff(t *testing.T) {
-	r := testutil.StartApp(t, []string{"all"}, nil)
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) { c.TSDB.ScrapeInterval = config.Duration(time.Second) })
 	base := r.URL + "/api/v1/deployments"
 
 	code, body := call(t, "POST", base, r.Token, js(map[string]any{"id": "d1", "service": "API", "env": "prod", "version": "1.4.1",
@@ -133,6 +135,34 @@ func TestRecordDriftDiff(t *testing.T) {
 		strings.Contains(body, `version="1.4.1"`) {
 		t.Fatalf("metrics lack the running version or keep the old one:\n%s", grep(body, "ops_deploy"))
 	}
+
+	// The annotation query of the provisioned Grafana dashboards, run
+	// against the TSDB: one point per service/env whose value is the
+	// latest deployment's time in milliseconds, labelled for the title.
+	testutil.CheckFor(t, 10*time.Second, 200*time.Millisecond, func() error {
+		_, body := call(t, "GET", r.URL+"/prometheus/api/v1/query?query="+url.QueryEscape(grafana.DeployExpr), r.Token, "")
+		var res struct {
+			Data struct {
+				Result []struct {
+					Metric map[string]string
+					Value  [2]any
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &res); err != nil {
+			return err
+		}
+		for _, s := range res.Data.Result {
+			if s.Metric["env"] == "prod" {
+				want := fmt.Sprint(d2.Updated.UnixMilli())
+				if s.Metric["service"] != "api" || s.Metric["version"] != "1.4.2" || s.Metric["status"] != "succeeded" || s.Value[1] != want {
+					t.Fatalf("annotation series %v, want time %s", s, want)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no annotation series yet: %s", body)
+	})
 
 	// History, newest first, as CSV too.
 	_, body = call(t, "GET", base+"?service=api&env=prod", r.Token, "")

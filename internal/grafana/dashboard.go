@@ -16,19 +16,60 @@ import (
 
 // Dashboard is one dashboard's JSON.
 type Dashboard struct {
-	UID           string     `json:"uid"`
-	Title         string     `json:"title"`
-	Description   string     `json:"description,omitempty"`
-	Tags          []string   `json:"tags"`
-	Timezone      string     `json:"timezone"`
-	Editable      bool       `json:"editable"`
-	GraphTooltip  int        `json:"graphTooltip"`
-	Refresh       string     `json:"refresh"`
-	SchemaVersion int        `json:"schemaVersion"`
-	Version       int        `json:"version"`
-	Time          TimeRange  `json:"time"`
-	Templating    Templating `json:"templating"`
-	Panels        []Panel    `json:"panels"`
+	UID           string      `json:"uid"`
+	Title         string      `json:"title"`
+	Description   string      `json:"description,omitempty"`
+	Tags          []string    `json:"tags"`
+	Timezone      string      `json:"timezone"`
+	Editable      bool        `json:"editable"`
+	GraphTooltip  int         `json:"graphTooltip"`
+	Refresh       string      `json:"refresh"`
+	SchemaVersion int         `json:"schemaVersion"`
+	Version       int         `json:"version"`
+	Time          TimeRange   `json:"time"`
+	Templating    Templating  `json:"templating"`
+	Annotations   Annotations `json:"annotations"`
+	Panels        []Panel     `json:"panels"`
+}
+
+// Annotations are the dashboard's annotation queries.
+type Annotations struct {
+	List []Annotation `json:"list"`
+}
+
+// Annotation is one annotation query: Grafana's built-in one, or a PromQL
+// query whose series values are the events' times.
+type Annotation struct {
+	BuiltIn         int           `json:"builtIn,omitempty"`
+	Datasource      DatasourceRef `json:"datasource"`
+	Enable          bool          `json:"enable"`
+	Hide            bool          `json:"hide"`
+	IconColor       string        `json:"iconColor"`
+	Name            string        `json:"name"`
+	Type            string        `json:"type,omitempty"`
+	Expr            string        `json:"expr,omitempty"`
+	Step            string        `json:"step,omitempty"`
+	UseValueForTime bool          `json:"useValueForTime,omitempty"`
+	TitleFormat     string        `json:"titleFormat,omitempty"`
+	TextFormat      string        `json:"textFormat,omitempty"`
+	TagKeys         string        `json:"tagKeys,omitempty"`
+}
+
+// DeployExpr is the deployments annotation's query: the time of each
+// deployment's latest status change, in milliseconds, which Grafana reads
+// as the annotation's time ("series value as timestamp").
+const DeployExpr = "ops_deploy_timestamp_seconds * 1000"
+
+// annotations are every dashboard's: Grafana's own, and deployments (from
+// the deploy module's series) so a change on a chart lines up with the
+// release that caused it.
+func annotations(ds DatasourceRef) Annotations {
+	return Annotations{List: []Annotation{
+		{BuiltIn: 1, Datasource: DatasourceRef{Type: "grafana", UID: "-- Grafana --"}, Enable: true, Hide: true,
+			IconColor: "rgba(0, 211, 255, 1)", Name: "Annotations & Alerts", Type: "dashboard"},
+		{Datasource: ds, Enable: true, IconColor: "purple", Name: "Deployments", Expr: DeployExpr, Step: "1m",
+			UseValueForTime: true, TitleFormat: "{{service}}/{{env}} {{version}}", TextFormat: "{{status}}", TagKeys: "service,env,status"},
+	}}
 }
 
 // TimeRange is the dashboard's default time range.
@@ -183,7 +224,7 @@ func ViewDashboard(v View, ds DatasourceRef) *Dashboard {
 		Tags: []string{"ops", "ops-view"}, Editable: true, GraphTooltip: 1,
 		SchemaVersion: schemaVersion, Version: 1,
 		Time:    TimeRange{From: viewRange(v.Window), To: "now"},
-		Refresh: "1m",
+		Refresh: "1m", Annotations: annotations(ds),
 	}
 	if v.Window >= time.Hour {
 		d.Refresh = "5m"

@@ -217,6 +217,19 @@ func TestGrafanaQueriesParse(t *testing.T) {
 				n++
 			}
 		}
+		var deploys bool
+		for _, a := range d.Annotations.List {
+			if a.Expr == "" {
+				continue
+			}
+			if _, err := p.ParseExpr(a.Expr); err != nil || a.Datasource.UID != DefaultUID || !a.UseValueForTime {
+				t.Errorf("%s: annotation %q: %s: %v", name, a.Name, a.Expr, err)
+			}
+			deploys = deploys || a.Name == "Deployments"
+		}
+		if !deploys {
+			t.Errorf("%s: no deployments annotation", name)
+		}
 		for _, v := range d.Templating.List {
 			sel, ok := strings.CutPrefix(v.Query, "label_values(")
 			sel, _, _ = strings.Cut(sel, ", ")

@@ -85,7 +85,7 @@ func HealthDashboard(ds DatasourceRef) *Dashboard {
 		Tags:        []string{"ops"}, Editable: true, GraphTooltip: 1,
 		SchemaVersion: schemaVersion, Version: 1,
 		Time:    TimeRange{From: "now-3h", To: "now"},
-		Refresh: "30s", Templating: Templating{List: []Variable{}},
+		Refresh: "30s", Templating: Templating{List: []Variable{}}, Annotations: annotations(ds),
 	}
 	zero := 0.0
 	for i, hp := range healthPanels {

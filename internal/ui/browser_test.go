@@ -132,6 +132,13 @@ func TestDashboardInChromium(t *testing.T) {
 	})
 	addUser(t, r.URL, "vera", "viewer-password", "viewer")
 	sent := seed(t, r.URL, 400)
+	// A release three days ago: the chart marks it.
+	rel := fmt.Sprintf(`{"service":"shop","env":"prod","version":"2.0.0","at":%q}`, time.Now().Add(-72*time.Hour).UTC().Format(time.RFC3339))
+	req, _ := http.NewRequest("POST", r.URL+"/api/v1/deployments", strings.NewReader(rel))
+	req.Header.Set("Authorization", "Bearer "+r.Token)
+	if resp, err := testutil.Anonymous.Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("record a deployment: %v %v", err, resp)
+	}
 	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		var st struct{ Events int }
 		getJSON(t, r.URL+"/api/v1/analytics/status", &st)
@@ -275,6 +282,11 @@ func TestDashboardInChromium(t *testing.T) {
 	eval(`document.querySelectorAll('#chart path.line').length`, &lines)
 	if lines != 2 {
 		t.Fatalf("compare: the chart has %d lines, want this period's and the one before", lines)
+	}
+	var marks []string
+	eval(`[...document.querySelectorAll('#chart .mark')].map(m => m.dataset.mark)`, &marks)
+	if len(marks) != 1 || marks[0] != "shop/prod 2.0.0 succeeded" {
+		t.Fatalf("deployment marks on the chart: %q, want the release of three days ago", marks)
 	}
 	var change string
 	eval(`(document.querySelector('[data-metric=visitors] .change') || {}).textContent || ''`, &change)

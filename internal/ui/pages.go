@@ -25,6 +25,7 @@ var pages = []pageDef{
 	{"series", "Series", "/ui/series", "series:read", "tsdb"},
 	{"proxy", "Proxy", "/ui/proxy", "series:read", "proxy"},
 	{"policy", "Policy", "/ui/policy", "policy:read", "policy"},
+	{"deploys", "Deploys", "/ui/deploys", "deploy:read", "deploy"},
 	{"access", "Access", "/ui/access", "users:read", ""},
 	{"status", "Status", "/ui/status", "system:read", ""},
 }
@@ -66,7 +67,7 @@ func (m *Module) page(p pageDef) http.Handler {
 				d.Nav = append(d.Nav, navItem{Title: q.Title, Href: q.href(), Current: q.Name == p.Name})
 			}
 		}
-		for _, name := range []string{"proxy", "tsdb", "analytics", "views", "policy"} {
+		for _, name := range []string{"proxy", "tsdb", "analytics", "views", "policy", "deploy"} {
 			d.Running[name] = m.running(name)
 		}
 		m.render(w, r, p.Name, d)
@@ -264,6 +265,16 @@ const bodies = `
 <h1>Policy</h1>
 <p class="muted">Blocks and locks that the edge enforces now: set by rules on the event graph or by people. Clearing one lets the subject in again at once.</p>
 <div id="policy"></div>
+{{template "bottom" .}}{{end}}
+
+{{define "deploys"}}{{template "top" .}}
+<div class="head"><h1>Deployments</h1>
+<label>DORA over <select id="drange"><option value="7d">7 days</option><option value="30d" selected>30 days</option><option value="90d">90 days</option></select></label></div>
+<section class="stats" id="dora" aria-label="DORA figures"></section>
+<section class="card"><div class="cardhead"><h2>What runs where</h2></div><div id="services"></div></section>
+<section class="card"><div class="cardhead"><h2>Drift</h2></div><div id="drift"></div></section>
+<section class="card"><div class="cardhead"><h2>Recent deployments</h2><a class="csv" href="/api/v1/deployments?format=csv&amp;limit=10000" download="deployments.csv">CSV</a></div><div id="deploys"></div></section>
+<section class="card" id="diffcard" hidden><div class="cardhead"><h2 id="difftitle">Config diff</h2></div><pre id="diff" class="diff"></pre></section>
 {{template "bottom" .}}{{end}}
 
 {{define "access"}}{{template "top" .}}

@@ -194,6 +194,22 @@ func TestEveryPageInChromium(t *testing.T) {
 		}
 	}
 
+	// Deploys: two releases with configs, a host on the old one; the page
+	// shows what runs, the drift, and the diff between the two.
+	apiDo(t, "POST", r.URL+"/api/v1/deployments", `{"id":"r1","service":"shop","env":"prod","version":"1.0","config":"workers: 2\n"}`)
+	apiDo(t, "POST", r.URL+"/api/v1/deployments", `{"id":"r2","service":"shop","env":"prod","version":"1.1","config":"workers: 4\n"}`)
+	apiDo(t, "POST", r.URL+"/api/v1/deployments/heartbeat", `{"service":"shop","env":"prod","host":"web-9","version":"1.0"}`)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/deploys"),
+		poll(`document.querySelector('#services').textContent.includes('1.1') && document.querySelector('#drift').textContent.includes('web-9')`, 10*time.Second),
+		chromedp.Click(chromedp.Search(`//div[@id="deploys"]//button[text()="diff"]`)),
+		poll(`!document.querySelector('#diffcard').hidden && [...document.querySelectorAll('#diff .del')].some(e => e.textContent === '-workers: 2\n') && [...document.querySelectorAll('#diff .add')].some(e => e.textContent === '+workers: 4\n')`, 5*time.Second),
+	); err != nil {
+		t.Fatal("deploys: ", err)
+	}
+	noError("deploys")
+	shot("deploys.png")
+
 	// Access: create a token; the secret is shown once and works.
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(r.URL+"/ui/access"),

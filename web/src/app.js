@@ -138,7 +138,7 @@ function table(cols, rows, opts = {}) {
 }
 
 // chart draws series as an SVG line or bar chart.
-// series: [{name, points: [[x (ms or Date), y]], dashed}]; opts: {kind, fmt, height}.
+// series: [{name, points: [[x (ms or Date), y]], dashed}]; opts: {kind, fmt, height, marks: [{at (ms), label}]}.
 function chart(el, series, opts = {}) {
   const W = Math.max(320, el.clientWidth || 640), H = opts.height || 220, L = 52, R = 12, T = 12, B = 28;
   const pts = series.flatMap(s => s.points);
@@ -187,8 +187,27 @@ function chart(el, series, opts = {}) {
       }
     }
   });
+  // Marks (deployments): a dashed vertical line each, named on hover.
+  const marks = (opts.marks || []).filter(m => m.at >= x0 && m.at <= x1);
+  for (const m of marks) {
+    svg.append(h('g', {class: 'mark', 'data-mark': m.label},
+      h('line', {x1: X(m.at), x2: X(m.at), y1: T, y2: H - B}),
+      h('path', {d: `M${X(m.at) - 5} ${T}L${X(m.at) + 5} ${T}L${X(m.at)} ${T + 7}Z`}),
+      h('title', {text: `${m.label} (${new Date(m.at).toLocaleString()})`})));
+  }
   const legend = series.length > 1 ? h('ul', {class: 'legend'}, series.map((s, i) => h('li', {class: 's' + (i % 6)}, h('span', {class: 'swatch'}), s.name))) : null;
   el.replaceChildren(svg, legend || '');
+}
+// deployMarks are the deployments recorded in [from, to) (ms) as chart
+// marks; none when the deploy module is off or the user may not read it.
+async function deployMarks(from, to) {
+  if (!can('deploy:read')) return []; // a shared dashboard has no account to ask with
+  try {
+    const r = await api('/api/v1/deployments?' + new URLSearchParams({from: new Date(from).toISOString().replace(/\.\d+Z$/, 'Z'), to: new Date(to).toISOString().replace(/\.\d+Z$/, 'Z'), limit: 200}));
+    return (r.deployments || []).map(d => ({at: Date.parse(d.at), label: `${d.service}/${d.env} ${d.version} ${d.status.replace('_', ' ')}`}));
+  } catch (e) {
+    return [];
+  }
 }
 function niceStep(x) {
   if (!(x > 0)) return 1;
@@ -342,7 +361,7 @@ function dashboard() {
     // The period before, bucket for bucket, dashed under the current one.
     const prev = ts.comparison && ts.comparison.results;
     if (prev) series.push({name: 'previous period', dashed: true, points: ts.results.map((r, i) => [Date.parse(r.date), prev[i] ? prev[i][m[0]] ?? 0 : 0])});
-    chart($('#chart'), series, {kind: st.kind, fmt: m[2], label: m[1] + ' by ' + ts.interval});
+    chart($('#chart'), series, {kind: st.kind, fmt: m[2], label: m[1] + ' by ' + ts.interval, marks: ts.marks});
   };
 
   // Breakdown panels: one tab per dimension.
@@ -389,6 +408,8 @@ function dashboard() {
   const loadTS = async () => {
     ts = await api(A + 'timeseries?' + q({compare: st.compare ? 'previous_period' : ''}));
     $('#tscsv').href = A + 'timeseries?' + q({format: 'csv'});
+    const xs = ts.results.map(r => Date.parse(r.date));
+    ts.marks = xs.length ? await deployMarks(xs[0], xs[xs.length - 1] + (xs.length > 1 ? xs[1] - xs[0] : 3600e3)) : [];
     drawChart();
   };
   const loadGoals = async () => {
@@ -688,7 +709,8 @@ function series() {
     u.searchParams.set('q', expr);
     history.replaceState(null, '', u);
     const ss = await queryRange(expr, +$('#srange').value);
-    chart($('#schart'), ss.slice(0, 12), {label: expr, height: 280, ...queryRange.span});
+    const marks = await deployMarks(queryRange.span.from, queryRange.span.to);
+    chart($('#schart'), ss.slice(0, 12), {label: expr, height: 280, ...queryRange.span, marks});
     const rows = ss.map(s => ({series: s.name, last: s.points.length ? s.points[s.points.length - 1][1] : null, points: s.points.length}));
     $('#stable').replaceChildren(table([{key: 'series', label: 'Series'}, {key: 'last', label: 'Last value', num: true, fmt: num}, {key: 'points', label: 'Points', num: true}],
       rows, {name: 'series', empty: 'No series matched.'}));
@@ -747,6 +769,48 @@ function policy() {
     $('#policy').replaceChildren(table(cols, r.entries || [], {name: 'policy', empty: 'Nothing is blocked or locked.'}));
   });
   load();
+}
+
+// ---------------------------------------------------------------- deploys
+
+function deploys() {
+  const secs = s => s == null ? '–' : dur(s);
+  const load = guard(async () => {
+    const since = $('#drange').value;
+    const [d, sv, dr, ls] = await Promise.all([api('/api/v1/deployments/dora?since=' + since), api('/api/v1/deployments/services'),
+      api('/api/v1/deployments/drift'), api('/api/v1/deployments?limit=100')]);
+    const cards = [['Deployments per day', num(d.deployment_frequency_per_day), 'frequency'], ['Lead time (median)', secs(d.lead_time_seconds), 'lead'],
+      ['Change failure rate', d.change_failure_rate == null ? '–' : num(d.change_failure_rate) + ' %', 'cfr'], ['Time to restore (median)', secs(d.time_to_restore_seconds), 'restore']];
+    $('#dora').replaceChildren(...cards.map(([k, v, m]) => h('div', {class: 'stat', 'data-metric': m}, h('span', {class: 'label', text: k}), h('span', {class: 'value', text: v}))));
+    const ver = x => x ? x.version : '';
+    $('#services').replaceChildren(table([{key: 'service', label: 'Service'}, {key: 'env', label: 'Environment'},
+      {key: 'current', label: 'Running', value: r => ver(r.current)}, {key: 'desired', label: 'Rolling out', value: r => r.desired && r.current && r.desired.id !== r.current.id ? ver(r.desired) : ''},
+      {key: 'hosts', label: 'Hosts', num: true, value: r => r.hosts.length}, {key: 'drifted', label: 'Drifting', num: true},
+      {key: 'at', label: 'Since', value: r => r.current ? r.current.updated : '', fmt: when}], sv.services || [], {name: 'services', empty: 'No deployments recorded yet (ops deploy record).'}));
+    const rows = (dr.drift || []).flatMap(s => s.hosts.map(x => ({service: s.service, env: s.env, want: ver(s.desired), ...x})));
+    $('#drift').replaceChildren(table([{key: 'service', label: 'Service'}, {key: 'env', label: 'Environment'}, {key: 'host', label: 'Host'},
+      {key: 'want', label: 'Should run'}, {key: 'version', label: 'Runs'}, {key: 'drift', label: 'Drift', fmt: v => v.join(', ')},
+      {key: 'last_seen', label: 'Last seen', fmt: v => when(v) || 'never'}], rows, {name: 'drift', empty: 'Every host runs what it should.'}));
+    // Each deployment's config against the one before it of the same service and environment.
+    const list = ls.deployments || [];
+    const prev = d => list.find(x => x.service === d.service && x.env === d.env && Date.parse(x.at) < Date.parse(d.at) && x.config_hash);
+    $('#deploys').replaceChildren(table([{key: 'at', label: 'When', fmt: when}, {key: 'service', label: 'Service'}, {key: 'env', label: 'Environment'},
+      {key: 'version', label: 'Version'}, {key: 'status', label: 'Status', fmt: v => v.replace('_', ' ')}, {key: 'who', label: 'Who'}, {key: 'commit', label: 'Commit'},
+      {key: 'diff', label: 'Config', value: () => '', link: d => {
+        const p = d.config_hash && prev(d);
+        if (!p) return d.config_hash ? h('span', {class: 'muted', text: d.config_hash.slice(0, 12)}) : '';
+        const ref = x => `${x.service}/${x.env}/${x.id}`;
+        return h('button', {type: 'button', class: 'linkish', text: p.config_hash === d.config_hash ? 'same as before' : 'diff', onclick: guard(async () => {
+          const r = await api('/api/v1/deployments/diff?' + new URLSearchParams({from: ref(p), to: ref(d), format: 'json'}));
+          $('#difftitle').textContent = `Config: ${p.version} → ${d.version}`;
+          $('#diff').replaceChildren(...(r.diff || 'No change.\n').split('\n').map(l => h('span', {class: l.startsWith('+') ? 'add' : l.startsWith('-') ? 'del' : null, text: l + '\n'})));
+          $('#diffcard').hidden = false;
+        })});
+      }}], list, {name: 'deployments', empty: 'No deployments recorded yet.'}));
+  });
+  $('#drange').addEventListener('change', load);
+  load();
+  setInterval(() => { if (!document.hidden) load(); }, 30000);
 }
 
 // ---------------------------------------------------------------- access
@@ -827,6 +891,6 @@ function status() {
   })();
 }
 
-const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, access, status};
+const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, deploys, access, status};
 initTheme();
 (PAGES[body.dataset.page] || (() => {}))();
