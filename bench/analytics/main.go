@@ -46,6 +46,7 @@ var (
 	runs     = flag.Int("runs", 20, "times each query runs on each side")
 	duckDir  = flag.String("duck", "bench/analytics/duck", "the DuckDB side (npm ci runs there when node_modules is missing)")
 	latency  = flag.Int("latency", 20, "new events timed from publish to the realtime panel")
+	cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of Ops while it answers the panels to this file (go tool pprof bin/ops FILE)")
 	senders  = flag.Int("senders", 8, "concurrent batch senders (events of one visit may then arrive out of order, as they do from real clients)")
 )
 
@@ -93,6 +94,17 @@ func main() {
 	}
 	ops := map[string]timing{}
 	var names []string
+	if *cpuProf != "" {
+		// Ops's own profiler (system:write; the bench holds the admin
+		// token) over about the time the panels take.
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			b := get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.URL, 10+*runs), p.Token)
+			must(os.WriteFile(*cpuProf, b, 0o644))
+		}()
+	}
 	for _, f := range []string{"", filter} {
 		for _, pn := range panels {
 			name, q := pn.name, pn.path

@@ -66,6 +66,9 @@ type Module struct {
 	cacheMu sync.Mutex
 	cache   *cacheStore // opened by the first route with cache: true
 
+	// paths are the most requested paths (toppaths.go).
+	paths topPaths
+
 	mu      sync.Mutex
 	addrs   []net.Addr
 	stopOld context.CancelFunc // ends the current table's health checks
@@ -138,6 +141,7 @@ func New(cfg config.Proxy, deps Deps) (*Module, error) {
 			deps.Handle("POST /api/v1/proxy/reload", "system:write", http.HandlerFunc(m.reloadHandler))
 		}
 		deps.Handle("POST /api/v1/proxy/purge", "cache:write", http.HandlerFunc(m.purgeHandler))
+		deps.Handle("GET /api/v1/proxy/paths", "series:read", http.HandlerFunc(m.pathsHandler))
 	}
 	return m, nil
 }

@@ -500,6 +500,7 @@ func (m *Module) record(tb *table, rt *route, q *reqInfo, code int, in, out int6
 	if p.cache != "" {
 		m.metrics.cache.WithLabelValues(name, p.cache).Inc()
 	}
+	m.paths.add(start, name, q.path, code, out, d)
 	if !tb.cfg.Tracking.Enabled {
 		return
 	}

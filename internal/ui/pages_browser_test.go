@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,9 +31,18 @@ func apiDo(t *testing.T, method, u, body string) {
 // series page charts a PromQL query, the policy page clears a block (with
 // the CSRF token the page carries), the access page creates a token.
 func TestEveryPageInChromium(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/oops" {
+			w.WriteHeader(502)
+		}
+		fmt.Fprint(w, "upstream")
+	}))
+	t.Cleanup(up.Close)
 	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
 		c.Collector.WriteKeys = config.Strings{writeKey}
 		c.TSDB.ScrapeInterval = config.Duration(time.Second)
+		c.Proxy.Listen = "127.0.0.1:0"
+		c.Proxy.Routes = []config.Route{{Name: "site", Upstreams: config.Strings{up.URL}}}
 	})
 	addUser(t, r.URL, "ada", "admin-password", "admin")
 	apiDo(t, "PUT", r.URL+"/api/v1/processors/clean", `{"from":["ev.shop.order"],"map":"root = this.data","to":"ev.shop.clean"}`)
@@ -170,6 +180,36 @@ func TestEveryPageInChromium(t *testing.T) {
 	}
 	noError("series")
 	shot("series.png")
+
+	// Proxy: traffic through the proxy shows in the charts and the top
+	// paths, canonical ("/shop/../checkout" is "/checkout").
+	var proxyURL string
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if p := r.App.Proxy(); p != nil && len(p.Addrs()) > 0 {
+			proxyURL = "http://" + p.Addrs()[0].String()
+			return nil
+		}
+		return fmt.Errorf("proxy not listening")
+	})
+	for path, n := range map[string]int{"/shop/../checkout": 4, "/oops": 2, "/": 1} {
+		for range n {
+			resp, err := http.Get(proxyURL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(r.URL+"/ui/proxy"),
+		poll(`(r => r.length > 0 && r[0].querySelectorAll('td')[0].textContent === '/checkout' && r[0].querySelectorAll('td')[2].textContent === '4')([...document.querySelectorAll('#toppaths tbody tr')])`, 10*time.Second),
+		poll(`[...document.querySelectorAll('#toppaths tbody tr')].some(tr => tr.querySelectorAll('td')[0].textContent === '/oops' && tr.querySelectorAll('td')[4].textContent === '2')`, 5*time.Second),
+		poll(`document.querySelectorAll('#ppanels svg path.line').length > 0`, 20*time.Second),
+	); err != nil {
+		t.Fatal("proxy: ", err)
+	}
+	noError("proxy")
+	shot("proxy.png")
 
 	// Policy: clear the block (a DELETE with the page's CSRF token).
 	var pol struct{ Entries []struct{ Subject string } }

@@ -739,14 +739,24 @@ function proxy() {
     $('#ppanels').append(h('section', {class: 'card'}, h('div', {class: 'cardhead'}, h('h2', {text: title}), link), c, t));
     return {c, t};
   });
+  // Top paths: what the proxy answered most (this node, up to a day back).
+  const top = h('div', {});
+  $('#ppanels').append(h('section', {class: 'card wide', id: 'toppaths'}, h('div', {class: 'cardhead'}, h('h2', {text: 'Top paths'})), top));
+  const loadTop = async secs => {
+    const r = await api('/api/v1/proxy/paths?' + new URLSearchParams({since: Math.min(secs, 86400) + 's', limit: 20}));
+    top.replaceChildren(table([{key: 'path', label: 'Path'}, {key: 'route', label: 'Route'}, {key: 'requests', label: 'Requests', num: true, fmt: num},
+      {key: 'status_4xx', label: '4xx', num: true, fmt: num}, {key: 'status_5xx', label: '5xx', num: true, fmt: num},
+      {key: 'mean_ms', label: 'Mean ms', num: true, fmt: num}, {key: 'bytes_out', label: 'Bytes out', num: true, fmt: short}],
+      r.paths || [], {name: 'paths', bar: 'requests', empty: 'No requests in this range.'}));
+  };
   const load = guard(async () => {
     const secs = +$('#prange').value;
-    await Promise.all(panels.map(async ([title, expr, f], i) => {
+    await Promise.all([loadTop(secs), ...panels.map(async ([title, expr, f], i) => {
       const ss = await queryRange(expr, secs, 120);
       chart(els[i].c, ss.slice(0, 8), {label: title, fmt: f, height: 180, from: (Date.now() - secs * 1000), to: Date.now()});
       els[i].t.replaceChildren(table([{key: 'series', label: 'Series'}, {key: 'last', label: 'Now', num: true, fmt: f}],
         ss.map(s => ({series: s.name, last: s.points.length ? s.points[s.points.length - 1][1] : null})), {name: 'proxy', empty: 'No traffic in this range.'}));
-    }));
+    })]);
   });
   $('#prange').addEventListener('change', load);
   load();

@@ -1,0 +1,174 @@
+package proxy
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/reply"
+)
+
+// Top paths: the proxy keeps, per five-minute bucket for a day, the paths
+// it answered most often, with the space-saving algorithm (Metwally et al.,
+// 2005): a bucket holds at most topK paths; a new path when it is full
+// takes the place of the least counted one and inherits its count, so a
+// path's count can be over by at most that inherited count (its error),
+// and any path seen more often than 1/topK of a bucket's requests is in
+// it. Memory is bounded (topK x buckets entries) whatever scanners send.
+const (
+	topK       = 200
+	topBucket  = 5 * time.Minute
+	topBuckets = 288 // a day
+)
+
+type topEntry struct {
+	route, path            string
+	count, err             uint64 // err: the most count may be over
+	s4xx, s5xx, bytes, dur uint64 // dur in microseconds
+}
+
+type topKey struct{ route, path string }
+
+type topBucketT struct {
+	start   int64 // unix seconds of the bucket, 0 when unused
+	entries map[topKey]*topEntry
+}
+
+type topPaths struct {
+	mu      sync.Mutex
+	buckets [topBuckets]topBucketT
+}
+
+// add counts one answered request.
+func (t *topPaths) add(now time.Time, route, path string, code int, bytes int64, d time.Duration) {
+	start := now.Truncate(topBucket).Unix()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := &t.buckets[(start/int64(topBucket/time.Second))%topBuckets]
+	if b.start != start {
+		b.start = start
+		if b.entries == nil {
+			b.entries = make(map[topKey]*topEntry, topK)
+		} else {
+			clear(b.entries)
+		}
+	}
+	// A struct key: no string is made per request.
+	e := b.entries[topKey{route, path}]
+	if e == nil {
+		if len(b.entries) < topK {
+			e = &topEntry{route: strings.Clone(route), path: strings.Clone(path)}
+		} else {
+			var minK topKey
+			for key, x := range b.entries {
+				if e == nil || x.count < e.count {
+					e, minK = x, key
+				}
+			}
+			delete(b.entries, minK)
+			// The newcomer inherits the evicted count as its possible error.
+			*e = topEntry{route: strings.Clone(route), path: strings.Clone(path), count: e.count, err: e.count}
+		}
+		b.entries[topKey{e.route, e.path}] = e
+	}
+	e.count++
+	switch {
+	case code >= 500:
+		e.s5xx++
+	case code >= 400:
+		e.s4xx++
+	}
+	if bytes > 0 {
+		e.bytes += uint64(bytes)
+	}
+	e.dur += uint64(d.Microseconds())
+}
+
+// PathStat is one path's traffic over a range.
+type PathStat struct {
+	Route    string  `json:"route"`
+	Path     string  `json:"path"`
+	Requests uint64  `json:"requests"`
+	MaxError uint64  `json:"max_error"` // requests may be over by up to this
+	Status4  uint64  `json:"status_4xx"`
+	Status5  uint64  `json:"status_5xx"`
+	Bytes    uint64  `json:"bytes_out"`
+	MeanMS   float64 `json:"mean_ms"`
+}
+
+// top sums the buckets that start in [from, to) and returns the most
+// requested paths, at most limit.
+func (t *topPaths) top(from, to time.Time, limit int) []PathStat {
+	sum := map[topKey]*PathStat{}
+	durs := map[topKey]uint64{}
+	t.mu.Lock()
+	for i := range t.buckets {
+		b := &t.buckets[i]
+		if b.start == 0 || b.start < from.Truncate(topBucket).Unix() || b.start >= to.Unix() {
+			continue
+		}
+		for k, e := range b.entries {
+			s := sum[k]
+			if s == nil {
+				s = &PathStat{Route: e.route, Path: e.path}
+				sum[k] = s
+			}
+			s.Requests += e.count
+			s.MaxError += e.err
+			s.Status4 += e.s4xx
+			s.Status5 += e.s5xx
+			s.Bytes += e.bytes
+			durs[k] += e.dur
+		}
+	}
+	t.mu.Unlock()
+	out := make([]PathStat, 0, len(sum))
+	for k, s := range sum {
+		if s.Requests > s.MaxError { // what was only inherited is not this path's
+			s.MeanMS = float64(durs[k]) / 1000 / float64(s.Requests-s.MaxError)
+		}
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b PathStat) int {
+		if a.Requests != b.Requests {
+			if a.Requests > b.Requests {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Route+a.Path, b.Route+b.Path)
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// pathsHandler answers GET /api/v1/proxy/paths?since=1h&limit=20.
+func (m *Module) pathsHandler(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	since := time.Hour
+	if s := q.Get("since"); s != "" {
+		d, err := config.ParseDuration(s)
+		if err != nil || d <= 0 || d > 24*time.Hour {
+			reply.Error(w, http.StatusBadRequest, "since", "since: want a duration up to 24h, such as 15m or 6h")
+			return
+		}
+		since = d
+	}
+	limit := 20
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > topK {
+			reply.Error(w, http.StatusBadRequest, "limit", "limit: want 1 to "+strconv.Itoa(topK))
+			return
+		}
+		limit = n
+	}
+	now := time.Now()
+	reply.JSON(w, http.StatusOK, map[string]any{"since": since.String(), "bucket": topBucket.String(), "paths": m.paths.top(now.Add(-since), now.Add(time.Second), limit)})
+}
