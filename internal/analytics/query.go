@@ -233,12 +233,34 @@ func (s *Store) addVisit(a *acc, sid uint32) {
 	}
 }
 
+// rollupDays returns the days of q's range when the day rollups can
+// answer it: no filter, and a range of whole UTC days.
+func (s *Store) rollupDays(q Query) ([]*day, bool) {
+	if len(q.Filters) != 0 || q.From%86_400_000 != 0 || q.To%86_400_000 != 0 {
+		return nil, false
+	}
+	return s.daysIn(q.From, q.To), true
+}
+
 // Aggregate returns the totals of q.
 func (s *Store) Aggregate(q Query) Totals {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	x := s.bind(q)
 	a := &acc{}
+	if days, ok := s.rollupDays(q); ok {
+		// Events counted per day, visitors the union of the days' sets:
+		// no scan of the events.
+		u := newBitset(len(s.vids))
+		for _, d := range days {
+			a.pageviews += d.pageviews
+			a.events += d.events
+			u.or(d.vis)
+		}
+		a.visitorN = u.count()
+		x.visits(func(sid uint32) { s.addVisit(a, sid) })
+		return a.totals()
+	}
 	pv := s.pageviewID()
 	x.scan(func(d *day, i int, _ uint32) {
 		if d.name[i] == pv {
@@ -339,6 +361,50 @@ func (s *Store) Timeseries(q Query, iv Interval) []Point {
 	for i := range accs {
 		accs[i] = &acc{}
 	}
+	if days, ok := s.rollupDays(q); ok && iv != Hour {
+		// Buckets of whole days from the day rollups: a bucket's visitors
+		// are the union of its days' (days come in order, so one set is
+		// filled per bucket), with no scan of the events.
+		u := newBitset(len(s.vids))
+		cur := -1
+		flush := func() {
+			if cur >= 0 {
+				accs[cur].visitorN = u.count()
+				clear(u)
+			}
+		}
+		for _, d := range days {
+			b, ok := idx(d.start * 1000)
+			if !ok {
+				continue
+			}
+			if b != cur {
+				flush()
+				cur = b
+			}
+			accs[b].pageviews += d.pageviews
+			accs[b].events += d.events
+			u.or(d.vis)
+		}
+		flush()
+	} else {
+		s.timeseriesScan(x, q, iv, idx, accs)
+	}
+	x.visits(func(sid uint32) {
+		if b, ok := idx(s.sStart[sid]); ok {
+			s.addVisit(accs[b], sid)
+		}
+	})
+	out := make([]Point, len(starts))
+	for i, a := range accs {
+		out[i] = Point{Start: time.UnixMilli(starts[i]).UTC(), Totals: a.totals()}
+	}
+	return out
+}
+
+// timeseriesScan fills the buckets' event counts and visitors from a scan
+// of the events.
+func (s *Store) timeseriesScan(x *sel, q Query, iv Interval, idx func(int64) (int, bool), accs []*acc) {
 	// Distinct visitors per bucket: days are scanned in order, so a bucket
 	// of a day or longer is done when the scan leaves it and one stamp per
 	// visitor does; hours are bits of their day's stamp.
@@ -374,16 +440,6 @@ func (s *Store) Timeseries(q Query, iv Interval) []Point {
 			accs[b].visitorN++
 		}
 	})
-	x.visits(func(sid uint32) {
-		if b, ok := idx(s.sStart[sid]); ok {
-			s.addVisit(accs[b], sid)
-		}
-	})
-	out := make([]Point, len(starts))
-	for i, a := range accs {
-		out[i] = Point{Start: time.UnixMilli(starts[i]).UTC(), Totals: a.totals()}
-	}
-	return out
 }
 
 // Row is one value of a breakdown.

@@ -86,6 +86,23 @@ func newBitset(n int) bitset { return make(bitset, (n+63)/64) }
 func (b bitset) set(i uint32)      { b[i>>6] |= 1 << (i & 63) }
 func (b bitset) has(i uint32) bool { return b[i>>6]&(1<<(i&63)) != 0 }
 
+// or sets in b every bit of o; o's words past b's end must be zero (a
+// day's set grows ahead of the visitors it holds).
+func (b bitset) or(o bitset) {
+	for i, w := range o[:min(len(o), len(b))] {
+		b[i] |= w
+	}
+}
+
+// count is how many bits are set.
+func (b bitset) count() int {
+	n := 0
+	for _, w := range b {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
 // marks counts distinct visitors per group for up to 64 groups in one
 // pass: a word per visitor, a bit per group. At a million visitors it is
 // 8 MB that the scan touches once per event, where a hash set of

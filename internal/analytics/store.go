@@ -78,6 +78,13 @@ type day struct {
 	propEnd  []uint32 // props of event i: props[propEnd[i-1]:propEnd[i]]
 	props    []uint32 // pairs: key id, value id
 	sessions []uint32 // visits that started this day
+	// Rollups of the whole day, for reports without filters: the visitors
+	// with an event this day (a bit per dense visitor id), how many, and
+	// the day's page views and other events. Visitors over several days
+	// are the union of their bitsets, so totals stay exact.
+	vis               bitset
+	visN              int
+	pageviews, events int
 }
 
 // Store is the analytics state. Writes (Add) and reads (reports) are
@@ -142,6 +149,19 @@ func (s *Store) add(h *hit) {
 	}
 	d.at = append(d.at, ms)
 	d.session = append(d.session, sid)
+	vid := s.sVisitor[sid]
+	if w := int(vid >> 6); w >= len(d.vis) {
+		d.vis = append(d.vis, make(bitset, max(w+1-len(d.vis), len(d.vis)/2))...)
+	}
+	if !d.vis.has(vid) {
+		d.vis.set(vid)
+		d.visN++
+	}
+	if h.name == pageview {
+		d.pageviews++
+	} else {
+		d.events++
+	}
 	d.name = append(d.name, s.dicts[DimEvent].id(h.name))
 	d.page = append(d.page, s.dicts[DimPage].id(h.page))
 	for _, p := range h.props {

@@ -354,6 +354,9 @@ func TestBucketsAndManyGroups(t *testing.T) {
 	}{
 		{Hour, from.Add(30 * time.Hour), func(t time.Time) time.Time { return t.Add(time.Hour) }},
 		{Week, from.AddDate(0, 0, 14), func(t time.Time) time.Time { return t.AddDate(0, 0, 7) }},
+		// Whole days without filters: answered from the day rollups.
+		{Day, from.AddDate(0, 0, 25), func(t time.Time) time.Time { return t.AddDate(0, 0, 1) }},
+		{Month, from.AddDate(0, 2, 0), func(t time.Time) time.Time { return t.AddDate(0, 1, 0) }},
 	} {
 		q := Query{From: from.UnixMilli(), To: c.to.UnixMilli()}
 		start := time.UnixMilli(c.iv.bucket(q.From)).UTC()
@@ -369,6 +372,16 @@ func TestBucketsAndManyGroups(t *testing.T) {
 				t.Errorf("%s %d (%s): %+v, want %+v", c.iv, i, lo, p.Totals, want)
 			}
 			start = c.step(start)
+		}
+	}
+	// Totals over whole days (rollups) and over the same days less a
+	// millisecond (a scan) against brute force.
+	for _, days := range []int{1, 7, 30} {
+		for _, cut := range []int64{0, 1} {
+			q := Query{From: from.UnixMilli(), To: from.AddDate(0, 0, days).UnixMilli() - cut}
+			if got, want := s.Aggregate(q), reference(hs, q); got != want {
+				t.Errorf("aggregate over %d days less %d ms: %+v, want %+v", days, cut, got, want)
+			}
 		}
 	}
 	q := Query{From: from.UnixMilli(), To: from.AddDate(0, 0, 14).UnixMilli()}
