@@ -136,6 +136,9 @@ func checkConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := app.CheckRuleFiles(cfg); err != nil {
+				return err
+			}
 			src := cf.file
 			if src == "" {
 				src = "defaults (no file)"

@@ -341,7 +341,7 @@ func testOpsEndpoints(t *testing.T, url string) {
 		Status  string `json:"status"`
 		Modules []struct{ Name, State string }
 	}
-	if code := getJSON(t, url+"/readyz", &ready); code != 200 || ready.Status != "ready" || len(ready.Modules) != 12 || ready.Modules[0].Name != "bus" || ready.Modules[1].State != "running" {
+	if code := getJSON(t, url+"/readyz", &ready); code != 200 || ready.Status != "ready" || len(ready.Modules) != 13 || ready.Modules[0].Name != "bus" || ready.Modules[1].State != "running" {
 		t.Fatalf("readyz %d %+v", code, ready)
 	}
 	var st api.Status

@@ -68,8 +68,9 @@ type App struct {
 	graph   *graph.Graph
 	started time.Time
 
-	bus       *bus.Module
-	identity  *identity.Module
+	bus      *bus.Module
+	identity *identity.Module
+	tsdbHolder
 	proxy     *proxy.Module
 	collector *collector.Module
 
@@ -203,13 +204,14 @@ func (a *App) defs() []Def {
 				return deploy.New(a.cfg.Deploy, deploy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("deploy"), Registry: a.reg, Handle: a.api.Handle,
 					Actor: actor})
 			}},
-		a.tsdbDef(), // tsdb.go, or notsdb.go in a build with -tags notsdb
+		a.tsdbDef(),  // tsdb.go, or notsdb.go in a build with -tags notsdb
+		a.alertDef(), // the same
 		// ui is the web UI: pages and embedded assets, nothing running.
 		{Name: "ui", Deps: []string{"api", "identity"}, New: func() (Module, error) {
 			return ui.New(ui.Deps{Logger: a.logs.Logger("ui"), Handle: a.api.Handle, Allowed: a.identity.Allowed,
 				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running, Shared: a.shared}), nil
 		}},
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "analytics", "deploy", "ui"}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "ui"}},
 	}
 }
 
@@ -416,7 +418,7 @@ func (a *App) SetReloader(f func() (*config.Config, error)) {
 }
 
 // Reload re-reads the config and applies what can change while running:
-// the proxy's routes. Everything else needs a restart; a config that does
+// the proxy's routes and the alert rule files. Everything else needs a restart; a config that does
 // not validate changes nothing.
 func (a *App) Reload() error {
 	a.reloadMu.Lock()
@@ -428,12 +430,13 @@ func (a *App) Reload() error {
 	if err != nil {
 		return err
 	}
-	if a.proxy == nil {
-		a.log.Info("reload: nothing running that reloads")
-		return nil
-	}
-	if err := a.proxy.Reload(cfg.Proxy); err != nil {
+	if err := a.reloadAlerts(cfg.Alert); err != nil {
 		return err
+	}
+	if a.proxy != nil {
+		if err := a.proxy.Reload(cfg.Proxy); err != nil {
+			return err
+		}
 	}
 	a.log.Info("reloaded", "config_hash", cfg.Hash())
 	return nil

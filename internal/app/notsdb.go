@@ -2,7 +2,11 @@
 
 package app
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/opsgraph/ops/internal/config"
+)
 
 // tsdbDef in a build without the time series (go build -tags notsdb):
 // Prometheus's TSDB is not linked in, which keeps the binary and its idle
@@ -12,4 +16,24 @@ func (a *App) tsdbDef() Def {
 	return Def{Name: "tsdb", Enabled: func() bool { return false }, New: func() (Module, error) {
 		return nil, errors.New("this ops was built without the time series (-tags notsdb)")
 	}}
+}
+
+// alertDef: rules need the time series, so a notsdb build has none.
+func (a *App) alertDef() Def {
+	return Def{Name: "alert", Enabled: func() bool { return false }, New: func() (Module, error) {
+		return nil, errors.New("this ops was built without the time series (-tags notsdb): alert rules need them")
+	}}
+}
+
+// tsdbHolder is empty without the time series.
+type tsdbHolder struct{}
+
+func (*tsdbHolder) reloadAlerts(config.Alert) error { return nil }
+
+// CheckRuleFiles: a build without the time series cannot use rule files.
+func CheckRuleFiles(cfg *config.Config) error {
+	if len(cfg.Alert.RuleFiles) > 0 {
+		return errors.New("alert.rule_files: this ops was built without the time series (-tags notsdb)")
+	}
+	return nil
 }

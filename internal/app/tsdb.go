@@ -3,8 +3,11 @@
 package app
 
 import (
+	"errors"
 	"os"
 
+	"github.com/opsgraph/ops/internal/alert"
+	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/tsdb"
 )
 
@@ -13,7 +16,44 @@ import (
 func (a *App) tsdbDef() Def {
 	return Def{Name: "tsdb", Deps: []string{"bus", "api"}, New: func() (Module, error) {
 		host, _ := os.Hostname()
-		return tsdb.New(a.cfg.TSDB, tsdb.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("tsdb"), Registry: a.reg,
+		m, err := tsdb.New(a.cfg.TSDB, tsdb.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("tsdb"), Registry: a.reg,
 			DataDir: a.cfg.DataDir, Handle: a.api.Handle, Instance: host})
+		a.tsdb = m
+		return m, err
 	}}
+}
+
+// tsdbHolder keeps the tsdb module for the alert module (embedded in App).
+type tsdbHolder struct {
+	tsdb  *tsdb.Module
+	alert *alert.Module
+}
+
+// reloadAlerts re-reads the rule files when the alert module runs.
+func (h *tsdbHolder) reloadAlerts(cfg config.Alert) error {
+	if h.alert == nil {
+		return nil
+	}
+	return h.alert.Reload(cfg)
+}
+
+// CheckRuleFiles checks alert.rule_files as a start would.
+func CheckRuleFiles(cfg *config.Config) error { return alert.CheckRuleFiles(cfg.Alert) }
+
+// alertDef: rules over the time series, evaluated in the same process as
+// the TSDB (they read and write it directly).
+func (a *App) alertDef() Def {
+	return Def{Name: "alert", Deps: []string{"bus", "api", "tsdb"}, Enabled: func() bool { return a.cfg.Alert.Enabled },
+		New: func() (Module, error) {
+			if a.tsdb == nil {
+				return nil, errors.New("alert needs the tsdb module in the same process")
+			}
+			m, err := alert.New(a.cfg.Alert, alert.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("alert"), Registry: a.reg, Handle: a.api.Handle,
+				Storage: a.tsdb.DB(), Engine: a.tsdb.Engine(), ExternalURL: "http://" + a.cfg.HTTP.Listen})
+			if err != nil {
+				return nil, err
+			}
+			a.alert = m
+			return m, nil
+		}}
 }

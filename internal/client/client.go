@@ -192,6 +192,12 @@ func (c *Client) authorize(req *http.Request) {
 	}
 }
 
+// SendRaw sends body as is, of content type ct, and decodes the answer
+// into out.
+func (c *Client) SendRaw(ctx context.Context, method, path, ct string, body []byte, out any) error {
+	return c.do(ctx, method, path, ct, bytes.NewReader(body), out)
+}
+
 // Send makes a JSON request (body may be nil) and decodes the answer into out.
 func (c *Client) Send(ctx context.Context, method, path string, body, out any) error {
 	var r io.Reader

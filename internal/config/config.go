@@ -31,6 +31,7 @@ type Config struct {
 	Analytics Analytics `yaml:"analytics"`
 	SMTP      SMTP      `yaml:"smtp"`
 	Deploy    Deploy    `yaml:"deploy"`
+	Alert     Alert     `yaml:"alert"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -118,6 +119,13 @@ type Deploy struct {
 	MaxConfigBytes    ByteSize `yaml:"max_config_bytes" doc:"the largest config snapshot a deployment may carry"`
 }
 
+// Alert configures alerting and recording rules (docs/alerts.md).
+type Alert struct {
+	Enabled            bool     `yaml:"enabled" doc:"evaluate rules over the time series (needs tsdb) and record alert state changes as ev.alert.* events"`
+	EvaluationInterval Duration `yaml:"evaluation_interval" doc:"how often rule groups are evaluated unless a group sets its own interval"`
+	RuleFiles          Strings  `yaml:"rule_files" doc:"Prometheus rule files (globs), loaded unchanged, e.g. [/etc/ops/rules/*.yml]"`
+}
+
 // Report is a scheduled e-mail summary of the analytics.
 type Report struct {
 	Name  string   `yaml:"name" doc:"what the API calls it"`
@@ -180,6 +188,7 @@ func Default() Config {
 		TSDB:      defaultTSDB(),
 		Analytics: Analytics{Enabled: true, SessionTimeout: Duration(30 * time.Minute)},
 		SMTP:      SMTP{Port: 587, TLS: "starttls"},
+		Alert:     Alert{Enabled: true, EvaluationInterval: Duration(15 * time.Second)},
 		Deploy: Deploy{Enabled: true, HeartbeatInterval: Duration(30 * time.Second), SilentAfter: 3,
 			ForgetHostsAfter: Duration(7 * 24 * time.Hour), MaxConfigBytes: 1 << 20},
 	}
@@ -265,6 +274,9 @@ func (c *Config) Validate() Errors {
 		if len(k) < 8 {
 			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")
 		}
+	}
+	if c.Alert.EvaluationInterval < Duration(time.Second) || c.Alert.EvaluationInterval > Duration(time.Hour) {
+		add("alert.evaluation_interval", "want 1s to 1h, got %s", c.Alert.EvaluationInterval)
 	}
 	if d := c.Deploy; d.HeartbeatInterval < Duration(time.Second) || d.HeartbeatInterval > Duration(24*time.Hour) {
 		add("deploy.heartbeat_interval", "want 1s to 24h, got %s", d.HeartbeatInterval)

@@ -18,13 +18,13 @@ const (
 
 // readable are the areas a viewer reads. Users, tokens, write keys and
 // policy are left out on purpose: who may do what is for admins to see.
-var readable = []string{"events:read", "views:read", "graph:read", "aggregates:read", "campaigns:read", "system:read", "metrics:read", "series:read", "analytics:read", "deploy:read"}
+var readable = []string{"events:read", "views:read", "graph:read", "aggregates:read", "campaigns:read", "system:read", "metrics:read", "series:read", "analytics:read", "deploy:read", "alert:read"}
 
 // builtin roles: viewer reads data, editor also changes data and the graph,
 // admin may do everything, including managing who may do what.
 var builtin = map[string][]string{
 	"viewer": readable,
-	"editor": append(slices.Clone(readable), "events:write", "graph:write", "views:write", "aggregates:write", "campaigns:write", "series:write", "deploy:write"),
+	"editor": append(slices.Clone(readable), "events:write", "graph:write", "views:write", "aggregates:write", "campaigns:write", "series:write", "deploy:write", "alert:write"),
 	"admin":  {"*:*"},
 }
 

@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 
 	"github.com/opsgraph/ops/internal/event"
@@ -254,6 +255,20 @@ func (m *Module) scrapeSelf(ctx context.Context, now time.Time) error {
 		return err
 	}
 	ss := familySamples(mfs, now.UnixMilli(), "ops", m.deps.Instance)
+	// A series that was in the last scrape and is not in this one ends
+	// now, as Prometheus's scrape loop ends it: a stale marker, so queries
+	// and alert rules stop seeing it at once rather than after the
+	// lookback delta (an ops_deploy_info of a replaced version, say).
+	seen := make(map[uint64]labels.Labels, len(ss))
+	for _, s := range ss {
+		seen[s.l.Hash()] = s.l
+	}
+	for h, l := range m.selfLast {
+		if _, ok := seen[h]; !ok {
+			ss = append(ss, sample{l: l, t: now.UnixMilli(), v: math.Float64frombits(value.StaleNaN)})
+		}
+	}
+	m.selfLast = seen
 	for _, mf := range mfs {
 		m.meta.set(mf.GetName(), metaEntry{Type: strings.ToLower(mf.GetType().String()), Help: mf.GetHelp(), Unit: mf.GetUnit()})
 	}

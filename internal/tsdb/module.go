@@ -54,8 +54,11 @@ type Module struct {
 	meta   *metaStore
 
 	viewsMu sync.Mutex
-	views   map[viewSlot]lastSample // newest sample per view series and window
-	deltas  map[uint64]lastSample   // OTLP delta sums made cumulative
+	// selfLast are the series of the last self scrape (only the scrape
+	// loop uses it), to end the ones that went away.
+	selfLast map[uint64]labels.Labels
+	views    map[viewSlot]lastSample // newest sample per view series and window
+	deltas   map[uint64]lastSample   // OTLP delta sums made cumulative
 
 	remote *remoteWriters
 
@@ -182,6 +185,9 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 
 // DB is the open TSDB (for tests and the CLI's local tools).
 func (m *Module) DB() *promtsdb.DB { return m.db }
+
+// Engine is the PromQL engine the API queries with (rules use it too).
+func (m *Module) Engine() *promql.Engine { return m.engine }
 
 // sample is one value to store: a float, or a native histogram.
 type sample struct {

@@ -1,0 +1,64 @@
+package alert
+
+import (
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// FuzzParseRules: whatever a caller sends to PUT or check, the parser
+// answers a rule set or an error naming a field, and never panics.
+func FuzzParseRules(f *testing.F) {
+	for _, s := range []string{
+		"groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up == 0\n        for: 1m\n",
+		"groups:\n  - name: a\n    rules:\n      - record: a:b\n        expr: sum(x)\n",
+		"groups:\n  - name: a\n    rules:\n      - alert: X\n        expr: up ==\n",
+		"groups: [{name: a, rules: [{alert: X, expr: 'up', annotations: {s: '{{ $value'}}]}]",
+		"groups:\n  - name: a\n  - name: a\n",
+		"", "groups: 1", "\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	m := &Module{parser: parser.NewParser(parser.Options{}), log: slog.New(slog.DiscardHandler)}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rgs, err := m.parseRules(b)
+		if err != nil {
+			if f := ruleField(err); !strings.HasPrefix(f, "groups") {
+				t.Fatalf("field %q for %v", f, err)
+			}
+			return
+		}
+		for _, g := range rgs.Groups {
+			if g.Name == "" {
+				t.Fatalf("a group without a name passed: %q", b)
+			}
+		}
+	})
+}
+
+// TestDocRuleFiles: the rule files shown in docs/alerts.md pass
+// Prometheus's checks, so what a person pastes loads.
+func TestDocRuleFiles(t *testing.T) {
+	b, err := os.ReadFile("../../docs/alerts.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Module{parser: parser.NewParser(parser.Options{}), log: slog.New(slog.DiscardHandler)}
+	n := 0
+	for _, blk := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		if !strings.HasPrefix(blk[1], "# fragment: a Prometheus rule file") {
+			continue
+		}
+		n++
+		if _, err := m.parseRules([]byte(blk[1])); err != nil {
+			t.Errorf("rule file %d: %v\n%s", n, err, blk[1])
+		}
+	}
+	if n == 0 {
+		t.Fatal("no rule file in docs/alerts.md")
+	}
+}
