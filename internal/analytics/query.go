@@ -1,8 +1,10 @@
 package analytics
 
 import (
+	"cmp"
 	"math"
 	"math/bits"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -462,6 +464,11 @@ type Row struct {
 func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row, int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if prop == "" && (dim == DimPage || dim == DimEvent) {
+		if days, ok := s.rollupDays(q); ok {
+			return s.breakdownRolls(days, dim, limit, page)
+		}
+	}
 	x := s.bind(q)
 	pv := s.pageviewID()
 	var dict *dict
@@ -501,11 +508,12 @@ func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row
 	groups := make([]acc, dict.len())
 	hits := make([]int, dict.len())
 	var used []uint32
-	x.scan(func(d *day, i int, sid uint32) {
-		g, ok := key(d, i, sid)
-		if !ok {
-			return
-		}
+	// The (group, visitor) of every selected event, kept while there are
+	// not too many, so counting visitors does not scan the events again.
+	var pairs []uint64
+	visitLevel := prop == "" && !dim.eventLevel()
+	keep := !visitLevel
+	count := func(d *day, i int, g uint32) {
 		if hits[g] == 0 {
 			used = append(used, g)
 		}
@@ -515,8 +523,29 @@ func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row
 		} else {
 			groups[g].events++
 		}
-	})
-	visitLevel := prop == "" && !dim.eventLevel()
+	}
+	if visitLevel {
+		x.scan(func(d *day, i int, sid uint32) {
+			if g, ok := key(d, i, sid); ok {
+				count(d, i, g)
+			}
+		})
+	} else {
+		x.scan(func(d *day, i int, sid uint32) {
+			g, ok := key(d, i, sid)
+			if !ok {
+				return
+			}
+			if keep {
+				if len(pairs) < maxPairs {
+					pairs = append(pairs, uint64(g)<<32|uint64(s.sVisitor[sid]))
+				} else {
+					keep, pairs = false, nil
+				}
+			}
+			count(d, i, g)
+		})
+	}
 	if visitLevel {
 		attr := s.sAttr[dim]
 		x.visits(func(sid uint32) {
@@ -538,11 +567,57 @@ func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row
 				}
 			}
 		}
+	} else if keep {
+		s.countVisitors(func(_ []uint32, cand bitset, c *counter) {
+			for _, p := range pairs {
+				if g := uint32(p >> 32); cand.has(g) && c.add(g, uint32(p)) {
+					groups[g].visitorN++
+				}
+			}
+		}, groups, hits, used, page*limit)
 	} else {
-		s.countVisitors(x, key, groups, hits, used, page*limit)
+		s.countVisitors(func(_ []uint32, cand bitset, c *counter) {
+			x.rescan(func(d *day, i int, sid uint32) {
+				g, ok := key(d, i, sid)
+				if ok && cand.has(g) && c.add(g, s.sVisitor[sid]) {
+					groups[g].visitorN++
+				}
+			})
+		}, groups, hits, used, page*limit)
 	}
-	rows := make([]Row, 0, len(used))
-	for _, g := range used {
+	return rowsOf(dict, groups, used, visitLevel, limit, page)
+}
+
+// maxPairs bounds the memory a breakdown keeps per query for counting
+// visitors without a second scan (32 MiB).
+const maxPairs = 1 << 22
+
+// rowsOf makes the rows of the groups used, sorted by visitors, and
+// returns the page asked for and how many rows there are.
+func rowsOf(dict *dict, groups []acc, used []uint32, visitLevel bool, limit, page int) ([]Row, int) {
+	total := len(used)
+	lo := min((page-1)*limit, total)
+	hi := min(lo+limit, total)
+	// Only the groups that can be among the first hi rows become rows:
+	// those with at least the hi-th largest visitor count (ties included,
+	// as the order among them is by value).
+	keep := used
+	if hi < total {
+		vs := make([]int, total)
+		for i, g := range used {
+			vs[i] = groups[g].visitorN
+		}
+		slices.Sort(vs)
+		cut := vs[total-max(hi, 1)]
+		keep = make([]uint32, 0, 2*hi)
+		for _, g := range used {
+			if groups[g].visitorN >= cut {
+				keep = append(keep, g)
+			}
+		}
+	}
+	rows := make([]Row, 0, len(keep))
+	for _, g := range keep {
 		a := &groups[g]
 		if !visitLevel {
 			a.visits = 0 // per-event breakdowns have no visit metrics
@@ -555,19 +630,18 @@ func (s *Store) Breakdown(q Query, dim Dim, prop string, limit, page int) ([]Row
 		}
 		return strings.Compare(rows[i].Value, rows[j].Value) < 0
 	})
-	total := len(rows)
-	lo := min((page-1)*limit, total)
-	hi := min(lo+limit, total)
-	return rows[lo:hi], total
+	return rows[min(lo, len(rows)):min(hi, len(rows))], total
 }
 
 // countVisitors fills visitorN for the groups that can be among the first
 // need rows (see Breakdown), in rounds: count the groups with the most
 // events not yet counted, then every group whose events reach the need-th
-// visitor count found so far.
-func (s *Store) countVisitors(x *sel, key func(d *day, i int, sid uint32) (uint32, bool), groups []acc, hits []int, used []uint32, need int) {
+// visitor count found so far. pass adds every (group, visitor) of the
+// selected events whose group is a candidate (picked, and set in cand)
+// to c, and counts the new ones in groups.
+func (s *Store) countVisitors(pass func(picked []uint32, cand bitset, c *counter), groups []acc, hits []int, used []uint32, need int) {
 	order := append([]uint32(nil), used...)
-	sort.Slice(order, func(i, j int) bool { return hits[order[i]] > hits[order[j]] })
+	slices.SortFunc(order, func(a, b uint32) int { return cmp.Compare(hits[b], hits[a]) })
 	cand := newBitset(len(groups))
 	var counted []int // visitor counts of the groups done
 	threshold := -1   // the need-th largest visitor count so far
@@ -590,13 +664,7 @@ func (s *Store) countVisitors(x *sel, key func(d *day, i int, sid uint32) (uint3
 		if len(picked) == 0 {
 			return
 		}
-		c := s.newCounter(picked)
-		x.rescan(func(d *day, i int, sid uint32) {
-			g, ok := key(d, i, sid)
-			if ok && cand.has(g) && c.add(g, s.sVisitor[sid]) {
-				groups[g].visitorN++
-			}
-		})
+		pass(picked, cand, s.newCounter(picked))
 		for _, g := range picked {
 			counted = append(counted, groups[g].visitorN)
 		}

@@ -3,6 +3,7 @@ package analytics
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -85,6 +86,9 @@ type day struct {
 	vis               bitset
 	visN              int
 	pageviews, events int
+	// rolls are the day's events grouped by page and by event name
+	// (keyroll.go), made when a report needs them.
+	rolls [numRolls]atomic.Pointer[keyRoll]
 }
 
 // Store is the analytics state. Writes (Add) and reads (reports) are

@@ -69,6 +69,11 @@ func generateGaps(seed uint64, visitors, days, minGap int) []genHit {
 
 func load(hs []genHit) *Store {
 	s := NewStore(30 * time.Minute)
+	loadInto(s, hs)
+	return s
+}
+
+func loadInto(s *Store, hs []genHit) {
 	for _, g := range hs {
 		h := &hit{at: g.at, visitor: hashVisitor(g.visitor), name: g.name, page: g.page, props: g.props}
 		for d, v := range g.attrs {
@@ -78,7 +83,6 @@ func load(hs []genHit) *Store {
 		s.add(h)
 		s.mu.Unlock()
 	}
-	return s
 }
 
 // refVisit is a visit as the reference builds it: by splitting each
@@ -596,4 +600,46 @@ func TestPruneGoesByEventTime(t *testing.T) {
 	if len(s.open) == 0 {
 		t.Fatal("prune kept no visitor open")
 	}
+}
+
+// TestBreakdownRollsAgainstBruteForce: breakdowns by page and by event
+// over whole days (read from the days' rolls, the newest day scanned) and
+// over the same days less a millisecond (scanned) match brute force, and
+// still do after late events land in days whose rolls were made.
+func TestBreakdownRollsAgainstBruteForce(t *testing.T) {
+	hs := generate(17, 400, 12)
+	r := rand.New(rand.NewPCG(9, 9))
+	r.Shuffle(len(hs), func(i, j int) { hs[i], hs[j] = hs[j], hs[i] })
+	s := NewStore(30 * time.Minute)
+	from := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	check := func(hs []genHit) {
+		t.Helper()
+		for _, days := range []int{3, 12, 20} { // 20 takes in the newest day
+			for _, cut := range []int64{0, 1} {
+				q := Query{From: from.UnixMilli(), To: from.AddDate(0, 0, days).UnixMilli() - cut}
+				for _, d := range []Dim{DimPage, DimEvent} {
+					all, n := s.Breakdown(q, d, "", 1000, 1)
+					if n != len(all) || n == 0 {
+						t.Fatalf("%s over %d days: %d rows of %d", d, days, len(all), n)
+					}
+					for _, row := range all {
+						fq := q
+						fq.Filters = []Filter{{Dim: d, Op: OpIs, Values: []string{row.Value}}}
+						if want := reference(hs, fq); row.Visitors != want.Visitors || row.Pageviews != want.Pageviews || row.Events != want.Events {
+							t.Errorf("%s=%s over %d days less %d ms: %+v, want %+v", d, row.Value, days, cut, row.Totals, want)
+						}
+					}
+					// The first rows of a short page are the same rows.
+					if top, _ := s.Breakdown(q, d, "", 3, 1); fmt.Sprint(top) != fmt.Sprint(all[:min(3, n)]) {
+						t.Errorf("%s top 3 over %d days: %+v, want %+v", d, days, top, all[:3])
+					}
+				}
+			}
+		}
+	}
+	half := len(hs) / 2
+	loadInto(s, hs[:half])
+	check(hs[:half])
+	loadInto(s, hs[half:]) // late events into days already rolled
+	check(hs)
 }
