@@ -231,3 +231,48 @@ func TestSIGHUPReloadsRuleFiles(t *testing.T) {
 		t.Fatalf("after a refused reload:\n%s", out)
 	}
 }
+
+// TestSilencesSurviveKill: a silence acknowledged through the CLI is
+// there after kill -9, and expiring it is too.
+func TestSilencesSurviveKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a real process")
+	}
+	dir := t.TempDir()
+	am := filepath.Join(dir, "alertmanager.yml")
+	_ = os.WriteFile(am, []byte("route:\n  receiver: none\nreceivers:\n  - name: none\n"), 0o600)
+	cfgFile := filepath.Join(dir, "ops.yaml")
+	_ = os.WriteFile(cfgFile, []byte("alert:\n  alertmanager_config: "+am+"\n"), 0o600)
+	data := filepath.Join(dir, "data")
+	p := startOps(t, data, "--config", cfgFile)
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(opsBinary(t), append([]string{"--server", p.url}, args...)...)
+		cmd.Env = append(os.Environ(), "OPS_TOKEN="+p.token)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("alerts", "silence", "add", `alertname="Deploying",service="api"`, "--for", "2h", "--comment", "release 1.4")
+	if err != nil || !strings.HasPrefix(out, `silenced {alertname="Deploying",service="api"} until `) {
+		t.Fatalf("add: %v\n%s", err, out)
+	}
+	id := strings.TrimSuffix(strings.TrimSpace(out[strings.LastIndex(out, "(id ")+4:]), ")")
+	if out, err := run("alerts", "silence", "add", `alertname=~".*"`, "--for", "2h"); err == nil || !strings.Contains(out, "every alert") {
+		t.Fatalf("a silence of everything: %v\n%s", err, out)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	p = startOps(t, data, "--config", cfgFile)
+	out, err = run("alerts", "silence", "ls", "--state", "active")
+	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "release 1.4") {
+		t.Fatalf("after kill -9: %v\n%s", err, out)
+	}
+	if out, err := run("alerts", "silence", "expire", id); err != nil {
+		t.Fatalf("expire: %v\n%s", err, out)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	p = startOps(t, data, "--config", cfgFile)
+	if out, err := run("alerts", "silence", "ls", "--state", "active"); err != nil || strings.Contains(out, id) {
+		t.Fatalf("expired silence active after kill -9: %v\n%s", err, out)
+	}
+}

@@ -46,7 +46,7 @@ type cliRuleGroup struct {
 
 func alertsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "alerts", Short: "Active alerts and the rules that make them (Prometheus rule files)"}
-	cmd.AddCommand(alertsLsCmd(g), alertsRulesCmd(g), alertsCheckCmd(g), alertsPutCmd(g), alertsRmCmd(g))
+	cmd.AddCommand(alertsLsCmd(g), alertsRulesCmd(g), alertsCheckCmd(g), alertsPutCmd(g), alertsRmCmd(g), silenceCmd(g))
 	return cmd
 }
 
@@ -178,4 +178,68 @@ func alertsRmCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+type cliSilence struct {
+	ID        string    `json:"id"`
+	Matchers  string    `json:"matchers"`
+	StartsAt  time.Time `json:"starts_at"`
+	EndsAt    time.Time `json:"ends_at"`
+	CreatedBy string    `json:"created_by"`
+	Comment   string    `json:"comment"`
+	State     string    `json:"state"`
+}
+
+func silenceCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "silence", Short: "Silences: mute alerts that match, for a while (needs alert.alertmanager_config)"}
+	var dur, comment, state string
+	add := &cobra.Command{
+		Use:   "add <matchers>",
+		Short: "Silence the alerts that match, from now on",
+		Example: `  ops alerts silence add 'alertname="HighLatency",service="api"' --for 2h --comment "deploying"
+  ops alerts silence add 'severity=~"ticket|info"' --for 30m`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body := map[string]string{"matchers": args[0], "for": dur, "comment": comment}
+			var res struct{ Silence cliSilence }
+			if err := g.client().Send(cmd.Context(), "POST", "/api/v1/alerts/silences", body, &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "silenced %s until %s (id %s)\n", res.Silence.Matchers, res.Silence.EndsAt.Format(time.RFC3339), res.Silence.ID)
+			return nil
+		},
+	}
+	add.Flags().StringVar(&dur, "for", "1h", "how long")
+	add.Flags().StringVar(&comment, "comment", "", "why")
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "Silences, the longest-running first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var res struct{ Silences []cliSilence }
+			if err := g.client().Get(cmd.Context(), "/api/v1/alerts/silences?state="+url.QueryEscape(state), &res); err != nil {
+				return err
+			}
+			rows := [][]string{{"ID", "MATCHERS", "STATE", "ENDS", "BY", "COMMENT"}}
+			for _, s := range res.Silences {
+				rows = append(rows, []string{s.ID, s.Matchers, s.State, s.EndsAt.Format(time.RFC3339), s.CreatedBy, s.Comment})
+			}
+			return writeTable(cmd.OutOrStdout(), g.output, rows, res)
+		},
+	}
+	ls.Flags().StringVar(&state, "state", "", "only active, pending or expired ones")
+	expire := &cobra.Command{
+		Use:   "expire <id>",
+		Short: "End a silence now",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := g.client().Send(cmd.Context(), "DELETE", "/api/v1/alerts/silences/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "expired silence %s\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(add, ls, expire)
+	return cmd
 }

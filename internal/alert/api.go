@@ -22,6 +22,9 @@ func (m *Module) mount(h func(string, string, http.Handler)) {
 	h("PUT /api/v1/alerts/rules/{name}", "alert:write", http.HandlerFunc(m.putRules))
 	h("DELETE /api/v1/alerts/rules/{name}", "alert:write", http.HandlerFunc(m.deleteRules))
 	h("POST /api/v1/alerts/rules/check", "alert:read", http.HandlerFunc(m.checkRules))
+	h("GET /api/v1/alerts/silences", "alert:read", http.HandlerFunc(m.listSilences))
+	h("POST /api/v1/alerts/silences", "alert:write", http.HandlerFunc(m.createSilence))
+	h("DELETE /api/v1/alerts/silences/{id}", "alert:write", http.HandlerFunc(m.expireSilence))
 }
 
 // Active is an alert that is pending or firing now.

@@ -6,6 +6,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	amconfig "github.com/prometheus/alertmanager/config"
 
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -61,4 +64,39 @@ func TestDocRuleFiles(t *testing.T) {
 	if n == 0 {
 		t.Fatal("no rule file in docs/alerts.md")
 	}
+	am := 0
+	for _, blk := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+		if !strings.HasPrefix(blk[1], "# fragment: an alertmanager.yml") {
+			continue
+		}
+		am++
+		// Load checks the file without opening the files it names.
+		if _, err := amconfig.Load(blk[1]); err != nil {
+			t.Errorf("alertmanager.yml %d: %v\n%s", am, err, blk[1])
+		}
+	}
+	if am == 0 {
+		t.Fatal("no alertmanager.yml in docs/alerts.md")
+	}
+}
+
+// FuzzParseSilence: any silence a caller sends is made or refused with a
+// field named, and a made one never matches every alert.
+func FuzzParseSilence(f *testing.F) {
+	for _, s := range []string{`alertname="X"`, `alertname=~".*"`, `a!="",b=~"x|y"`, `{a="b"}`, `=x`, `a=`, ""} {
+		f.Add(s, "2h", "")
+	}
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, matchers, dur, comment string) {
+		sil, field, err := parseSilence(NewSilence{Matchers: matchers, For: dur, Comment: comment}, now)
+		if err != nil {
+			if field == "" || !strings.HasPrefix(err.Error(), field) {
+				t.Fatalf("error %q names field %q", err, field)
+			}
+			return
+		}
+		if !sil.EndsAt.AsTime().After(now) || len(sil.MatcherSets) != 1 || len(sil.MatcherSets[0].Matchers) == 0 {
+			t.Fatalf("silence %v", sil)
+		}
+	})
 }

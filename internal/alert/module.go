@@ -48,6 +48,8 @@ type Deps struct {
 	Engine   promql.QueryEngine
 	// ExternalURL is Ops's address, for generator URLs.
 	ExternalURL string
+	// DataDir holds the silences and the notification log (under alert/).
+	DataDir string
 }
 
 // RulesBucket keeps the rule groups created through the API.
@@ -72,6 +74,9 @@ type Module struct {
 	states map[string]map[uint64]*record
 	st     jetstream.KeyValue
 	runCtx context.Context // set once the rule manager runs
+	// router routes firing alerts to receivers (alert.alertmanager_config);
+	// nil without one.
+	router *router
 }
 
 // StatesBucket keeps the last recorded state of every pending or firing
@@ -109,6 +114,11 @@ func New(cfg config.Alert, deps Deps) (*Module, error) {
 		return nil, err
 	}
 	m.files = files
+	if cfg.AlertmanagerConfig != "" {
+		if err := checkAlertmanagerConfig(cfg.AlertmanagerConfig); err != nil {
+			return nil, err
+		}
+	}
 	if deps.Handle != nil {
 		m.mount(deps.Handle)
 	}
@@ -119,8 +129,13 @@ func New(cfg config.Alert, deps Deps) (*Module, error) {
 // reload would (ops check-config).
 func CheckRuleFiles(cfg config.Alert) error {
 	m := &Module{parser: parser.NewParser(parser.Options{}), log: slog.New(slog.DiscardHandler)}
-	_, err := m.checkFiles(cfg.RuleFiles)
-	return err
+	if _, err := m.checkFiles(cfg.RuleFiles); err != nil {
+		return err
+	}
+	if cfg.AlertmanagerConfig != "" {
+		return checkAlertmanagerConfig(cfg.AlertmanagerConfig)
+	}
+	return nil
 }
 
 func (m *Module) checkFiles(globs []string) ([]string, error) {
@@ -142,6 +157,14 @@ func (m *Module) Reload(cfg config.Alert) error {
 	files, err := m.checkFiles(cfg.RuleFiles)
 	if err != nil {
 		return err
+	}
+	m.mu.Lock()
+	rt := m.router
+	m.mu.Unlock()
+	if rt != nil {
+		if err := rt.reload(); err != nil {
+			return err
+		}
 	}
 	m.mu.Lock()
 	m.files = files
@@ -213,9 +236,21 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 	if ext == nil {
 		ext = &url.URL{}
 	}
+	notifyFn := func(context.Context, string, ...*rules.Alert) {}
+	if m.cfg.AlertmanagerConfig != "" {
+		rt, err := newRouter(m.cfg.AlertmanagerConfig, filepath.Join(m.deps.DataDir, "alert"), ext, m.log, m.deps.Registry)
+		if err != nil {
+			return err
+		}
+		defer rt.stop()
+		m.mu.Lock()
+		m.router = rt
+		m.mu.Unlock()
+		notifyFn = rt.notify
+	}
 	m.mgr = rules.NewManager(&rules.ManagerOptions{
 		ExternalURL: ext, QueryFunc: rules.EngineQueryFunc(m.deps.Engine, m.deps.Storage),
-		NotifyFunc: func(context.Context, string, ...*rules.Alert) {}, // routing comes with the notifiers
+		NotifyFunc: notifyFn,
 		Context:    ctx, AppendableV2: m.deps.Storage, Queryable: m.deps.Storage, Logger: m.log,
 		Registerer: m.deps.Registry, OutageTolerance: time.Hour, ForGracePeriod: 10 * time.Minute,
 		ResendDelay: time.Minute, GroupLoader: loader{m},

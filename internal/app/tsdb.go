@@ -49,7 +49,7 @@ func (a *App) alertDef() Def {
 				return nil, errors.New("alert needs the tsdb module in the same process")
 			}
 			m, err := alert.New(a.cfg.Alert, alert.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("alert"), Registry: a.reg, Handle: a.api.Handle,
-				Storage: a.tsdb.DB(), Engine: a.tsdb.Engine(), ExternalURL: "http://" + a.cfg.HTTP.Listen})
+				Storage: a.tsdb.DB(), Engine: a.tsdb.Engine(), ExternalURL: "http://" + a.cfg.HTTP.Listen, DataDir: a.cfg.DataDir})
 			if err != nil {
 				return nil, err
 			}

@@ -124,6 +124,7 @@ type Alert struct {
 	Enabled            bool     `yaml:"enabled" doc:"evaluate rules over the time series (needs tsdb) and record alert state changes as ev.alert.* events"`
 	EvaluationInterval Duration `yaml:"evaluation_interval" doc:"how often rule groups are evaluated unless a group sets its own interval"`
 	RuleFiles          Strings  `yaml:"rule_files" doc:"Prometheus rule files (globs), loaded unchanged, e.g. [/etc/ops/rules/*.yml]"`
+	AlertmanagerConfig string   `yaml:"alertmanager_config" doc:"an alertmanager.yml (unchanged): routes, grouping, inhibition and receivers (webhook, email, telegram, slack, ...) for firing alerts; empty: alerts are only events"`
 }
 
 // Report is a scheduled e-mail summary of the analytics.

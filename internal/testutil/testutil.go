@@ -4,6 +4,8 @@
 package testutil
 
 import (
+	"net"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -21,4 +23,16 @@ func CheckFor(t testing.TB, total, sleep time.Duration, fn func() error) {
 		time.Sleep(sleep)
 	}
 	t.Fatalf("not true after %v: %v", total, err)
+}
+
+// FreePort returns a loopback port that was free a moment ago, for a
+// server the test starts that cannot report the port it bound.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
