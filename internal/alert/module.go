@@ -238,7 +238,11 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 	}
 	notifyFn := func(context.Context, string, ...*rules.Alert) {}
 	if m.cfg.AlertmanagerConfig != "" {
-		rt, err := newRouter(m.cfg.AlertmanagerConfig, filepath.Join(m.deps.DataDir, "alert"), ext, m.log, m.deps.Registry)
+		publish := func(ctx context.Context, evs []event.Event) error {
+			_, err := m.deps.Bus.PublishDerived(ctx, evs)
+			return err
+		}
+		rt, err := newRouter(m.cfg.AlertmanagerConfig, filepath.Join(m.deps.DataDir, "alert"), ext, m.log, m.deps.Registry, publish)
 		if err != nil {
 			return err
 		}

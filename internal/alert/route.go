@@ -2,6 +2,7 @@ package alert
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/util/strutil"
+
+	"github.com/opsgraph/ops/internal/event"
 )
 
 // router is Alertmanager's notification side, run in-process from its
@@ -47,8 +50,10 @@ type router struct {
 	dm       *dispatch.DispatcherMetrics
 	rec      eventrecorder.Recorder
 	silFile  string
-	stopc    chan struct{}
-	wg       sync.WaitGroup
+	// publish stores events (the dead letter of notifications).
+	publish func(context.Context, []event.Event) error
+	stopc   chan struct{}
+	wg      sync.WaitGroup
 
 	mu         sync.Mutex // the dispatcher and inhibitor, swapped on reload
 	dispatcher *dispatch.Dispatcher
@@ -61,7 +66,7 @@ type router struct {
 // at once after every change made through Ops).
 const maintenance = time.Minute
 
-func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.Registerer) (*router, error) {
+func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.Registerer, publish func(context.Context, []event.Event) error) (*router, error) {
 	conf, err := amconfig.LoadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("alert.alertmanager_config: %w", err)
@@ -74,7 +79,7 @@ func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.
 		return nil, err
 	}
 	r := &router{log: log, file: file, ext: ext, rec: eventrecorder.NopRecorder(), silFile: filepath.Join(dir, "silences"),
-		stopc: make(chan struct{}), start: time.Now()}
+		stopc: make(chan struct{}), start: time.Now(), publish: publish}
 	r.nflog, err = nflog.New(nflog.Options{SnapshotFile: filepath.Join(dir, "nflog"), Retention: 120 * time.Hour, Logger: log.With("component", "nflog"), Metrics: reg})
 	if err != nil {
 		return nil, err
@@ -160,7 +165,7 @@ func (r *router) apply(conf *amconfig.Config) error {
 	}
 	inh := inhibit.NewInhibitor(r.alerts, conf.InhibitRules, r.log, r.rec)
 	wait := func() time.Duration { return 0 }
-	pipeline := r.pipeline.New(receivers, wait, inh, r.silencer, intervener, r.nflog, nil)
+	pipeline := undelivered{Stage: r.pipeline.New(receivers, wait, inh, r.silencer, intervener, r.nflog, nil), r: r}
 	timeout := func(d time.Duration) time.Duration { return max(d, notify.MinTimeout) }
 	d := dispatch.NewDispatcher(r.alerts, routes, pipeline, intervener, timeout, 30*time.Second, nil, r.log, r.rec, r.dm, tmpl)
 	go inh.Run()
@@ -250,3 +255,62 @@ func (r *router) saveSilences() error {
 }
 
 var errNoRouting = errors.New("no alert routing: set alert.alertmanager_config to an alertmanager.yml")
+
+// undelivered wraps the notification pipeline: a notification that a
+// receiver never took, after Alertmanager's retries for that flush, is
+// recorded as an event ev.alert.undelivered (the dead letter), so it is
+// seen, kept and can be acted on; Alertmanager tries again at the next
+// group_interval as it always does.
+type undelivered struct {
+	notify.Stage
+	r *router
+}
+
+// Undelivered is the data of an ev.alert.undelivered event.
+type Undelivered struct {
+	Receiver string            `json:"receiver"`
+	GroupKey string            `json:"group_key"`
+	Error    string            `json:"error"`
+	Alerts   []UndeliveredItem `json:"alerts"`
+}
+
+// UndeliveredItem is one alert of an undelivered notification.
+type UndeliveredItem struct {
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Status      string            `json:"status"`
+	StartsAt    time.Time         `json:"starts_at"`
+	Fingerprint string            `json:"fingerprint"`
+}
+
+func (u undelivered) Exec(ctx context.Context, l *slog.Logger, alerts ...*amalert.Alert) (context.Context, []*amalert.Alert, error) {
+	ctx2, out, err := u.Stage.Exec(ctx, l, alerts...)
+	if err == nil || errors.Is(err, context.Canceled) || u.r.publish == nil {
+		return ctx2, out, err
+	}
+	d := Undelivered{Error: err.Error()}
+	d.Receiver, _ = notify.ReceiverName(ctx)
+	d.GroupKey, _ = notify.GroupKey(ctx)
+	for _, a := range alerts {
+		it := UndeliveredItem{Labels: map[string]string{}, Status: string(a.Status()), StartsAt: a.StartsAt, Fingerprint: a.Fingerprint().String()}
+		for k, v := range a.Labels {
+			it.Labels[string(k)] = string(v)
+		}
+		if len(a.Annotations) > 0 {
+			it.Annotations = map[string]string{}
+			for k, v := range a.Annotations {
+				it.Annotations[string(k)] = string(v)
+			}
+		}
+		d.Alerts = append(d.Alerts, it)
+	}
+	b, _ := json.Marshal(d)
+	e := event.NewJSON("/ops/alert", "alert.undelivered", b)
+	e.Subject = d.Receiver
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if perr := u.r.publish(pctx, []event.Event{e}); perr != nil {
+		u.r.log.Warn("undelivered notification not recorded", "receiver", d.Receiver, "err", perr)
+	}
+	return ctx2, out, err
+}

@@ -422,3 +422,48 @@ receivers:
 		t.Fatalf("mail headers %v", mail.Header)
 	}
 }
+
+// TestUndelivered: a receiver that stays down gets Alertmanager's
+// retries, then the notification is recorded as ev.alert.undelivered.
+func TestUndelivered(t *testing.T) {
+	hook := newHook(t)
+	hook.fail = 1 << 30
+	dir := t.TempDir()
+	amFile := filepath.Join(dir, "alertmanager.yml")
+	_ = os.WriteFile(amFile, fmt.Appendf(nil, routing, hook.URL), 0o600)
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) { c.Alert.AlertmanagerConfig = amFile })
+	one := "groups:\n  - name: web\n    interval: 1s\n    rules:\n      - alert: Loud\n        expr: vector(1) > 0\n        labels: {severity: page, service: api}\n"
+	if code, body := call(t, "PUT", r.URL+"/api/v1/alerts/rules/web", r.Token, one); code != 200 {
+		t.Fatalf("rules: %d %s", code, body)
+	}
+	var res struct {
+		Events []struct {
+			Event struct {
+				Type    string
+				Subject string
+				Data    alert.Undelivered
+			}
+		}
+	}
+	testutil.CheckFor(t, 40*time.Second, 250*time.Millisecond, func() error {
+		_, body := call(t, "GET", r.URL+"/api/v1/events?subject=ev.alert.undelivered", r.Token, "")
+		if err := json.Unmarshal([]byte(body), &res); err != nil {
+			return err
+		}
+		if len(res.Events) == 0 {
+			return fmt.Errorf("none yet")
+		}
+		return nil
+	})
+	d := res.Events[0].Event.Data
+	if res.Events[0].Event.Subject != "hook" || d.Receiver != "hook" || d.GroupKey != `{}:{alertname="Loud"}` || len(d.Alerts) != 1 ||
+		d.Alerts[0].Labels["alertname"] != "Loud" || d.Alerts[0].Status != "firing" || !strings.Contains(d.Error, "500") {
+		t.Fatalf("undelivered %+v", res.Events[0].Event)
+	}
+	hook.mu.Lock()
+	tries := hook.fail
+	hook.mu.Unlock()
+	if tries > 1<<30-2 {
+		t.Fatalf("the receiver was tried %d times before the dead letter, want retries", 1<<30-tries)
+	}
+}

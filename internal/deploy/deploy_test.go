@@ -135,6 +135,15 @@ func TestRecordDriftDiff(t *testing.T) {
 		strings.Contains(body, `version="1.4.1"`) {
 		t.Fatalf("metrics lack the running version or keep the old one:\n%s", grep(body, "ops_deploy"))
 	}
+	// Drift is a series too, for alert rules (ops_deploy_drift_hosts > 0).
+	for _, want := range []string{`ops_deploy_drift_hosts{env="prod",reason="version",service="api"} 1`,
+		`ops_deploy_drift_hosts{env="prod",reason="config",service="api"} 1`,
+		`ops_deploy_drift_hosts{env="prod",reason="silent",service="api"} 1`,
+		`ops_deploy_drift_hosts{env="prod",reason="missing",service="api"} 0`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("metrics lack %s:\n%s", want, grep(body, "ops_deploy_drift"))
+		}
+	}
 
 	// The annotation query of the provisioned Grafana dashboards, run
 	// against the TSDB: one point per service/env whose value is the

@@ -93,7 +93,7 @@ func New(cfg config.Deploy, deps Deps) (*Module, error) {
 	m.total = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_deployments_total",
 		Help: "Deployment status changes recorded, by service, environment and status."}, []string{"service", "env", "status"})
 	if deps.Registry != nil {
-		for _, c := range []prometheus.Collector{m.info, m.stamp, m.total} {
+		for _, c := range []prometheus.Collector{m.info, m.stamp, m.total, driftCollector{m}} {
 			if err := deps.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("deploy metrics: %w", err)
 			}
