@@ -21,6 +21,12 @@ func call(t *testing.T, method, u, token, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
+	switch {
+	case strings.HasPrefix(body, "["):
+		req.Header.Set("Content-Type", "application/cloudevents-batch+json")
+	case strings.HasPrefix(body, "{"):
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := testutil.Anonymous.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -199,5 +205,61 @@ func TestRulesThroughTheAPI(t *testing.T) {
 	})
 	if code, _ := call(t, "DELETE", base+"/web", r.Token, ""); code != 404 {
 		t.Fatalf("delete again: %d", code)
+	}
+}
+
+// TestRuleOverAView: a rule over a windowed view's series (the issue's
+// "404s per client > 20 in a minute") fires for the client that did it,
+// with the view's key as a label, and not for the one that did not.
+func TestRuleOverAView(t *testing.T) {
+	dir := t.TempDir()
+	rf := filepath.Join(dir, "rules.yml")
+	_ = os.WriteFile(rf, []byte(`groups:
+  - name: abuse
+    interval: 1s
+    rules:
+      - alert: ManyNotFound
+        expr: ops_view_hits{view="not_found_per_client"} > 20
+        labels: {severity: ticket}
+        annotations: {summary: "{{ $labels.client }}: {{ $value }} 404s in a minute"}
+`), 0o600)
+	views, err := config.Parse([]byte(`views:
+  - name: not_found_per_client
+    from: ev.web.not_found
+    key: {client: this.data.client}
+    window: 1m
+    measures:
+      hits: count
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.Views = views.Views
+		c.Alert.RuleFiles = config.Strings{rf}
+	})
+	var batch []string
+	for i := range 25 {
+		batch = append(batch, fmt.Sprintf(`{"specversion":"1.0","id":"nf-%d","source":"/edge","type":"web.not_found","data":{"client":"10.0.0.9"}}`, i))
+	}
+	for i := range 3 {
+		batch = append(batch, fmt.Sprintf(`{"specversion":"1.0","id":"ok-%d","source":"/edge","type":"web.not_found","data":{"client":"10.0.0.7"}}`, i))
+	}
+	if code, body := call(t, "POST", r.URL+"/api/v1/events", r.Token, "["+strings.Join(batch, ",")+"]"); code/100 != 2 {
+		t.Fatalf("publish: %d %s", code, body)
+	}
+	var active struct{ Alerts []alert.Active }
+	testutil.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		_, body := call(t, "GET", r.URL+"/api/v1/alerts", r.Token, "")
+		if err := json.Unmarshal([]byte(body), &active); err != nil {
+			return err
+		}
+		if len(active.Alerts) == 0 {
+			return fmt.Errorf("%s", body)
+		}
+		return nil
+	})
+	if len(active.Alerts) != 1 || active.Alerts[0].Labels["client"] != "10.0.0.9" || active.Alerts[0].Annotations["summary"] != "10.0.0.9: 25 404s in a minute" {
+		t.Fatalf("alerts: %+v", active.Alerts)
 	}
 }
