@@ -41,6 +41,11 @@ type Active struct {
 }
 
 func (m *Module) alertsHandler(w http.ResponseWriter, r *http.Request) {
+	reply.JSON(w, http.StatusOK, map[string]any{"alerts": m.active()})
+}
+
+// active lists the pending and firing alerts, by name then age.
+func (m *Module) active() []Active {
 	out := []Active{}
 	if m.mgr != nil {
 		for _, g := range m.mgr.RuleGroups() {
@@ -67,7 +72,7 @@ func (m *Module) alertsHandler(w http.ResponseWriter, r *http.Request) {
 		}
 		return out[i].ActiveAt.Before(out[j].ActiveAt)
 	})
-	reply.JSON(w, http.StatusOK, map[string]any{"alerts": out})
+	return out
 }
 
 // RuleInfo is one rule's state.

@@ -50,6 +50,10 @@ type Deps struct {
 	ExternalURL string
 	// DataDir holds the silences and the notification log (under alert/).
 	DataDir string
+	// Allows reports whether a role has a permission (chat commands).
+	Allows func(role, perm string) bool
+	// Status is a short text of Ops's state (the chat's /status).
+	Status func() string
 }
 
 // RulesBucket keeps the rule groups created through the API.
@@ -251,6 +255,16 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 		m.router = rt
 		m.mu.Unlock()
 		notifyFn = rt.notify
+	}
+	if m.cfg.Telegram.TokenFile != "" {
+		token, err := readToken(m.cfg.Telegram)
+		if err != nil {
+			return err
+		}
+		cctx, stopChat := context.WithCancel(ctx)
+		chatDone := make(chan struct{})
+		go func() { defer close(chatDone); m.runChat(cctx, m.cfg.Telegram, token) }()
+		defer func() { stopChat(); <-chatDone }()
 	}
 	m.mgr = rules.NewManager(&rules.ManagerOptions{
 		ExternalURL: ext, QueryFunc: rules.EngineQueryFunc(m.deps.Engine, m.deps.Storage),

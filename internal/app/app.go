@@ -367,6 +367,25 @@ func (a *App) status() api.Status {
 	return s
 }
 
+// statusText is the status in a few lines (the chat bot's /status).
+func (a *App) statusText() string {
+	s := a.status()
+	var b strings.Builder
+	fmt.Fprintf(&b, "Ops %s, up %s\n", s.Version, (time.Duration(s.Uptime) * time.Second).Round(time.Second))
+	for _, m := range a.mgr.Statuses() {
+		fmt.Fprintf(&b, "%s: %s", m.Name, m.State)
+		if m.Error != "" {
+			fmt.Fprintf(&b, " (%s)", m.Error)
+		}
+		b.WriteString("\n")
+	}
+	if s.Disk != nil {
+		fmt.Fprintf(&b, "disk: %.1f of %.1f GiB free\n", float64(s.Disk.Free)/(1<<30), float64(s.Disk.Total)/(1<<30))
+	}
+	fmt.Fprintf(&b, "memory: %.0f MiB RSS\n", float64(s.Process.RSS)/(1<<20))
+	return b.String()
+}
+
 // rss is the resident set size from /proc/self/statm (0 where there is
 // none).
 func rss() uint64 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/alert"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/tsdb"
 )
 
@@ -48,8 +49,10 @@ func (a *App) alertDef() Def {
 			if a.tsdb == nil {
 				return nil, errors.New("alert needs the tsdb module in the same process")
 			}
+			roles := chatRoles{identity.NewRoles(a.cfg.Identity)}
 			m, err := alert.New(a.cfg.Alert, alert.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("alert"), Registry: a.reg, Handle: a.api.Handle,
-				Storage: a.tsdb.DB(), Engine: a.tsdb.Engine(), ExternalURL: "http://" + a.cfg.HTTP.Listen, DataDir: a.cfg.DataDir})
+				Storage: a.tsdb.DB(), Engine: a.tsdb.Engine(), ExternalURL: "http://" + a.cfg.HTTP.Listen, DataDir: a.cfg.DataDir,
+				Allows: roles.allows, Status: a.statusText})
 			if err != nil {
 				return nil, err
 			}
@@ -57,3 +60,8 @@ func (a *App) alertDef() Def {
 			return m, nil
 		}}
 }
+
+// chatRoles answers whether a chat's role has a permission.
+type chatRoles struct{ r *identity.Roles }
+
+func (c chatRoles) allows(role, perm string) bool { return c.r.Allows([]string{role}, perm) }

@@ -125,6 +125,21 @@ type Alert struct {
 	EvaluationInterval Duration `yaml:"evaluation_interval" doc:"how often rule groups are evaluated unless a group sets its own interval"`
 	RuleFiles          Strings  `yaml:"rule_files" doc:"Prometheus rule files (globs), loaded unchanged, e.g. [/etc/ops/rules/*.yml]"`
 	AlertmanagerConfig string   `yaml:"alertmanager_config" doc:"an alertmanager.yml (unchanged): routes, grouping, inhibition and receivers (webhook, email, telegram, slack, ...) for firing alerts; empty: alerts are only events"`
+	Telegram           Telegram `yaml:"telegram" doc:"chat commands over a Telegram bot (docs/alerts.md)"`
+}
+
+// Telegram is the chat-operations bot: commands from allowed chats only.
+type Telegram struct {
+	TokenFile string     `yaml:"token_file" doc:"file holding the bot's token (from @BotFather); empty: no bot"`
+	APIURL    string     `yaml:"api_url" doc:"the Bot API's address"`
+	Chats     []ChatUser `yaml:"chats" doc:"the chats allowed to command Ops, each acting as an Ops user with a role; any other chat is refused and logged"`
+}
+
+// ChatUser maps a Telegram chat to who it acts as.
+type ChatUser struct {
+	ID   int64  `yaml:"id" doc:"the chat's id (a user's id for a private chat; negative for groups)"`
+	User string `yaml:"user" doc:"the Ops user its commands are recorded as"`
+	Role string `yaml:"role" doc:"the role whose permissions its commands have (viewer, editor, admin or a custom one)"`
 }
 
 // Report is a scheduled e-mail summary of the analytics.
@@ -189,7 +204,7 @@ func Default() Config {
 		TSDB:      defaultTSDB(),
 		Analytics: Analytics{Enabled: true, SessionTimeout: Duration(30 * time.Minute)},
 		SMTP:      SMTP{Port: 587, TLS: "starttls"},
-		Alert:     Alert{Enabled: true, EvaluationInterval: Duration(15 * time.Second)},
+		Alert:     Alert{Enabled: true, EvaluationInterval: Duration(15 * time.Second), Telegram: Telegram{APIURL: "https://api.telegram.org"}},
 		Deploy: Deploy{Enabled: true, HeartbeatInterval: Duration(30 * time.Second), SilentAfter: 3,
 			ForgetHostsAfter: Duration(7 * 24 * time.Hour), MaxConfigBytes: 1 << 20},
 	}
@@ -278,6 +293,22 @@ func (c *Config) Validate() Errors {
 	}
 	if c.Alert.EvaluationInterval < Duration(time.Second) || c.Alert.EvaluationInterval > Duration(time.Hour) {
 		add("alert.evaluation_interval", "want 1s to 1h, got %s", c.Alert.EvaluationInterval)
+	}
+	for i, ch := range c.Alert.Telegram.Chats {
+		if ch.ID == 0 {
+			add(fmt.Sprintf("alert.telegram.chats[%d].id", i), "want the chat's id")
+		}
+		if ch.User == "" {
+			add(fmt.Sprintf("alert.telegram.chats[%d].user", i), "want the Ops user its commands are recorded as")
+		}
+		if ch.Role == "" {
+			add(fmt.Sprintf("alert.telegram.chats[%d].role", i), "want a role")
+		}
+	}
+	if tg := c.Alert.Telegram; tg.TokenFile != "" {
+		if u, err := url.Parse(tg.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			add("alert.telegram.api_url", "want an http(s) URL, got %q", tg.APIURL)
+		}
 	}
 	if d := c.Deploy; d.HeartbeatInterval < Duration(time.Second) || d.HeartbeatInterval > Duration(24*time.Hour) {
 		add("deploy.heartbeat_interval", "want 1s to 24h, got %s", d.HeartbeatInterval)
