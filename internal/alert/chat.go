@@ -3,6 +3,7 @@ package alert
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	tele "gopkg.in/telebot.v3"
 
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/deploy"
 	"github.com/opsgraph/ops/internal/event"
 )
 
@@ -80,13 +82,15 @@ func (c *chat) commands() map[string]chatCommand {
 			run: c.silence},
 		"/silences":  {perm: "alert:read", usage: "/silences: active silences", run: c.silences},
 		"/unsilence": {perm: "alert:write", usage: "/unsilence <id>: end a silence now", run: c.unsilence},
+		"/deploys":   {perm: "deploy:read", usage: "/deploys [service]: what version runs where", run: c.deploys},
+		"/drift":     {perm: "deploy:read", usage: "/drift: hosts that run something else than they should, or went silent", run: c.drift},
 	}
 }
 
 func (c *chat) help() string {
 	var b strings.Builder
 	b.WriteString("Commands:\n")
-	for _, name := range []string{"/status", "/alerts", "/silence", "/silences", "/unsilence", "/help"} {
+	for _, name := range []string{"/status", "/alerts", "/silence", "/silences", "/unsilence", "/deploys", "/drift", "/help"} {
 		b.WriteString(c.commands()[name].usage + "\n")
 	}
 	return b.String()
@@ -232,4 +236,66 @@ func (c *chat) unsilence(ctx context.Context, _ config.ChatUser, args string) (s
 		return "", err
 	}
 	return "Silence " + id + " ended.", nil
+}
+
+func (c *chat) services(service string) ([]deploy.Service, error) {
+	if c.m.deps.Services == nil {
+		return nil, errors.New("the deploy module does not run")
+	}
+	ss, ok := c.m.deps.Services(service)
+	if !ok {
+		return nil, errors.New("the deploy module does not run")
+	}
+	return ss, nil
+}
+
+func (c *chat) deploys(_ context.Context, _ config.ChatUser, args string) (string, error) {
+	ss, err := c.services(strings.ToLower(strings.TrimSpace(args)))
+	if err != nil {
+		return "", err
+	}
+	if len(ss) == 0 {
+		return "No deployment recorded" + map[bool]string{true: "", false: " for " + args}[args == ""] + ".", nil
+	}
+	var b strings.Builder
+	for _, s := range ss {
+		fmt.Fprintf(&b, "%s/%s: ", s.Service, s.Env)
+		if s.Current != nil {
+			fmt.Fprintf(&b, "%s since %s", s.Current.Version, s.Current.Updated.UTC().Format("Jan 2 15:04 UTC"))
+		} else {
+			b.WriteString("nothing succeeded yet")
+		}
+		if s.Desired != nil && (s.Current == nil || s.Desired.ID != s.Current.ID) {
+			fmt.Fprintf(&b, ", rolling out %s (%s)", s.Desired.Version, s.Desired.Status)
+		}
+		if s.Drifted > 0 {
+			fmt.Fprintf(&b, ", %d of %d hosts drift", s.Drifted, len(s.Hosts))
+		}
+		b.WriteString("\n")
+	}
+	return b.String(), nil
+}
+
+func (c *chat) drift(context.Context, config.ChatUser, string) (string, error) {
+	ss, err := c.services("")
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, s := range ss {
+		for _, h := range s.Hosts {
+			if len(h.Drift) == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "%s/%s %s: %s", s.Service, s.Env, h.Host, strings.Join(h.Drift, ", "))
+			if h.Version != "" {
+				fmt.Fprintf(&b, " (runs %s)", h.Version)
+			}
+			b.WriteString("\n")
+		}
+	}
+	if b.Len() == 0 {
+		return "No host drifts.", nil
+	}
+	return b.String(), nil
 }

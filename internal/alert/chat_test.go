@@ -158,6 +158,21 @@ func TestChatCommands(t *testing.T) {
 	if got := bot.say(t, 222, "/status"); !strings.Contains(got, "alert: running") || !strings.Contains(got, "up ") {
 		t.Fatalf("status: %q", got)
 	}
+	if got := bot.say(t, 222, "/drift"); got != "No host drifts." {
+		t.Fatalf("drift before any deployment: %q", got)
+	}
+	if code, body := call(t, "POST", r.URL+"/api/v1/deployments", r.Token, `{"service":"api","env":"prod","version":"1.4.2","hosts":["web-1"]}`); code != 201 {
+		t.Fatalf("deployment: %d %s", code, body)
+	}
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if got := bot.say(t, 222, "/deploys api"); !strings.HasPrefix(got, "api/prod: 1.4.2 since ") || !strings.Contains(got, "1 of 1 hosts drift") {
+			return fmt.Errorf("%q", got)
+		}
+		return nil
+	})
+	if got := bot.say(t, 222, "/drift"); !strings.Contains(got, "api/prod web-1: missing") {
+		t.Fatalf("drift: %q", got)
+	}
 
 	var evs struct {
 		Events []struct {

@@ -29,6 +29,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/deploy"
 	"github.com/opsgraph/ops/internal/event"
 )
 
@@ -54,6 +55,9 @@ type Deps struct {
 	Allows func(role, perm string) bool
 	// Status is a short text of Ops's state (the chat's /status).
 	Status func() string
+	// Services is what the deploy module knows (the chat's /deploys and
+	// /drift); ok is false when it does not run.
+	Services func(service string) (ss []deploy.Service, ok bool)
 }
 
 // RulesBucket keeps the rule groups created through the API.

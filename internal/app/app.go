@@ -72,6 +72,7 @@ type App struct {
 	identity *identity.Module
 	tsdbHolder
 	proxy     *proxy.Module
+	deploy    atomic.Pointer[deploy.Module] // for the chat's /deploys
 	collector *collector.Module
 
 	reloadMu sync.Mutex
@@ -201,8 +202,12 @@ func (a *App) defs() []Def {
 		// deploy records deployments and hosts' heartbeats.
 		{Name: "deploy", Deps: []string{"bus", "api"}, Enabled: func() bool { return a.cfg.Deploy.Enabled },
 			New: func() (Module, error) {
-				return deploy.New(a.cfg.Deploy, deploy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("deploy"), Registry: a.reg, Handle: a.api.Handle,
+				m, err := deploy.New(a.cfg.Deploy, deploy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("deploy"), Registry: a.reg, Handle: a.api.Handle,
 					Actor: actor})
+				if err == nil {
+					a.deploy.Store(m)
+				}
+				return m, err
 			}},
 		a.tsdbDef(),  // tsdb.go, or notsdb.go in a build with -tags notsdb
 		a.alertDef(), // the same

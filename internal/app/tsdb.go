@@ -8,6 +8,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/alert"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/deploy"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/tsdb"
 )
@@ -52,7 +53,7 @@ func (a *App) alertDef() Def {
 			roles := chatRoles{identity.NewRoles(a.cfg.Identity)}
 			m, err := alert.New(a.cfg.Alert, alert.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("alert"), Registry: a.reg, Handle: a.api.Handle,
 				Storage: a.tsdb.DB(), Engine: a.tsdb.Engine(), ExternalURL: "http://" + a.cfg.HTTP.Listen, DataDir: a.cfg.DataDir,
-				Allows: roles.allows, Status: a.statusText})
+				Allows: roles.allows, Status: a.statusText, Services: a.deployServices})
 			if err != nil {
 				return nil, err
 			}
@@ -65,3 +66,12 @@ func (a *App) alertDef() Def {
 type chatRoles struct{ r *identity.Roles }
 
 func (c chatRoles) allows(role, perm string) bool { return c.r.Allows([]string{role}, perm) }
+
+// deployServices is the deploy module's view for the chat, when it runs.
+func (a *App) deployServices(service string) ([]deploy.Service, bool) {
+	m := a.deploy.Load()
+	if m == nil {
+		return nil, false
+	}
+	return m.Services(service), true
+}

@@ -228,3 +228,12 @@ func median(xs []float64) *float64 {
 	}
 	return &v
 }
+
+// Services is what runs per service and environment (one service, or all
+// for ""), with each host's drift as of now; for the chat's /deploys and
+// /drift.
+func (m *Module) Services(service string) []Service {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.services(service, "", time.Now())
+}
