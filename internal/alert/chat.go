@@ -15,6 +15,7 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/deploy"
 	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/policy"
 )
 
 // chat is the Telegram bot that takes commands from allowed chats. Each
@@ -84,13 +85,17 @@ func (c *chat) commands() map[string]chatCommand {
 		"/unsilence": {perm: "alert:write", usage: "/unsilence <id>: end a silence now", run: c.unsilence},
 		"/deploys":   {perm: "deploy:read", usage: "/deploys [service]: what version runs where", run: c.deploys},
 		"/drift":     {perm: "deploy:read", usage: "/drift: hosts that run something else than they should, or went silent", run: c.drift},
+		"/block": {perm: "policy:write", usage: "/block ip <address> [duration] [reason] or /block user <name> [duration] [reason]: the proxy and sign-in refuse it",
+			run: c.block},
+		"/unblock":  {perm: "policy:write", usage: "/unblock ip <address> or /unblock user <name>", run: c.unblock},
+		"/loglevel": {perm: "system:write", usage: "/loglevel <module> <debug|info|warn|error> [duration, 10m by default]: back to the level before after that", run: c.loglevel},
 	}
 }
 
 func (c *chat) help() string {
 	var b strings.Builder
 	b.WriteString("Commands:\n")
-	for _, name := range []string{"/status", "/alerts", "/silence", "/silences", "/unsilence", "/deploys", "/drift", "/help"} {
+	for _, name := range []string{"/status", "/alerts", "/silence", "/silences", "/unsilence", "/deploys", "/drift", "/block", "/unblock", "/loglevel", "/help"} {
 		b.WriteString(c.commands()[name].usage + "\n")
 	}
 	return b.String()
@@ -298,4 +303,114 @@ func (c *chat) drift(context.Context, config.ChatUser, string) (string, error) {
 		return "No host drifts.", nil
 	}
 	return b.String(), nil
+}
+
+// policyArgs reads "<ip|user> <subject>" and the rest.
+func policyArgs(args string) (kind, subject string, rest []string, err error) {
+	f := strings.Fields(args)
+	if len(f) < 2 || (f[0] != policy.IP && f[0] != policy.User) {
+		return "", "", nil, errors.New("want ip <address> or user <name>")
+	}
+	return f[0], f[1], f[2:], nil
+}
+
+func (c *chat) block(ctx context.Context, who config.ChatUser, args string) (string, error) {
+	if c.m.deps.Policy == nil {
+		return "", errors.New("the policy bucket is not open here")
+	}
+	kind, subject, rest, err := policyArgs(args)
+	if err != nil {
+		return "", err
+	}
+	ch := policy.Change{Reason: "telegram"}
+	if kind == policy.IP {
+		ch.IP = subject
+	} else {
+		ch.User = subject
+	}
+	if len(rest) > 0 {
+		if _, err := time.ParseDuration(rest[0]); err == nil {
+			ch.For, rest = rest[0], rest[1:]
+		}
+	}
+	if len(rest) > 0 {
+		ch.Reason = truncate(strings.Join(rest, " "), 200)
+	}
+	e, err := ch.Entry(time.Now())
+	if err != nil {
+		return "", err
+	}
+	e.By = "telegram:" + who.User
+	if e, err = c.m.deps.Policy.Put(ctx, e); err != nil {
+		return "", err
+	}
+	until := "until unblocked"
+	if !e.Until.IsZero() {
+		until = "until " + e.Until.UTC().Format("Jan 2 15:04 UTC")
+	}
+	return fmt.Sprintf("Blocked %s %s %s (%s).", e.Kind, e.Subject, until, e.Action), nil
+}
+
+func (c *chat) unblock(ctx context.Context, _ config.ChatUser, args string) (string, error) {
+	if c.m.deps.Policy == nil {
+		return "", errors.New("the policy bucket is not open here")
+	}
+	kind, subject, _, err := policyArgs(args)
+	if err != nil {
+		return "", err
+	}
+	norm, err := policy.Normalize(kind, subject)
+	if err != nil {
+		return "", err
+	}
+	if err := c.m.deps.Policy.Clear(ctx, kind, norm); err != nil {
+		return "", err
+	}
+	if c.m.deps.PolicyCleared != nil {
+		c.m.deps.PolicyCleared(kind, norm)
+	}
+	return fmt.Sprintf("Unblocked %s %s.", kind, norm), nil
+}
+
+func (c *chat) loglevel(_ context.Context, who config.ChatUser, args string) (string, error) {
+	if c.m.deps.Logs == nil {
+		return "", errors.New("log levels cannot be changed here")
+	}
+	f := strings.Fields(args)
+	if len(f) < 2 || len(f) > 3 {
+		return "", errors.New("want /loglevel <module> <debug|info|warn|error> [duration]")
+	}
+	d := 10 * time.Minute
+	if len(f) == 3 {
+		var err error
+		if d, err = time.ParseDuration(f[2]); err != nil || d <= 0 || d > 24*time.Hour {
+			return "", fmt.Errorf("duration: want 1s to 24h, got %q", f[2])
+		}
+	}
+	module, level := f[0], strings.ToLower(f[1])
+	prev := ""
+	for _, ml := range c.m.deps.Logs.All() {
+		if ml.Module == module {
+			prev = ml.Level
+		}
+	}
+	if err := c.m.deps.Logs.Update(module, level); err != nil {
+		return "", err
+	}
+	set := ""
+	for _, ml := range c.m.deps.Logs.All() {
+		if ml.Module == module {
+			set = ml.Level
+		}
+	}
+	time.AfterFunc(d, func() {
+		// Back to the level before, unless someone changed it since.
+		for _, ml := range c.m.deps.Logs.All() {
+			if ml.Module == module && ml.Level == set {
+				_ = c.m.deps.Logs.Update(module, prev)
+				c.m.log.Info("telegram: log level back", "module", module, "level", prev, "set_by", who.User)
+			}
+		}
+	})
+	return fmt.Sprintf("%s logs at %s for %s, then back to %s.", module, set, d, prev), nil
 }

@@ -119,7 +119,7 @@ func TestChatCommands(t *testing.T) {
 	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
 		c.Alert.AlertmanagerConfig = amFile
 		c.Alert.Telegram = config.Telegram{TokenFile: tokFile, APIURL: bot.URL,
-			Chats: []config.ChatUser{{ID: 111, User: "alice", Role: "editor"}, {ID: 222, User: "bob", Role: "viewer"}}}
+			Chats: []config.ChatUser{{ID: 111, User: "alice", Role: "editor"}, {ID: 222, User: "bob", Role: "viewer"}, {ID: 333, User: "carol", Role: "admin"}}}
 	})
 	one := "groups:\n  - name: web\n    interval: 1s\n    rules:\n      - alert: Loud\n        expr: vector(1) > 0\n        annotations: {summary: \"api is down\"}\n"
 	if code, body := call(t, "PUT", r.URL+"/api/v1/alerts/rules/web", r.Token, one); code != 200 {
@@ -172,6 +172,57 @@ func TestChatCommands(t *testing.T) {
 	})
 	if got := bot.say(t, 222, "/drift"); !strings.Contains(got, "api/prod web-1: missing") {
 		t.Fatalf("drift: %q", got)
+	}
+
+	// Policy and log levels: the admin's chat only.
+	if got := bot.say(t, 111, "/block ip 203.0.113.7 1h"); !strings.Contains(got, "needs policy:write") {
+		t.Fatalf("editor blocking: %q", got)
+	}
+	// Addresses are kept as the proxy sees them, anonymised to their /24.
+	if got := bot.say(t, 333, "/block ip 203.0.113.7 1h scanning /wp-admin"); !strings.HasPrefix(got, "Blocked ip 203.0.113.0 until ") {
+		t.Fatalf("block: %q", got)
+	}
+	_, body = call(t, "GET", r.URL+"/api/v1/policy", r.Token, "")
+	if !strings.Contains(body, `"subject":"203.0.113.0"`) || !strings.Contains(body, `"by":"telegram:carol"`) || !strings.Contains(body, `"reason":"scanning /wp-admin"`) {
+		t.Fatalf("the block made in chat: %s", body)
+	}
+	if got := bot.say(t, 333, "/block ip not-an-address"); !strings.HasPrefix(got, "Failed: ") {
+		t.Fatalf("bad address: %q", got)
+	}
+	if got := bot.say(t, 333, "/unblock ip 203.0.113.7"); got != "Unblocked ip 203.0.113.0." {
+		t.Fatalf("unblock: %q", got)
+	}
+	if _, body = call(t, "GET", r.URL+"/api/v1/policy", r.Token, ""); strings.Contains(body, "203.0.113.0") {
+		t.Fatalf("still blocked: %s", body)
+	}
+	level := func() string {
+		_, body := call(t, "GET", r.URL+"/api/v1/log-level", r.Token, "")
+		var res struct {
+			Levels []struct{ Module, Level string }
+		}
+		_ = json.Unmarshal([]byte(body), &res)
+		for _, m := range res.Levels {
+			if m.Module == "alert" {
+				return m.Level
+			}
+		}
+		return body
+	}
+	before := level()
+	if got := bot.say(t, 333, "/loglevel alert warn 1s"); got != "alert logs at warn for 1s, then back to "+before+"." {
+		t.Fatalf("loglevel: %q", got)
+	}
+	if l := level(); l != "warn" {
+		t.Fatalf("alert's level after /loglevel: %s", l)
+	}
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if l := level(); l != before {
+			return fmt.Errorf("level %s, want %s again", l, before)
+		}
+		return nil
+	})
+	if got := bot.say(t, 333, "/loglevel nosuch debug"); !strings.Contains(got, "unknown module") {
+		t.Fatalf("unknown module: %q", got)
 	}
 
 	var evs struct {

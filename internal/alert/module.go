@@ -31,6 +31,8 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/deploy"
 	"github.com/opsgraph/ops/internal/event"
+	"github.com/opsgraph/ops/internal/logging"
+	"github.com/opsgraph/ops/internal/policy"
 )
 
 // Storage is what rules read and write: the embedded TSDB.
@@ -58,6 +60,13 @@ type Deps struct {
 	// Services is what the deploy module knows (the chat's /deploys and
 	// /drift); ok is false when it does not run.
 	Services func(service string) (ss []deploy.Service, ok bool)
+	// Policy is the POLICY bucket (the chat's /block and /unblock); nil
+	// leaves them out. PolicyCleared hears of a cleared entry (identity
+	// lifts its login throttle).
+	Policy        *policy.Store
+	PolicyCleared func(kind, subject string)
+	// Logs are the run-time log levels (the chat's /loglevel).
+	Logs *logging.Levels
 }
 
 // RulesBucket keeps the rule groups created through the API.
@@ -264,6 +273,11 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 		token, err := readToken(m.cfg.Telegram)
 		if err != nil {
 			return err
+		}
+		if m.deps.Policy == nil {
+			if m.deps.Policy, err = policy.Open(ctx, m.deps.Bus); err != nil {
+				return err
+			}
 		}
 		cctx, stopChat := context.WithCancel(ctx)
 		chatDone := make(chan struct{})

@@ -53,7 +53,7 @@ func (a *App) alertDef() Def {
 			roles := chatRoles{identity.NewRoles(a.cfg.Identity)}
 			m, err := alert.New(a.cfg.Alert, alert.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("alert"), Registry: a.reg, Handle: a.api.Handle,
 				Storage: a.tsdb.DB(), Engine: a.tsdb.Engine(), ExternalURL: "http://" + a.cfg.HTTP.Listen, DataDir: a.cfg.DataDir,
-				Allows: roles.allows, Status: a.statusText, Services: a.deployServices})
+				Allows: roles.allows, Status: a.statusText, Services: a.deployServices, PolicyCleared: a.clearThrottle, Logs: a.logs})
 			if err != nil {
 				return nil, err
 			}
@@ -74,4 +74,11 @@ func (a *App) deployServices(service string) ([]deploy.Service, bool) {
 		return nil, false
 	}
 	return m.Services(service), true
+}
+
+// clearThrottle lifts identity's login throttle for a cleared entry.
+func (a *App) clearThrottle(kind, subject string) {
+	if a.identity != nil {
+		a.identity.ClearThrottle(kind, subject)
+	}
 }
