@@ -263,3 +263,86 @@ func TestRuleOverAView(t *testing.T) {
 		t.Fatalf("alerts: %+v", active.Alerts)
 	}
 }
+
+// TestSameAlertsAsPrometheus: Debian's Prometheus gets Ops's series by
+// remote write and evaluates the same rule file; both fire the same
+// alert (same labels) and resolve it, and Ops's start of the alert is
+// within an evaluation interval (plus the remote-write delay) of
+// Prometheus's.
+func TestSameAlertsAsPrometheus(t *testing.T) {
+	dir := t.TempDir()
+	rf := filepath.Join(dir, "rules.yml")
+	_ = os.WriteFile(rf, []byte(rulesFile), 0o600)
+	prom := testutil.StartPrometheus(t, "global: {scrape_interval: 1h, evaluation_interval: 1s}\nrule_files: ["+rf+"]\n", "--web.enable-remote-write-receiver")
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.TSDB.ScrapeInterval = config.Duration(time.Second)
+		c.TSDB.RemoteWrite = []config.RemoteWrite{{URL: prom.URL + "/api/v1/write", Name: "prom", BatchSize: 100}}
+		c.Alert.RuleFiles = config.Strings{rf}
+	})
+	type seen struct {
+		Labels   map[string]string
+		State    string
+		ActiveAt time.Time
+	}
+	promAlerts := func() []seen {
+		resp, err := http.Get(prom.URL + "/api/v1/alerts")
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var res struct {
+			Data struct {
+				Alerts []struct {
+					Labels   map[string]string `json:"labels"`
+					State    string            `json:"state"`
+					ActiveAt time.Time         `json:"activeAt"`
+				} `json:"alerts"`
+			} `json:"data"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&res)
+		var out []seen
+		for _, a := range res.Data.Alerts {
+			out = append(out, seen{a.Labels, a.State, a.ActiveAt})
+		}
+		return out
+	}
+	opsAlerts := func() []seen {
+		_, body := call(t, "GET", r.URL+"/api/v1/alerts", r.Token, "")
+		var res struct{ Alerts []alert.Active }
+		_ = json.Unmarshal([]byte(body), &res)
+		var out []seen
+		for _, a := range res.Alerts {
+			out = append(out, seen{a.Labels, a.State, a.ActiveAt})
+		}
+		return out
+	}
+	if code, body := call(t, "POST", r.URL+"/api/v1/deployments", r.Token, `{"service":"api","env":"prod","version":"bad"}`); code != 201 {
+		t.Fatalf("record: %d %s", code, body)
+	}
+	var theirs, ours []seen
+	testutil.CheckFor(t, 40*time.Second, 200*time.Millisecond, func() error {
+		theirs, ours = promAlerts(), opsAlerts()
+		if len(theirs) != 1 || len(ours) != 1 || theirs[0].State != "firing" || ours[0].State != "firing" {
+			return fmt.Errorf("prometheus %+v, ops %+v", theirs, ours)
+		}
+		return nil
+	})
+	if fmt.Sprint(theirs[0].Labels) != fmt.Sprint(ours[0].Labels) {
+		t.Fatalf("labels differ:\nprometheus %v\nops        %v", theirs[0].Labels, ours[0].Labels)
+	}
+	d := ours[0].ActiveAt.Sub(theirs[0].ActiveAt)
+	t.Logf("Ops's alert became active %v after Prometheus's (negative: before)", d)
+	if d.Abs() > 2*time.Second { // 1 s interval + remote write's delay
+		t.Fatalf("Ops's alert active at %v, Prometheus's at %v: %v apart", ours[0].ActiveAt, theirs[0].ActiveAt, d)
+	}
+	if code, body := call(t, "POST", r.URL+"/api/v1/deployments", r.Token, `{"service":"api","env":"prod","version":"good"}`); code != 201 {
+		t.Fatalf("record: %d %s", code, body)
+	}
+	testutil.CheckFor(t, 40*time.Second, 200*time.Millisecond, func() error {
+		theirs, ours = promAlerts(), opsAlerts()
+		if len(theirs) != 0 || len(ours) != 0 {
+			return fmt.Errorf("prometheus %+v, ops %+v", theirs, ours)
+		}
+		return nil
+	})
+}
