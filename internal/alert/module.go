@@ -259,7 +259,7 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 			_, err := m.deps.Bus.PublishDerived(ctx, evs)
 			return err
 		}
-		rt, err := newRouter(m.cfg.AlertmanagerConfig, filepath.Join(m.deps.DataDir, "alert"), ext, m.log, m.deps.Registry, publish)
+		rt, err := newRouter(m.cfg.AlertmanagerConfig, filepath.Join(m.deps.DataDir, "alert"), ext, m.log, m.deps.Registry, publish, m.cfg.ReceiverRate)
 		if err != nil {
 			return err
 		}

@@ -1,10 +1,12 @@
 package alert
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 
+	amalert "github.com/prometheus/alertmanager/alert"
 	amconfig "github.com/prometheus/alertmanager/config"
 	"github.com/prometheus/alertmanager/notify"
 	"github.com/prometheus/alertmanager/notify/discord"
@@ -16,13 +18,14 @@ import (
 	"github.com/prometheus/alertmanager/notify/telegram"
 	"github.com/prometheus/alertmanager/notify/webhook"
 	"github.com/prometheus/alertmanager/template"
+	"golang.org/x/time/rate"
 )
 
 // buildReceiver makes a receiver's integrations with Alertmanager's own
 // notifiers. Ops links the common ones; a receiver of another kind (SNS,
 // Jira, WeChat, ...) is refused with its name, rather than linking every
 // notifier's client (they would add several MiB to the binary).
-func buildReceiver(rc amconfig.Receiver, tmpl *template.Template, log *slog.Logger) ([]notify.Integration, error) {
+func buildReceiver(rc amconfig.Receiver, tmpl *template.Template, log *slog.Logger, limit *rate.Limiter) ([]notify.Integration, error) {
 	other := map[string]int{"sns": len(rc.SNSConfigs), "wechat": len(rc.WechatConfigs), "victorops": len(rc.VictorOpsConfigs),
 		"pushover": len(rc.PushoverConfigs), "webex": len(rc.WebexConfigs), "msteams (v1)": len(rc.MSTeamsConfigs), "jira": len(rc.JiraConfigs),
 		"incidentio": len(rc.IncidentioConfigs), "rocketchat": len(rc.RocketchatConfigs), "mattermost": len(rc.MattermostConfigs)}
@@ -37,6 +40,9 @@ func buildReceiver(rc amconfig.Receiver, tmpl *template.Template, log *slog.Logg
 		if err != nil {
 			errs = errors.Join(errs, err)
 			return
+		}
+		if limit != nil {
+			n = limited{Notifier: n, limit: limit}
 		}
 		out = append(out, notify.NewIntegration(n, rs, name, i, rc.Name))
 	}
@@ -73,4 +79,22 @@ func buildReceiver(rc amconfig.Receiver, tmpl *template.Template, log *slog.Logg
 		add("discord", i, c, n, err)
 	}
 	return out, errs
+}
+
+// limited holds a receiver to alert.receiver_rate: over it, the
+// notification is refused as retryable, so Alertmanager's retry stage
+// tries again with backoff until the flush's time is up.
+type limited struct {
+	notify.Notifier
+	limit *rate.Limiter
+}
+
+func (l limited) Notify(ctx context.Context, alerts ...*amalert.Alert) notify.NotifyVerdict {
+	if !l.limit.Allow() {
+		r := l.limit.Reserve()
+		wait := r.Delay()
+		r.Cancel()
+		return notify.Retry(wait, fmt.Errorf("rate limited: alert.receiver_rate is %.0f per minute", float64(l.limit.Limit())*60), notify.RateLimitedReason)
+	}
+	return l.Notifier.Notify(ctx, alerts...)
 }

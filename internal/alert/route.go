@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/util/strutil"
+	"golang.org/x/time/rate"
 
 	"github.com/opsgraph/ops/internal/event"
 )
@@ -55,6 +56,11 @@ type router struct {
 	stopc   chan struct{}
 	wg      sync.WaitGroup
 
+	// perMinute is alert.receiver_rate; limits are each receiver's
+	// bucket, kept across reloads.
+	perMinute int
+	limits    map[string]*rate.Limiter
+
 	mu         sync.Mutex // the dispatcher and inhibitor, swapped on reload
 	dispatcher *dispatch.Dispatcher
 	inhibitor  *inhibit.Inhibitor
@@ -66,7 +72,7 @@ type router struct {
 // at once after every change made through Ops).
 const maintenance = time.Minute
 
-func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.Registerer, publish func(context.Context, []event.Event) error) (*router, error) {
+func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.Registerer, publish func(context.Context, []event.Event) error, perMinute int) (*router, error) {
 	conf, err := amconfig.LoadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("alert.alertmanager_config: %w", err)
@@ -79,7 +85,7 @@ func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.
 		return nil, err
 	}
 	r := &router{log: log, file: file, ext: ext, rec: eventrecorder.NopRecorder(), silFile: filepath.Join(dir, "silences"),
-		stopc: make(chan struct{}), start: time.Now(), publish: publish}
+		stopc: make(chan struct{}), start: time.Now(), publish: publish, perMinute: perMinute, limits: map[string]*rate.Limiter{}}
 	r.nflog, err = nflog.New(nflog.Options{SnapshotFile: filepath.Join(dir, "nflog"), Retention: 120 * time.Hour, Logger: log.With("component", "nflog"), Metrics: reg})
 	if err != nil {
 		return nil, err
@@ -116,7 +122,7 @@ func checkAlertmanagerConfig(file string) error {
 		return fmt.Errorf("alert.alertmanager_config: templates: %w", err)
 	}
 	for _, rc := range conf.Receivers {
-		if _, err := buildReceiver(rc, tmpl, slog.New(slog.DiscardHandler)); err != nil {
+		if _, err := buildReceiver(rc, tmpl, slog.New(slog.DiscardHandler), nil); err != nil {
 			return fmt.Errorf("alert.alertmanager_config: %w", err)
 		}
 	}
@@ -140,7 +146,7 @@ func (r *router) apply(conf *amconfig.Config) error {
 		if !active[rcv.Name] {
 			continue
 		}
-		ints, err := buildReceiver(rcv, tmpl, r.log)
+		ints, err := buildReceiver(rcv, tmpl, r.log, r.limiter(rcv.Name))
 		if err != nil {
 			return fmt.Errorf("alert.alertmanager_config: receiver %s: %w", rcv.Name, err)
 		}
@@ -313,4 +319,18 @@ func (u undelivered) Exec(ctx context.Context, l *slog.Logger, alerts ...*amaler
 		u.r.log.Warn("undelivered notification not recorded", "receiver", d.Receiver, "err", perr)
 	}
 	return ctx2, out, err
+}
+
+// limiter is the receiver's rate limit (nil without alert.receiver_rate).
+// Called with r.mu held or before the router is shared.
+func (r *router) limiter(name string) *rate.Limiter {
+	if r.perMinute <= 0 {
+		return nil
+	}
+	if l := r.limits[name]; l != nil {
+		return l
+	}
+	l := rate.NewLimiter(rate.Limit(float64(r.perMinute)/60), r.perMinute)
+	r.limits[name] = l
+	return l
 }

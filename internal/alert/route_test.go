@@ -467,3 +467,47 @@ func TestUndelivered(t *testing.T) {
 		t.Fatalf("the receiver was tried %d times before the dead letter, want retries", 1<<30-tries)
 	}
 }
+
+// TestReceiverRate: with alert.receiver_rate 2, a receiver gets two
+// notifications at once; the others wait in Alertmanager's retries and
+// those whose flush runs out of time become ev.alert.undelivered, saying
+// why.
+func TestReceiverRate(t *testing.T) {
+	hook := newHook(t)
+	dir := t.TempDir()
+	amFile := filepath.Join(dir, "alertmanager.yml")
+	_ = os.WriteFile(amFile, fmt.Appendf(nil, routing, hook.URL), 0o600)
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.Alert.AlertmanagerConfig = amFile
+		c.Alert.ReceiverRate = 2
+	})
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: many\n    interval: 1s\n    rules:\n")
+	for i := range 5 {
+		fmt.Fprintf(&rules, "      - alert: A%d\n        expr: vector(1) > 0\n", i)
+	}
+	if code, body := call(t, "PUT", r.URL+"/api/v1/alerts/rules/many", r.Token, rules.String()); code != 200 {
+		t.Fatalf("rules: %d %s", code, body)
+	}
+	var res struct {
+		Events []struct {
+			Event struct{ Data alert.Undelivered }
+		}
+	}
+	testutil.CheckFor(t, 40*time.Second, 250*time.Millisecond, func() error {
+		_, body := call(t, "GET", r.URL+"/api/v1/events?subject=ev.alert.undelivered", r.Token, "")
+		if err := json.Unmarshal([]byte(body), &res); err != nil {
+			return err
+		}
+		if len(res.Events) < 3 {
+			return fmt.Errorf("%d undelivered", len(res.Events))
+		}
+		return nil
+	})
+	if got := len(hook.seen()); got != 2 {
+		t.Fatalf("the receiver got %d notifications, want 2 (the burst)", got)
+	}
+	if e := res.Events[0].Event.Data.Error; !strings.Contains(e, "rate limited: alert.receiver_rate is 2 per minute") {
+		t.Fatalf("undelivered because %q", e)
+	}
+}

@@ -126,6 +126,7 @@ type Alert struct {
 	RuleFiles          Strings  `yaml:"rule_files" doc:"Prometheus rule files (globs), loaded unchanged, e.g. [/etc/ops/rules/*.yml]"`
 	AlertmanagerConfig string   `yaml:"alertmanager_config" doc:"an alertmanager.yml (unchanged): routes, grouping, inhibition and receivers (webhook, email, telegram, slack, ...) for firing alerts; empty: alerts are only events"`
 	Telegram           Telegram `yaml:"telegram" doc:"chat commands over a Telegram bot (docs/alerts.md)"`
+	ReceiverRate       int      `yaml:"receiver_rate" doc:"most notifications a receiver is sent per minute (a burst of as many, then evenly spread); over it a notification waits in Alertmanager's retries and, if the flush's time runs out, becomes ev.alert.undelivered; 0: no limit"`
 }
 
 // Telegram is the chat-operations bot: commands from allowed chats only.
@@ -293,6 +294,9 @@ func (c *Config) Validate() Errors {
 	}
 	if c.Alert.EvaluationInterval < Duration(time.Second) || c.Alert.EvaluationInterval > Duration(time.Hour) {
 		add("alert.evaluation_interval", "want 1s to 1h, got %s", c.Alert.EvaluationInterval)
+	}
+	if c.Alert.ReceiverRate < 0 || c.Alert.ReceiverRate > 100000 {
+		add("alert.receiver_rate", "want 0 (no limit) to 100000 per minute, got %d", c.Alert.ReceiverRate)
 	}
 	for i, ch := range c.Alert.Telegram.Chats {
 		if ch.ID == 0 {
