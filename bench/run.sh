@@ -36,8 +36,9 @@ if [[ -n $smoke ]]; then
 	export DURATION=1s WARMUP=1s ROUNDS=1
 	soak=(-duration 5s -rate 500 -settle 3s)
 	analytics=(-events 20000 -visitors 2000 -pages 500 -runs 2 -latency 2)
+	alerts=(-series 2000 -rules 20 -interval 2s -history 2m -rounds 1)
 else
-	ingest=() graph=() footprint=() tsdb=() soak=() analytics=()
+	ingest=() graph=() footprint=() tsdb=() soak=() analytics=() alerts=()
 fi
 
 {
@@ -49,6 +50,7 @@ fi
 	step tsdb bash bench/tsdb.sh bin/ops "${tsdb[@]}"
 	step soak go run ./bench/soak -ops bin/ops "${soak[@]}"
 	step analytics go run ./bench/analytics -ops bin/ops "${analytics[@]}"
+	step alerts bash bench/alerts.sh bin/ops "${alerts[@]}"
 	echo
 	echo "ops.js: $(wc -c < internal/collector/web/ops.js) bytes, $(gzip -9c internal/collector/web/ops.js | wc -c) gzipped (target < 2048)"
 } 2>&1 | tee "bench/out/$stamp.txt"
