@@ -22,19 +22,6 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 bench_init alerts
 
-free_port() {
-	local p lo
-	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
-	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % (lo - 20000)))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	die "no free port found"
-}
-
 main() {
 	apt_install prometheus
 	mkdir -p "$tmp/bin"

@@ -23,23 +23,6 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 bench_init tsdb
 
-# free_port prints a loopback port nothing listens on, below the kernel's
-# ephemeral range (32768 and up here): a port in it can be taken by an
-# outgoing connection between this check and the bind (the smoke run once
-# failed with "address already in use" that way).
-free_port() {
-	local p lo
-	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || lo=32768
-	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % (lo - 20000)))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return
-		fi
-	done
-	die "no free port found"
-}
-
 
 main() {
 	apt_install prometheus
