@@ -83,6 +83,7 @@ func (c *chat) commands() map[string]chatCommand {
 			run: c.silence},
 		"/silences":  {perm: "alert:read", usage: "/silences: active silences", run: c.silences},
 		"/unsilence": {perm: "alert:write", usage: "/unsilence <id>: end a silence now", run: c.unsilence},
+		"/ack":       {perm: "alert:write", usage: "/ack <alertname> [duration, 1h by default]: someone is on it; silences that firing alert for a while", run: c.ack},
 		"/deploys":   {perm: "deploy:read", usage: "/deploys [service]: what version runs where", run: c.deploys},
 		"/drift":     {perm: "deploy:read", usage: "/drift: hosts that run something else than they should, or went silent", run: c.drift},
 		"/block": {perm: "policy:write", usage: "/block ip <address> [duration] [reason] or /block user <name> [duration] [reason]: the proxy and sign-in refuse it",
@@ -95,7 +96,7 @@ func (c *chat) commands() map[string]chatCommand {
 func (c *chat) help() string {
 	var b strings.Builder
 	b.WriteString("Commands:\n")
-	for _, name := range []string{"/status", "/alerts", "/silence", "/silences", "/unsilence", "/deploys", "/drift", "/block", "/unblock", "/loglevel", "/help"} {
+	for _, name := range []string{"/status", "/alerts", "/ack", "/silence", "/silences", "/unsilence", "/deploys", "/drift", "/block", "/unblock", "/loglevel", "/help"} {
 		b.WriteString(c.commands()[name].usage + "\n")
 	}
 	return b.String()
@@ -413,4 +414,31 @@ func (c *chat) loglevel(_ context.Context, who config.ChatUser, args string) (st
 		}
 	})
 	return fmt.Sprintf("%s logs at %s for %s, then back to %s.", module, set, d, prev), nil
+}
+
+// ack silences a firing alert (by name) for a while, recording who is on
+// it: /ack HighLatency 2h.
+func (c *chat) ack(ctx context.Context, who config.ChatUser, args string) (string, error) {
+	f := strings.Fields(args)
+	if len(f) < 1 || len(f) > 2 {
+		return "", errors.New("want /ack <alertname> [duration]")
+	}
+	d := "1h"
+	if len(f) == 2 {
+		d = f[1]
+	}
+	firing := false
+	for _, a := range c.m.active() {
+		if a.Alert == f[0] && a.State == "firing" {
+			firing = true
+		}
+	}
+	if !firing {
+		return "", fmt.Errorf("%s is not firing (/alerts lists what is)", truncate(f[0], 64))
+	}
+	out, err := c.silence(ctx, who, fmt.Sprintf("alertname=%q %s acknowledged by %s", f[0], d, who.User))
+	if err != nil {
+		return "", err
+	}
+	return "Acknowledged " + f[0] + ". " + out, nil
 }

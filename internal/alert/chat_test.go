@@ -152,6 +152,12 @@ func TestChatCommands(t *testing.T) {
 		}
 		return nil
 	})
+	if got := bot.say(t, 111, "/ack Loud 30m"); !strings.HasPrefix(got, `Acknowledged Loud. Silenced {alertname="Loud"} until `) {
+		t.Fatalf("ack: %q", got)
+	}
+	if got := bot.say(t, 111, "/ack NoSuchAlert"); !strings.Contains(got, "NoSuchAlert is not firing") {
+		t.Fatalf("ack of nothing: %q", got)
+	}
 	if got := bot.say(t, 222, "/silences"); !strings.Contains(got, `{alertname="Loud"}`) || !strings.Contains(got, "telegram:alice") {
 		t.Fatalf("silences: %q", got)
 	}
