@@ -26,6 +26,7 @@ var pages = []pageDef{
 	{"proxy", "Proxy", "/ui/proxy", "series:read", "proxy"},
 	{"policy", "Policy", "/ui/policy", "policy:read", "policy"},
 	{"deploys", "Deploys", "/ui/deploys", "deploy:read", "deploy"},
+	{"alerts", "Alerts", "/ui/alerts", "alert:read", "alert"},
 	{"access", "Access", "/ui/access", "users:read", ""},
 	{"status", "Status", "/ui/status", "system:read", ""},
 }
@@ -275,6 +276,16 @@ const bodies = `
 <section class="card"><div class="cardhead"><h2>Drift</h2></div><div id="drift"></div></section>
 <section class="card"><div class="cardhead"><h2>Recent deployments</h2><a class="csv" href="/api/v1/deployments?format=csv&amp;limit=10000" download="deployments.csv">CSV</a></div><div id="deploys"></div></section>
 <section class="card" id="diffcard" hidden><div class="cardhead"><h2 id="difftitle">Config diff</h2></div><pre id="diff" class="diff"></pre></section>
+{{template "bottom" .}}{{end}}
+
+{{define "alerts"}}{{template "top" .}}
+<h1>Alerts</h1>
+<section class="card"><div class="cardhead"><h2>Pending and firing</h2></div><div id="active"></div></section>
+<section class="card"><div class="cardhead"><h2>Silences</h2></div><div id="silences"></div>
+{{if index .Can "alert:write"}}<form id="addsilence" class="controls">
+<label>Matchers <input name="matchers" required placeholder='alertname="HighLatency"'></label><label>For <input name="for" value="2h" required size="6"></label>
+<label>Comment <input name="comment"></label><button type="submit">Silence</button></form>{{end}}</section>
+<section class="card"><div class="cardhead"><h2>Rules</h2></div><div id="rules"></div></section>
 {{template "bottom" .}}{{end}}
 
 {{define "access"}}{{template "top" .}}

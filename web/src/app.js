@@ -823,6 +823,49 @@ function deploys() {
   setInterval(() => { if (!document.hidden) load(); }, 30000);
 }
 
+// ---------------------------------------------------------------- alerts
+
+function alerts() {
+  const form = $('#addsilence');
+  const load = guard(async () => {
+    const [a, r] = await Promise.all([api('/api/v1/alerts'), api('/api/v1/alerts/rules')]);
+    $('#active').replaceChildren(table([{key: 'alert', label: 'Alert'}, {key: 'state', label: 'State'},
+      {key: 'labels', label: 'Labels', fmt: v => Object.entries(v || {}).filter(([k]) => k !== 'alertname').map(([k, x]) => `${k}=${x}`).join(', ')},
+      {key: 'summary', label: 'Summary', value: x => (x.annotations || {}).summary || ''}, {key: 'value', label: 'Value', num: true},
+      {key: 'active_at', label: 'Since', fmt: when}], a.alerts || [], {name: 'alerts', empty: 'Nothing is pending or firing.'}));
+    const rows = (r.groups || []).flatMap(g => g.rules.map(x => ({group: g.name, from: g.file, ...x})));
+    $('#rules').replaceChildren(table([{key: 'group', label: 'Group'}, {key: 'name', label: 'Rule'}, {key: 'type', label: 'Type'},
+      {key: 'health', label: 'Health'}, {key: 'state', label: 'State'}, {key: 'active', label: 'Active', num: true},
+      {key: 'last_error', label: 'Error'}, {key: 'from', label: 'From'}], rows, {name: 'rules', empty: 'No rules yet (alert.rule_files, or ops alerts put).'}));
+    let sil;
+    try {
+      sil = await api('/api/v1/alerts/silences');
+    } catch (e) {
+      if (e.status !== 409) throw e;
+      $('#silences').replaceChildren(h('p', {class: 'muted', text: 'Silences need routing: set alert.alertmanager_config to an alertmanager.yml.'}));
+      if (form) form.hidden = true;
+      return;
+    }
+    const cols = [{key: 'matchers', label: 'Matchers'}, {key: 'state', label: 'State'}, {key: 'ends_at', label: 'Until', fmt: when},
+      {key: 'created_by', label: 'By'}, {key: 'comment', label: 'Comment'}];
+    if (can('alert:write')) cols.push({key: 'expire', label: '', value: () => '', link: s => s.state === 'expired' ? '' : h('button', {type: 'button', class: 'danger',
+      text: 'Expire', 'aria-label': `Expire the silence ${s.matchers}`, onclick: guard(async () => {
+        await api('/api/v1/alerts/silences/' + encodeURIComponent(s.id), {method: 'DELETE'});
+        load();
+      })})});
+    $('#silences').replaceChildren(table(cols, sil.silences || [], {name: 'silences', empty: 'No silences.'}));
+  });
+  if (form) form.addEventListener('submit', guard(async ev => {
+    ev.preventDefault();
+    const d = new FormData(form);
+    await api('/api/v1/alerts/silences', {method: 'POST', body: {matchers: d.get('matchers'), for: d.get('for'), comment: d.get('comment')}});
+    form.reset();
+    load();
+  }));
+  load();
+  setInterval(() => { if (!document.hidden) load(); }, 15000);
+}
+
 // ---------------------------------------------------------------- access
 
 function access() {
@@ -901,6 +944,6 @@ function status() {
   })();
 }
 
-const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, deploys, access, status};
+const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, deploys, alerts, access, status};
 initTheme();
 (PAGES[body.dataset.page] || (() => {}))();
