@@ -1,6 +1,9 @@
 package ui
 
 import (
+	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -63,6 +66,32 @@ func TestMatches(t *testing.T) {
 	}{{`"a-br"`, true}, {`W/"a-br"`, true}, {`"b", "a-br"`, true}, {`*`, true}, {`"a"`, false}, {``, false}, {`a-br`, false}} {
 		if got := matches(c.h, `"a-br"`); got != c.want {
 			t.Errorf("matches(%q) = %v", c.h, got)
+		}
+	}
+}
+
+// TestEveryPermissionTheUIChecksIsComputed: pages show controls by
+// {{index .Can "x"}} and app.js by can('x'); only the permissions in
+// uiPerms are computed for a request, so one missing there hides its
+// controls from everyone (the Alerts page's silence form once did).
+func TestEveryPermissionTheUIChecksIsComputed(t *testing.T) {
+	js, err := os.ReadFile("../../web/src/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, m := range regexp.MustCompile(`index \.Can "([a-z]+:[a-z]+)"`).FindAllStringSubmatch(layout+bodies, -1) {
+		used[m[1]] = true
+	}
+	for _, m := range regexp.MustCompile(`can\('([a-z]+:[a-z]+)'\)`).FindAllStringSubmatch(string(js), -1) {
+		used[m[1]] = true
+	}
+	if len(used) < 5 {
+		t.Fatalf("found only %v: the patterns no longer match the templates", used)
+	}
+	for p := range used {
+		if !slices.Contains(uiPerms, p) {
+			t.Errorf("%s is checked by the UI but not in uiPerms: its controls never show", p)
 		}
 	}
 }
