@@ -26,6 +26,7 @@ type chat struct {
 	m     *Module
 	bot   *tele.Bot
 	chats map[int64]config.ChatUser
+	cmds  map[string]chatCommand // made once, when the bot starts
 }
 
 // chatCommand is one command: the permission it needs and what it does.
@@ -56,6 +57,7 @@ func (m *Module) runChat(ctx context.Context, cfg config.Telegram, token string)
 			OnError: func(err error, _ tele.Context) { m.log.Warn("telegram", "err", err) }})
 		if err == nil {
 			c := &chat{m: m, bot: b, chats: map[int64]config.ChatUser{}}
+			c.cmds = c.commands()
 			for _, ch := range cfg.Chats {
 				c.chats[ch.ID] = ch
 			}
@@ -97,7 +99,7 @@ func (c *chat) help() string {
 	var b strings.Builder
 	b.WriteString("Commands:\n")
 	for _, name := range []string{"/status", "/alerts", "/ack", "/silence", "/silences", "/unsilence", "/deploys", "/drift", "/block", "/unblock", "/loglevel", "/help"} {
-		b.WriteString(c.commands()[name].usage + "\n")
+		b.WriteString(c.cmds[name].usage + "\n")
 	}
 	return b.String()
 }
@@ -120,7 +122,7 @@ func (c *chat) onText(tc tele.Context) error {
 		c.audit(ctx, "alert.chat.refused", map[string]any{"chat": id, "command": truncate(name, 32)})
 		return tc.Send("This chat is not allowed to command Ops. Its id is " + fmt.Sprint(id) + "; an admin can add it to alert.telegram.chats.")
 	}
-	cmd, known := c.commands()[name]
+	cmd, known := c.cmds[name]
 	if !known {
 		return tc.Send("Unknown command " + truncate(name, 32) + ".\n" + c.help())
 	}

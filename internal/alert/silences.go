@@ -39,6 +39,9 @@ type NewSilence struct {
 	Comment string     `json:"comment"`
 }
 
+// matcherOps are the matcher types as Alertmanager writes them.
+var matcherOps = map[pb.Matcher_Type]string{pb.Matcher_EQUAL: "=", pb.Matcher_NOT_EQUAL: "!=", pb.Matcher_REGEXP: "=~", pb.Matcher_NOT_REGEXP: "!~"}
+
 // maxSilence bounds how long a silence can last from now.
 const maxSilence = 366 * 24 * time.Hour
 
@@ -58,15 +61,13 @@ func (m *Module) routerOr503(w http.ResponseWriter) *router {
 
 func toSilence(s *pb.Silence, now time.Time) Silence {
 	var ms []string
+	var all []*pb.Matcher
 	for _, set := range s.MatcherSets {
-		for _, mt := range set.Matchers {
-			op := map[pb.Matcher_Type]string{pb.Matcher_EQUAL: "=", pb.Matcher_NOT_EQUAL: "!=", pb.Matcher_REGEXP: "=~", pb.Matcher_NOT_REGEXP: "!~"}[mt.Type]
-			ms = append(ms, fmt.Sprintf("%s%s%q", mt.Name, op, mt.Pattern))
-		}
+		all = append(all, set.Matchers...)
 	}
-	for _, mt := range s.Matchers { // silences made before matcher sets
-		op := map[pb.Matcher_Type]string{pb.Matcher_EQUAL: "=", pb.Matcher_NOT_EQUAL: "!=", pb.Matcher_REGEXP: "=~", pb.Matcher_NOT_REGEXP: "!~"}[mt.Type]
-		ms = append(ms, fmt.Sprintf("%s%s%q", mt.Name, op, mt.Pattern))
+	all = append(all, s.Matchers...) // silences made before matcher sets
+	for _, mt := range all {
+		ms = append(ms, fmt.Sprintf("%s%s%q", mt.Name, matcherOps[mt.Type], mt.Pattern))
 	}
 	out := Silence{ID: s.Id, Matchers: "{" + strings.Join(ms, ",") + "}", StartsAt: s.StartsAt.AsTime(), EndsAt: s.EndsAt.AsTime(),
 		CreatedBy: s.CreatedBy, Comment: s.Comment, State: "active"}
