@@ -58,6 +58,8 @@ fi
 # The block above ran in a subshell (the pipe): its failures are read back
 # from the output.
 if grep -q '^bench .* FAILED$' "bench/out/$stamp.txt"; then
+	# The lines before each failure say why; CI shows only the tail.
+	grep -B4 '^bench .* FAILED$' "bench/out/$stamp.txt" >&2
 	echo "failed: $(grep '^bench .* FAILED$' "bench/out/$stamp.txt" | awk '{print $2}' | tr '\n' ' ')" >&2
 	exit 1
 fi

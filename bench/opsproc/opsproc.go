@@ -7,6 +7,8 @@ package opsproc
 import (
 	"bufio"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +61,13 @@ func Start(bin, dataDir string, args ...string) (*Proc, error) {
 		p.Stop()
 		return nil, fmt.Errorf("ops did not start")
 	}
+	// The API listens before the modules after it (collector, views...)
+	// run: wait, as a load balancer would, until /readyz says every
+	// module is running.
+	if err := p.waitReady(60 * time.Second); err != nil {
+		p.Stop()
+		return nil, err
+	}
 	tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
 	if err != nil {
 		p.Stop()
@@ -66,6 +75,26 @@ func Start(bin, dataDir string, args ...string) (*Proc, error) {
 	}
 	p.Token = "Bearer " + strings.TrimSpace(string(tok))
 	return p, nil
+}
+
+func (p *Proc) waitReady(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	last := ""
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.URL + "/readyz")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%s %s", resp.Status, b)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("ops not ready after %v: %s", limit, last)
 }
 
 // Stop ends the process as Ctrl-C would and waits for it.

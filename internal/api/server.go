@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,9 +163,27 @@ func (m *Module) routes() {
 	hf("GET /debug/pprof/profile", "system:write", pprof.Profile)
 	hf("GET /debug/pprof/trace", "system:write", pprof.Trace)
 	hf("GET /debug/pprof/symbol", "system:write", pprof.Symbol)
-	hf("/api/", "public", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "path", fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
-	})
+	hf("/api/", "public", m.noRoute)
+	hf("/", "public", m.noRoute)
+}
+
+// noRoute answers a path no module serves. While modules are still
+// starting the route may simply not be mounted yet (the collector's
+// /v1/batch mounts after the API listens): that is a 503 with Retry-After,
+// which SDKs retry, not a 404, which they drop with the events in it.
+func (m *Module) noRoute(w http.ResponseWriter, r *http.Request) {
+	if m.deps.Ready != nil {
+		if ready, _ := m.deps.Ready(); !ready {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "", "starting: not every module is running yet; retry")
+			return
+		}
+	}
+	if !strings.HasPrefix(r.URL.Path, "/api/") {
+		http.NotFound(w, r)
+		return
+	}
+	writeError(w, http.StatusNotFound, "path", fmt.Sprintf("no API route %s %s", r.Method, r.URL.Path))
 }
 
 // Handle mounts a handler on the main listener behind the permission it

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/proxy"
@@ -32,15 +33,30 @@ func TestTopPathsAPI(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
-	var res struct{ Paths []proxy.PathStat }
-	code := apiGet(t, r, "/api/v1/proxy/paths?since=15m&limit=3", &res)
-	if code != 200 || len(res.Paths) != 3 {
-		t.Fatalf("%d %+v", code, res)
-	}
 	want := []struct {
 		path   string
 		n, bad uint64
 	}{{"/a", 5, 0}, {"/broken", 3, 3}, {"/b", 2, 0}}
+	// Request events reach the view a moment after the responses: wait
+	// for the last of them, then check every row.
+	var res struct{ Paths []proxy.PathStat }
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res.Paths = nil
+		code := apiGet(t, r, "/api/v1/proxy/paths?since=15m&limit=3", &res)
+		if code != 200 {
+			t.Fatalf("%d %+v", code, res)
+		}
+		var n uint64
+		for _, p := range res.Paths {
+			n += p.Requests
+		}
+		if n >= 10 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(res.Paths) != 3 {
+		t.Fatalf("%+v, want 3 rows", res)
+	}
 	for i, w := range want {
 		if p := res.Paths[i]; p.Path != w.path || p.Requests != w.n || p.Status5 != w.bad || p.MaxError != 0 {
 			t.Errorf("row %d: %+v, want %s x%d (%d 5xx)", i, p, w.path, w.n, w.bad)
