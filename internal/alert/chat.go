@@ -27,6 +27,9 @@ type chat struct {
 	bot   *tele.Bot
 	chats map[int64]config.ChatUser
 	cmds  map[string]chatCommand // made once, when the bot starts
+	token string
+	// buttons is what the inline buttons of recent alert messages act on.
+	buttons buttonMemory
 }
 
 // chatCommand is one command: the permission it needs and what it does.
@@ -53,15 +56,18 @@ func readToken(cfg config.Telegram) (string, error) {
 func (m *Module) runChat(ctx context.Context, cfg config.Telegram, token string) {
 	for {
 		b, err := tele.NewBot(tele.Settings{Token: token, URL: strings.TrimRight(cfg.APIURL, "/"),
-			Poller:  &tele.LongPoller{Timeout: 20 * time.Second, AllowedUpdates: []string{"message"}},
+			Poller:  &tele.LongPoller{Timeout: 20 * time.Second, AllowedUpdates: []string{"message", "callback_query"}},
 			OnError: func(err error, _ tele.Context) { m.log.Warn("telegram", "err", err) }})
 		if err == nil {
-			c := &chat{m: m, bot: b, chats: map[int64]config.ChatUser{}}
+			c := &chat{m: m, bot: b, chats: map[int64]config.ChatUser{}, token: token}
 			c.cmds = c.commands()
 			for _, ch := range cfg.Chats {
 				c.chats[ch.ID] = ch
 			}
 			b.Handle(tele.OnText, c.onText)
+			b.Handle(tele.OnCallback, c.onButton)
+			m.chat.Store(c)
+			defer m.chat.Store(nil)
 			go func() { <-ctx.Done(); b.Stop() }()
 			m.log.Info("telegram bot running", "bot", b.Me.Username, "chats", len(cfg.Chats))
 			b.Start()

@@ -26,6 +26,9 @@ type fakeBotAPI struct {
 	queue   []map[string]any
 	nextID  int
 	replies map[int64][]string
+	// sent is every sendMessage and editMessageText as its parameters;
+	// answers every answerCallbackQuery.
+	sent, edits, answers []map[string]any
 }
 
 func newFakeBotAPI(t *testing.T, token string) *fakeBotAPI {
@@ -72,8 +75,20 @@ func newFakeBotAPI(t *testing.T, token string) *fakeBotAPI {
 			f.mu.Lock()
 			f.replies[chat] = append(f.replies[chat], fmt.Sprint(p["text"]))
 			n := len(f.replies[chat])
+			p["message_id"] = 1000 + n
+			f.sent = append(f.sent, p)
 			f.mu.Unlock()
 			ok(w, map[string]any{"message_id": 1000 + n, "date": time.Now().Unix(), "chat": map[string]any{"id": chat, "type": "private"}, "text": p["text"]})
+		case "editMessageText":
+			f.mu.Lock()
+			f.edits = append(f.edits, p)
+			f.mu.Unlock()
+			ok(w, map[string]any{"message_id": p["message_id"], "date": time.Now().Unix(), "chat": map[string]any{"id": p["chat_id"], "type": "private"}, "text": p["text"]})
+		case "answerCallbackQuery":
+			f.mu.Lock()
+			f.answers = append(f.answers, p)
+			f.mu.Unlock()
+			ok(w, true)
 		default:
 			w.WriteHeader(http.StatusNotFound)
 			_, _ = io.WriteString(w, `{"ok":false,"error_code":404,"description":"Not Found: method not found"}`)
@@ -81,6 +96,32 @@ func newFakeBotAPI(t *testing.T, token string) *fakeBotAPI {
 	}))
 	t.Cleanup(f.Close)
 	return f
+}
+
+// press queues a press of an inline button (its callback data) on a
+// message the bot sent to a chat, and returns the answer to it.
+func (f *fakeBotAPI) press(t *testing.T, chat int64, msg map[string]any, data string) map[string]any {
+	t.Helper()
+	f.mu.Lock()
+	f.nextID++
+	before := len(f.answers)
+	from := map[string]any{"id": chat, "is_bot": false, "first_name": "someone"}
+	f.queue = append(f.queue, map[string]any{"update_id": f.nextID, "callback_query": map[string]any{
+		"id": fmt.Sprint("cb", f.nextID), "from": from, "chat_instance": "1", "data": data,
+		"message": map[string]any{"message_id": msg["message_id"], "date": time.Now().Unix(), "text": msg["text"],
+			"chat": map[string]any{"id": chat, "type": "private"}}}})
+	f.mu.Unlock()
+	var answer map[string]any
+	testutil.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if len(f.answers) == before {
+			return fmt.Errorf("no answer to the press of %q", data)
+		}
+		answer = f.answers[before]
+		return nil
+	})
+	return answer
 }
 
 // say queues a message from a chat and returns the bot's reply to it.
@@ -263,4 +304,103 @@ func TestChatCommands(t *testing.T) {
 	if refused != 1 || denied != 1 || done != 1 {
 		t.Fatalf("audit: refused %d, denied %d, silences %d in %+v", refused, denied, done, evs.Events)
 	}
+}
+
+// TestAlertButtons: a firing alert reaches a chat of the bot with the
+// buttons Silence 1h and Ack; a viewer's press is refused, the editor's
+// Ack makes a real silence and edits the message to say so; a button of
+// a message Ops no longer knows says so; a chat that is not the bot's
+// gets Alertmanager's own message, without buttons.
+func TestAlertButtons(t *testing.T) {
+	const token = "4242:test-token"
+	bot := newFakeBotAPI(t, token)
+	dir := t.TempDir()
+	tokFile, amFile := filepath.Join(dir, "token"), filepath.Join(dir, "alertmanager.yml")
+	_ = os.WriteFile(tokFile, []byte(token+"\n"), 0o600)
+	_ = os.WriteFile(amFile, fmt.Appendf(nil, `route:
+  receiver: chat
+  group_by: [alertname]
+  group_wait: 0s
+receivers:
+  - name: chat
+    telegram_configs:
+      - {bot_token_file: %[1]s, api_url: %[2]s, chat_id: 111}
+      - {bot_token_file: %[1]s, api_url: %[2]s, chat_id: 444}
+`, tokFile, bot.URL), 0o600)
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.Alert.AlertmanagerConfig = amFile
+		c.Alert.Telegram = config.Telegram{TokenFile: tokFile, APIURL: bot.URL,
+			Chats: []config.ChatUser{{ID: 111, User: "alice", Role: "editor"}, {ID: 222, User: "bob", Role: "viewer"}}}
+	})
+	rule := "groups:\n  - name: web\n    interval: 1s\n    rules:\n      - alert: Loud\n        expr: vector(1) > 0\n        labels: {service: api}\n        annotations: {summary: \"api is down\"}\n"
+	if code, body := call(t, "PUT", r.URL+"/api/v1/alerts/rules/web", r.Token, rule); code != 200 {
+		t.Fatalf("rules: %d %s", code, body)
+	}
+	var withButtons, plain map[string]any
+	testutil.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		bot.mu.Lock()
+		defer bot.mu.Unlock()
+		for _, m := range bot.sent {
+			switch fmt.Sprint(m["chat_id"]) {
+			case "111":
+				withButtons = m
+			case "444":
+				plain = m
+			}
+		}
+		if withButtons == nil || plain == nil {
+			return fmt.Errorf("notifications sent: %v", bot.sent)
+		}
+		return nil
+	})
+	for _, m := range []map[string]any{withButtons, plain} {
+		if !strings.Contains(fmt.Sprint(m["text"]), "Loud") || m["parse_mode"] != "HTML" {
+			t.Fatalf("notification %v: want Alertmanager's default message, in HTML", m)
+		}
+	}
+	if plain["reply_markup"] != nil {
+		t.Fatalf("a chat the bot does not serve got buttons: %v", plain)
+	}
+	var markup struct {
+		InlineKeyboard [][]struct {
+			Text         string `json:"text"`
+			CallbackData string `json:"callback_data"`
+		} `json:"inline_keyboard"`
+	}
+	if err := json.Unmarshal([]byte(fmt.Sprint(withButtons["reply_markup"])), &markup); err != nil || len(markup.InlineKeyboard) != 1 || len(markup.InlineKeyboard[0]) != 2 {
+		t.Fatalf("buttons: %v (%v)", withButtons["reply_markup"], err)
+	}
+	silence, ack := markup.InlineKeyboard[0][0], markup.InlineKeyboard[0][1]
+	if silence.Text != "Silence 1h" || ack.Text != "Ack" || len(ack.CallbackData) > 64 {
+		t.Fatalf("buttons: %+v", markup)
+	}
+
+	if a := bot.press(t, 222, withButtons, ack.CallbackData); !strings.Contains(fmt.Sprint(a["text"]), "needs alert:write") || a["show_alert"] != true {
+		t.Fatalf("a viewer's press: %v", a)
+	}
+	if a := bot.press(t, 111, withButtons, "ack:0123456789abcdef"); !strings.Contains(fmt.Sprint(a["text"]), "before Ops restarted") {
+		t.Fatalf("an unknown message's button: %v", a)
+	}
+	if a := bot.press(t, 111, withButtons, ack.CallbackData); a["text"] != "Acknowledged for 1h." {
+		t.Fatalf("ack: %v", a)
+	}
+	_, body := call(t, "GET", r.URL+"/api/v1/alerts/silences", r.Token, "")
+	if !strings.Contains(body, `"created_by":"telegram:alice"`) || !strings.Contains(body, `"comment":"acknowledged by alice"`) ||
+		!strings.Contains(body, `alertname=\"Loud\"`) || !strings.Contains(body, `service=\"api\"`) {
+		t.Fatalf("the silence made by Ack: %s", body)
+	}
+	bot.mu.Lock()
+	edits := append([]map[string]any(nil), bot.edits...)
+	bot.mu.Unlock()
+	if len(edits) != 1 || fmt.Sprint(edits[0]["message_id"]) != fmt.Sprint(withButtons["message_id"]) ||
+		!strings.Contains(fmt.Sprint(edits[0]["text"]), "Acknowledged for 1h by alice") || !strings.Contains(fmt.Sprint(edits[0]["text"]), "Loud") {
+		t.Fatalf("edits: %v", edits)
+	}
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		_, body := call(t, "GET", r.URL+"/api/v1/events?subject=ev.alert.chat.>", r.Token, "")
+		if n := strings.Count(body, `"command":"button:ack"`); n != 3 || !strings.Contains(body, `"error":"needs alert:write"`) {
+			return fmt.Errorf("want three audited presses (refused, unknown, done): %s", body)
+		}
+		return nil
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,6 +95,8 @@ type Module struct {
 	// router routes firing alerts to receivers (alert.alertmanager_config);
 	// nil without one.
 	router *router
+	// chat is the Telegram bot while it runs (alert.telegram).
+	chat atomic.Pointer[chat]
 }
 
 // StatesBucket keeps the last recorded state of every pending or firing
@@ -259,7 +262,7 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 			_, err := m.deps.Bus.PublishDerived(ctx, evs)
 			return err
 		}
-		rt, err := newRouter(m.cfg.AlertmanagerConfig, filepath.Join(m.deps.DataDir, "alert"), ext, m.log, m.deps.Registry, publish, m.cfg.ReceiverRate)
+		rt, err := newRouter(m.cfg.AlertmanagerConfig, filepath.Join(m.deps.DataDir, "alert"), ext, m.log, m.deps.Registry, publish, m.cfg.ReceiverRate, m.chat.Load)
 		if err != nil {
 			return err
 		}

@@ -25,7 +25,7 @@ import (
 // notifiers. Ops links the common ones; a receiver of another kind (SNS,
 // Jira, WeChat, ...) is refused with its name, rather than linking every
 // notifier's client (they would add several MiB to the binary).
-func buildReceiver(rc amconfig.Receiver, tmpl *template.Template, log *slog.Logger, limit *rate.Limiter) ([]notify.Integration, error) {
+func buildReceiver(rc amconfig.Receiver, tmpl *template.Template, log *slog.Logger, limit *rate.Limiter, bot func() *chat) ([]notify.Integration, error) {
 	other := map[string]int{"sns": len(rc.SNSConfigs), "wechat": len(rc.WechatConfigs), "victorops": len(rc.VictorOpsConfigs),
 		"pushover": len(rc.PushoverConfigs), "webex": len(rc.WebexConfigs), "msteams (v1)": len(rc.MSTeamsConfigs), "jira": len(rc.JiraConfigs),
 		"incidentio": len(rc.IncidentioConfigs), "rocketchat": len(rc.RocketchatConfigs), "mattermost": len(rc.MattermostConfigs)}
@@ -55,7 +55,11 @@ func buildReceiver(rc amconfig.Receiver, tmpl *template.Template, log *slog.Logg
 		add("email", i, c, email.New(c, tmpl, l("email")), nil)
 	}
 	for i, c := range rc.TelegramConfigs {
-		n, err := telegram.New(c, tmpl, l("telegram"))
+		am, err := telegram.New(c, tmpl, l("telegram"))
+		var n notify.Notifier = am
+		if err == nil && bot != nil {
+			n = buttoned{am: am, conf: c, tmpl: tmpl, log: l("telegram"), bot: bot}
+		}
 		add("telegram", i, c, n, err)
 	}
 	for i, c := range rc.SlackConfigs {

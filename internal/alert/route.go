@@ -51,6 +51,8 @@ type router struct {
 	dm       *dispatch.DispatcherMetrics
 	rec      eventrecorder.Recorder
 	silFile  string
+	// bot is Ops's Telegram bot while it runs, which sends with buttons.
+	bot func() *chat
 	// publish stores events (the dead letter of notifications).
 	publish func(context.Context, []event.Event) error
 	stopc   chan struct{}
@@ -72,7 +74,7 @@ type router struct {
 // at once after every change made through Ops).
 const maintenance = time.Minute
 
-func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.Registerer, publish func(context.Context, []event.Event) error, perMinute int) (*router, error) {
+func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.Registerer, publish func(context.Context, []event.Event) error, perMinute int, bot func() *chat) (*router, error) {
 	conf, err := amconfig.LoadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("alert.alertmanager_config: %w", err)
@@ -85,7 +87,7 @@ func newRouter(file, dir string, ext *url.URL, log *slog.Logger, reg prometheus.
 		return nil, err
 	}
 	r := &router{log: log, file: file, ext: ext, rec: eventrecorder.NopRecorder(), silFile: filepath.Join(dir, "silences"),
-		stopc: make(chan struct{}), start: time.Now(), publish: publish, perMinute: perMinute, limits: map[string]*rate.Limiter{}}
+		stopc: make(chan struct{}), start: time.Now(), publish: publish, perMinute: perMinute, limits: map[string]*rate.Limiter{}, bot: bot}
 	r.nflog, err = nflog.New(nflog.Options{SnapshotFile: filepath.Join(dir, "nflog"), Retention: 120 * time.Hour, Logger: log.With("component", "nflog"), Metrics: reg})
 	if err != nil {
 		return nil, err
@@ -122,7 +124,7 @@ func checkAlertmanagerConfig(file string) error {
 		return fmt.Errorf("alert.alertmanager_config: templates: %w", err)
 	}
 	for _, rc := range conf.Receivers {
-		if _, err := buildReceiver(rc, tmpl, slog.New(slog.DiscardHandler), nil); err != nil {
+		if _, err := buildReceiver(rc, tmpl, slog.New(slog.DiscardHandler), nil, nil); err != nil {
 			return fmt.Errorf("alert.alertmanager_config: %w", err)
 		}
 	}
@@ -146,7 +148,7 @@ func (r *router) apply(conf *amconfig.Config) error {
 		if !active[rcv.Name] {
 			continue
 		}
-		ints, err := buildReceiver(rcv, tmpl, r.log, r.limiter(rcv.Name))
+		ints, err := buildReceiver(rcv, tmpl, r.log, r.limiter(rcv.Name), r.bot)
 		if err != nil {
 			return fmt.Errorf("alert.alertmanager_config: receiver %s: %w", rcv.Name, err)
 		}
