@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -274,5 +275,21 @@ func TestSilencesSurviveKill(t *testing.T) {
 	p = startOps(t, data, "--config", cfgFile)
 	if out, err := run("alerts", "silence", "ls", "--state", "active"); err != nil || strings.Contains(out, id) {
 		t.Fatalf("expired silence active after kill -9: %v\n%s", err, out)
+	}
+}
+
+// TestAlertsTestCommand: ops alerts test runs promtool's unit-test files
+// with no server: exit 0 and SUCCESS for a passing file, exit 1 with the
+// failure for a failing one.
+func TestAlertsTestCommand(t *testing.T) {
+	dir := filepath.Join("..", "..", "internal", "alert", "testdata", "unittest")
+	out, err := exec.Command(opsBinary(t), "alerts", "test", filepath.Join(dir, "good_test.yml")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Fatalf("good: %v\n%s", err, out)
+	}
+	out, err = exec.Command(opsBinary(t), "alerts", "test", filepath.Join(dir, "good_test.yml"), filepath.Join(dir, "bad_test.yml")).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "FAILED:") || !strings.Contains(string(out), "alertname: HighErrors, time: 12m") {
+		t.Fatalf("bad: %v\n%s", err, out)
 	}
 }

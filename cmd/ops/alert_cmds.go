@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/opsgraph/ops/internal/app"
 	"github.com/opsgraph/ops/internal/client"
 )
 
@@ -46,7 +47,7 @@ type cliRuleGroup struct {
 
 func alertsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "alerts", Short: "Active alerts and the rules that make them (Prometheus rule files)"}
-	cmd.AddCommand(alertsLsCmd(g), alertsRulesCmd(g), alertsCheckCmd(g), alertsPutCmd(g), alertsRmCmd(g), silenceCmd(g))
+	cmd.AddCommand(alertsLsCmd(g), alertsRulesCmd(g), alertsCheckCmd(g), alertsTestCmd(), alertsPutCmd(g), alertsRmCmd(g), silenceCmd(g))
 	return cmd
 }
 
@@ -110,6 +111,29 @@ func checkFile(cmd *cobra.Command, c *client.Client, path string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s: %d group(s), %d rule(s), ok\n", path, res.Groups, res.Rules)
 	return nil
+}
+
+// alertsTestCmd runs rule unit tests here, as promtool test rules does;
+// it needs no server.
+func alertsTestCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "test <test file>...",
+		Short: "Run rule unit tests written for `promtool test rules` (input series, expected alerts and expression values); exits 1 when one fails",
+		Example: "  ops alerts test tests/alerts_test.yml\n" +
+			"  # the same file promtool takes: rule_files, evaluation_interval, tests[].input_series, alert_rule_test, promql_expr_test",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ok, err := app.RunRuleTests(cmd.Context(), cmd.OutOrStdout(), args...)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				cmd.SilenceUsage = true
+				return errors.New("rule unit tests failed")
+			}
+			return nil
+		},
+	}
 }
 
 func alertsCheckCmd(g *globals) *cobra.Command {

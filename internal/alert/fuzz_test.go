@@ -100,3 +100,35 @@ func FuzzParseSilence(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRuleUnitTests: whatever a rule test file holds (series notation,
+// times, expressions), ops alerts test reports a verdict, never panics.
+func FuzzRuleUnitTests(f *testing.F) {
+	for _, name := range []string{"good_test.yml", "bad_test.yml", "broken_test.yml"} {
+		b, err := os.ReadFile("testdata/unittest/" + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("tests:\n  - input_series: [{series: 'x', values: '1+1x3 _ stale {{schema:0 sum:1 count:1}}'}]\n    promql_expr_test: [{expr: 'x', eval_time: 2m, exp_samples: [{labels: 'x', value: 3}]}]\n"))
+	f.Add([]byte("start_timestamp: nope\ntests: [{start_timestamp: '-1e300', interval: -1m}]\n"))
+	rules, err := os.ReadFile("testdata/unittest/rules.yml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(dir+"/rules.yml", rules, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir+"/t.yml", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		ok := RunUnitTests(t.Context(), &out, dir+"/t.yml")
+		if !ok && !strings.Contains(out.String(), "FAILED") {
+			t.Fatalf("a failure without a report: %q", out.String())
+		}
+	})
+}

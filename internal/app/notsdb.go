@@ -3,7 +3,9 @@
 package app
 
 import (
+	"context"
 	"errors"
+	"io"
 
 	"github.com/opsgraph/ops/internal/config"
 )
@@ -29,6 +31,11 @@ func (a *App) alertDef() Def {
 type tsdbHolder struct{}
 
 func (*tsdbHolder) reloadAlerts(config.Alert) error { return nil }
+
+// RunRuleTests: rule tests need the time series.
+func RunRuleTests(context.Context, io.Writer, ...string) (bool, error) {
+	return false, errors.New("this ops was built without the time series (-tags notsdb): rule tests need them")
+}
 
 // CheckRuleFiles: a build without the time series cannot use rule files.
 func CheckRuleFiles(cfg *config.Config) error {

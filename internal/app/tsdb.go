@@ -3,7 +3,9 @@
 package app
 
 import (
+	"context"
 	"errors"
+	"io"
 	"os"
 
 	"github.com/opsgraph/ops/internal/alert"
@@ -41,6 +43,12 @@ func (h *tsdbHolder) reloadAlerts(cfg config.Alert) error {
 
 // CheckRuleFiles checks alert.rule_files as a start would.
 func CheckRuleFiles(cfg *config.Config) error { return alert.CheckRuleFiles(cfg.Alert) }
+
+// RunRuleTests runs rule unit tests in promtool's format (ops alerts
+// test); false when one failed.
+func RunRuleTests(ctx context.Context, w io.Writer, files ...string) (bool, error) {
+	return alert.RunUnitTests(ctx, w, files...), nil
+}
 
 // alertDef: rules over the time series, evaluated in the same process as
 // the TSDB (they read and write it directly).
