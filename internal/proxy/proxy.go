@@ -20,6 +20,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/evqueue"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/reply"
 )
@@ -55,7 +56,7 @@ type Module struct {
 	log     *slog.Logger
 	cfg     atomic.Pointer[config.Proxy]
 	table   atomic.Pointer[table]
-	track   *tracker
+	track   *evqueue.Queue
 	policy  *policyCache
 	metrics *metrics
 	// handoffN counts the fast path's hand-offs (ops_proxy_fast_handoffs_total).
@@ -119,8 +120,9 @@ func New(cfg config.Proxy, deps Deps) (*Module, error) {
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(m.metrics.requests, m.metrics.latency, m.metrics.aclHits, m.metrics.limited, m.metrics.upstream, m.metrics.handoffs, m.metrics.cache)
 	}
-	t, err := newTracker(deps.Bus, deps.Logger.With("part", "tracking"), filepath.Join(deps.DataDir, "proxy-spool"),
-		cfg.Tracking.Queue, cfg.Tracking.Batch, cfg.Tracking.Flush.D(), int64(cfg.Tracking.SpoolMax), deps.Registry)
+	t, err := evqueue.Open(evqueue.Options{Bus: deps.Bus, Log: deps.Logger.With("part", "tracking"), Dir: filepath.Join(deps.DataDir, "proxy-spool"),
+		Queue: cfg.Tracking.Queue, Batch: cfg.Tracking.Batch, Flush: cfg.Tracking.Flush.D(), SpoolMax: int64(cfg.Tracking.SpoolMax),
+		Name: "proxy", What: "request events", Registry: deps.Registry})
 	if err != nil {
 		return nil, fmt.Errorf("proxy spool: %w", err)
 	}
@@ -182,7 +184,7 @@ func (m *Module) Run(ctx context.Context, ready func()) error {
 	tctx, tcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer tcancel()
 	trackDone := make(chan struct{})
-	go func() { defer close(trackDone); m.track.run(tctx) }()
+	go func() { defer close(trackDone); m.track.Run(tctx) }()
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
 	go m.policy.watch(pctx)

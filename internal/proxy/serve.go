@@ -531,7 +531,7 @@ func (m *Module) record(tb *table, rt *route, q *reqInfo, code int, in, out int6
 	}
 	ev := event.NewJSON("ops/proxy", "proxy.request", data.appendJSON(make([]byte, 0, 384)))
 	ev.Time = start.UTC()
-	m.track.add(ev)
+	m.track.Add(ev)
 }
 
 // appendJSON encodes d as encoding/json would (TestRequestDataJSON holds

@@ -1,4 +1,8 @@
-package proxy
+// Package evqueue publishes events made on a hot path (a proxied
+// request, a DNS query) without ever holding it up: a bounded queue in
+// memory, batches to the bus, and a spool on disk for when the bus is
+// away or the queue is full.
+package evqueue
 
 import (
 	"bufio"
@@ -18,15 +22,17 @@ import (
 	"github.com/opsgraph/ops/internal/event"
 )
 
-// tracker publishes request events without ever holding up a request:
-// add puts an event on a bounded queue; a single goroutine publishes it in
+// Queue publishes events without ever holding up their maker: Add puts
+// an event on a bounded queue; a single goroutine publishes it in
 // batches. When the queue is full or a publish fails, events go to a spool
-// file under data_dir/proxy-spool, which is sent, oldest file first, once
-// publishing works again. Event ids travel with the events, so a batch
-// sent twice (a crash between publish and file removal) is stored once.
-type tracker struct {
+// directory (the proxy's is data_dir/proxy-spool), which is sent, oldest
+// file first, once publishing works again. Event ids travel with the
+// events, so a batch sent twice (a crash between publish and file
+// removal) is stored once.
+type Queue struct {
 	bus   *bus.Bus
 	log   *slog.Logger
+	what  string // "request events", for logs
 	batch int
 	flush time.Duration
 	queue int
@@ -42,30 +48,53 @@ type tracker struct {
 	queued                      prometheus.GaugeFunc
 }
 
-func newTracker(b *bus.Bus, log *slog.Logger, dir string, queue, batch int, flush time.Duration, spoolMax int64, reg prometheus.Registerer) (*tracker, error) {
-	sp, err := openSpool(dir, spoolMax)
+// Options configure a Queue.
+type Options struct {
+	Bus *bus.Bus
+	Log *slog.Logger
+	// Dir is the spool directory.
+	Dir string
+	// Queue is the most events held in memory, Batch the most sent in one
+	// publish, Flush how long an event waits for its batch to fill.
+	Queue, Batch int
+	Flush        time.Duration
+	// SpoolMax bounds the spool's bytes; past it events are dropped (and
+	// counted).
+	SpoolMax int64
+	// Name prefixes the metrics: ops_<name>_events_published_total,
+	// ..._spooled_total, ..._dropped_total, ..._queued, ops_<name>_spool_bytes.
+	// What names the events in metric help and logs ("request events").
+	Name, What string
+	Registry   prometheus.Registerer
+}
+
+// Open makes a Queue and opens (or creates) its spool.
+func Open(o Options) (*Queue, error) {
+	sp, err := openSpool(o.Dir, o.SpoolMax)
 	if err != nil {
 		return nil, err
 	}
-	t := &tracker{bus: b, log: log, queue: queue, batch: batch, flush: flush, sp: sp, full: make(chan struct{}, 1),
-		pending: make([]event.Event, 0, batch)}
-	t.published = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_published_total", Help: "Request events stored on the bus."})
-	t.spooled = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_spooled_total", Help: "Request events written to the spool (queue full or bus unavailable)."})
-	t.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_proxy_events_dropped_total", Help: "Request events lost because the spool was full."})
-	t.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_events_queued", Help: "Request events waiting in memory."}, func() float64 {
+	t := &Queue{bus: o.Bus, log: o.Log, what: o.What, queue: o.Queue, batch: o.Batch, flush: o.Flush, sp: sp, full: make(chan struct{}, 1),
+		pending: make([]event.Event, 0, o.Batch)}
+	name, what := "ops_"+o.Name+"_", o.What
+	up := strings.ToUpper(what[:1]) + what[1:]
+	t.published = prometheus.NewCounter(prometheus.CounterOpts{Name: name + "events_published_total", Help: up + " stored on the bus."})
+	t.spooled = prometheus.NewCounter(prometheus.CounterOpts{Name: name + "events_spooled_total", Help: up + " written to the spool (queue full or bus unavailable)."})
+	t.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: name + "events_dropped_total", Help: up + " lost because the spool was full."})
+	t.queued = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name + "events_queued", Help: up + " waiting in memory."}, func() float64 {
 		t.mu.Lock()
 		defer t.mu.Unlock()
 		return float64(len(t.pending))
 	})
-	spoolBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_proxy_spool_bytes", Help: "Bytes of request events waiting in the spool."}, func() float64 { return float64(sp.size()) })
-	if reg != nil {
-		reg.MustRegister(t.published, t.spooled, t.dropped, t.queued, spoolBytes)
+	spoolBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name + "spool_bytes", Help: "Bytes of " + what + " waiting in the spool."}, func() float64 { return float64(sp.size()) })
+	if o.Registry != nil {
+		o.Registry.MustRegister(t.published, t.spooled, t.dropped, t.queued, spoolBytes)
 	}
 	return t, nil
 }
 
-// add never blocks on the bus.
-func (t *tracker) add(ev event.Event) {
+// Add never blocks on the bus.
+func (t *Queue) Add(ev event.Event) {
 	t.mu.Lock()
 	if len(t.pending) >= t.queue {
 		t.mu.Unlock()
@@ -84,7 +113,7 @@ func (t *tracker) add(ev event.Event) {
 }
 
 // take swaps out what is pending.
-func (t *tracker) take(spare []event.Event) []event.Event {
+func (t *Queue) take(spare []event.Event) []event.Event {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := t.pending
@@ -92,22 +121,22 @@ func (t *tracker) take(spare []event.Event) []event.Event {
 	return out
 }
 
-func (t *tracker) toSpool(evs []event.Event) {
+func (t *Queue) toSpool(evs []event.Event) {
 	n, err := t.sp.write(evs)
 	t.spooled.Add(float64(n))
 	if n == 0 && err == nil {
-		t.log.Warn("spool full; request events dropped", "events", len(evs))
+		t.log.Warn("spool full; events dropped", "what", t.what, "events", len(evs))
 	}
 	if n < len(evs) {
 		t.dropped.Add(float64(len(evs) - n))
 	}
 	if err != nil {
-		t.log.Error("spool write failed; request events lost", "err", err, "events", len(evs)-n)
+		t.log.Error("spool write failed; events lost", "what", t.what, "err", err, "events", len(evs)-n)
 	}
 }
 
-// run publishes until ctx ends, then publishes (or spools) what is queued.
-func (t *tracker) run(ctx context.Context) {
+// Run publishes until ctx ends, then publishes (or spools) what is queued.
+func (t *Queue) Run(ctx context.Context) {
 	spare := make([]event.Event, 0, t.batch)
 	timer := time.NewTicker(t.flush)
 	defer timer.Stop()
@@ -120,7 +149,7 @@ func (t *tracker) run(ctx context.Context) {
 			_, err := t.bus.Publish(pctx, buf[:n])
 			cancel()
 			if err != nil {
-				t.log.Warn("publishing request events failed; spooling", "err", err, "events", n)
+				t.log.Warn("publishing events failed; spooling", "what", t.what, "err", err, "events", n)
 				t.toSpool(buf[:n])
 			} else {
 				t.published.Add(float64(n))
@@ -153,7 +182,7 @@ func (t *tracker) run(ctx context.Context) {
 }
 
 // replay sends spooled files, oldest first, and removes each once stored.
-func (t *tracker) replay(ctx context.Context) {
+func (t *Queue) replay(ctx context.Context) {
 	for _, f := range t.sp.sealed() {
 		batches, n, err := readSpool(f)
 		if err != nil {
@@ -175,7 +204,7 @@ func (t *tracker) replay(ctx context.Context) {
 			t.log.Error("remove sent spool file", "file", f, "err", err)
 		}
 		t.sp.forget(f)
-		t.log.Info("spooled request events sent", "file", filepath.Base(f), "events", n)
+		t.log.Info("spooled events sent", "what", t.what, "file", filepath.Base(f), "events", n)
 	}
 }
 
