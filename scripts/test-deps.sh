@@ -13,6 +13,8 @@ command -v kinit >/dev/null || need+=(krb5-user)
 command -v curl >/dev/null || need+=(curl)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v kdig >/dev/null || need+=(knot-dnsutils)
+[ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
@@ -22,6 +24,8 @@ command -v npm >/dev/null || need+=(npm)
 # and krb5-user: a throwaway Kerberos realm for the SPNEGO tests (kinit + curl
 # --negotiate); prometheus (with promtool): the time-series tests run
 # promtool against Ops and remote-write to and from a real Prometheus;
+# knot-dnsutils and unbound: the DNS tests ask Ops with kdig over every
+# transport, with unbound as Ops's DoT upstream (internal/dnsd);
 # python3-aiosmtpd: a real SMTP server the e-mail report tests send to;
 # nodejs and npm: the unmodified RudderStack and Segment Node SDKs
 # (internal/collector/testdata/node, installed from its lock file below).

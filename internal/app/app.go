@@ -27,6 +27,7 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/cqrs"
 	"github.com/opsgraph/ops/internal/deploy"
+	"github.com/opsgraph/ops/internal/dnsd"
 	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/logging"
@@ -81,6 +82,7 @@ type App struct {
 	// analytics is set when the analytics module is built (the UI checks
 	// shared links with it).
 	analytics atomic.Pointer[analytics.Module]
+	dns       atomic.Pointer[dnsd.Server] // for tests: its listeners' addresses
 	// apiReady is closed when the api module is constructed, for Addr.
 	apiReady chan struct{}
 }
@@ -209,6 +211,16 @@ func (a *App) defs() []Def {
 				}
 				return m, err
 			}},
+		// dns is the resolver; it runs when dns.upstreams are set.
+		{Name: "dns", Deps: []string{"bus", "api", "identity"}, Enabled: func() bool { return len(a.cfg.DNS.Upstreams) > 0 },
+			New: func() (Module, error) {
+				m, err := dnsd.New(a.cfg.DNS, dnsd.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("dns"), Registry: a.reg, DataDir: a.cfg.DataDir,
+					Handle: a.api.Handle, ClientIP: a.identity.ClientIP})
+				if err == nil {
+					a.dns.Store(m)
+				}
+				return m, err
+			}},
 		a.tsdbDef(),  // tsdb.go, or notsdb.go in a build with -tags notsdb
 		a.alertDef(), // the same
 		// ui is the web UI: pages and embedded assets, nothing running.
@@ -216,7 +228,7 @@ func (a *App) defs() []Def {
 			return ui.New(ui.Deps{Logger: a.logs.Logger("ui"), Handle: a.api.Handle, Allowed: a.identity.Allowed,
 				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running, Shared: a.shared}), nil
 		}},
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "ui"}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "dns", "ui"}},
 	}
 }
 
@@ -477,3 +489,6 @@ func (a *App) Routes() []api.Route {
 
 // Proxy returns the proxy module once constructed (nil when not running).
 func (a *App) Proxy() *proxy.Module { return a.proxy }
+
+// DNS is the dns module once built (nil when it is off), for tests.
+func (a *App) DNS() *dnsd.Server { return a.dns.Load() }

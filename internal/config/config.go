@@ -32,6 +32,7 @@ type Config struct {
 	SMTP      SMTP      `yaml:"smtp"`
 	Deploy    Deploy    `yaml:"deploy"`
 	Alert     Alert     `yaml:"alert"`
+	DNS       DNS       `yaml:"dns" doc:"an encrypted resolver with a cache and block lists (docs/dns.md)"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -208,6 +209,7 @@ func Default() Config {
 		Alert:     Alert{Enabled: true, EvaluationInterval: Duration(15 * time.Second), Telegram: Telegram{APIURL: "https://api.telegram.org"}},
 		Deploy: Deploy{Enabled: true, HeartbeatInterval: Duration(30 * time.Second), SilentAfter: 3,
 			ForgetHostsAfter: Duration(7 * 24 * time.Hour), MaxConfigBytes: 1 << 20},
+		DNS: defaultDNS(),
 	}
 }
 
@@ -287,6 +289,7 @@ func (c *Config) Validate() Errors {
 		}
 	}
 	c.validateGraph(add)
+	c.validateDNS(add)
 	for i, k := range c.Collector.WriteKeys {
 		if len(k) < 8 {
 			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")

@@ -1,0 +1,140 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DNS configures the resolver (docs/dns.md). It runs when upstreams are
+// set.
+type DNS struct {
+	Upstreams  Strings      `yaml:"upstreams" doc:"where queries go: https://host/dns-query (DoH), tls://host[:853] (DoT); udp://host[:53] and tcp://host[:53] only with allow_plain; empty: no resolver (the module is off)"`
+	AllowPlain bool         `yaml:"allow_plain" doc:"allow unencrypted upstreams (udp://, tcp://), e.g. a LAN's own resolver"`
+	Strategy   string       `yaml:"strategy" doc:"parallel (ask all, take the first good answer), round_robin, or failover (in order, the next on error)"`
+	Forward    []DNSForward `yaml:"forward" doc:"conditional forwarding: names under a domain go to their own upstreams, e.g. {domain: corp.example, upstreams: [udp://10.0.0.2]}"`
+	Bootstrap  Strings      `yaml:"bootstrap" doc:"addresses of upstream hosts given by name, as host=ip (e.g. dns.google=8.8.8.8): upstream names are never looked up in plain DNS"`
+	Timeout    Duration     `yaml:"timeout" doc:"how long an upstream has to answer"`
+	UpstreamCA string       `yaml:"upstream_ca" doc:"CA certificates (PEM) that DoH and DoT upstreams' certificates are checked against instead of the system's (a private resolver)"`
+	Listen     string       `yaml:"listen" doc:"plain DNS over UDP and TCP (a LAN's port 53); empty: off"`
+	DoTListen  string       `yaml:"dot_listen" doc:"DNS over TLS (RFC 7858), e.g. :853; needs tls_cert and tls_key; empty: off"`
+	TLSCert    string       `yaml:"tls_cert" doc:"certificate chain (PEM) for dot_listen"`
+	TLSKey     string       `yaml:"tls_key" doc:"its key (PEM)"`
+	DoH        bool         `yaml:"doh" doc:"serve DNS over HTTPS (RFC 8484, and JSON like Google's) at /dns-query on the main listener"`
+	StripECS   bool         `yaml:"strip_ecs" doc:"remove EDNS Client Subnet from queries before they go upstream"`
+	Events     bool         `yaml:"events" doc:"record every query as an ev.dns.query event (client address anonymised to its /24 or /48)"`
+	Cache      DNSCache     `yaml:"cache"`
+	Block      DNSBlock     `yaml:"block"`
+}
+
+// DNSForward sends the names under a domain to their own upstreams.
+type DNSForward struct {
+	Domain    string  `yaml:"domain"`
+	Upstreams Strings `yaml:"upstreams"`
+}
+
+// DNSCache sizes the answer cache.
+type DNSCache struct {
+	Size        int      `yaml:"size" doc:"most answers kept; the least recently used go first; 0: no cache"`
+	MinTTL      Duration `yaml:"min_ttl" doc:"answers are kept at least this long, whatever their TTL"`
+	MaxTTL      Duration `yaml:"max_ttl" doc:"and at most this long"`
+	NegativeTTL Duration `yaml:"negative_ttl" doc:"most time NXDOMAIN and empty answers are kept (RFC 2308: the SOA's minimum, capped by this)"`
+	ServeStale  Duration `yaml:"serve_stale" doc:"while upstreams fail, expired answers this young are served with a TTL of 30 s (RFC 8767); 0: never"`
+}
+
+// DNSBlock configures filtering.
+type DNSBlock struct {
+	Lists Strings `yaml:"lists" doc:"block list files: hosts files, one domain a line, *.wildcards, AdGuard/ABP rules (||example.com^, @@||example.com^ allows, $important)"`
+	Allow Strings `yaml:"allow" doc:"domains never blocked (and their subdomains), whatever the lists say"`
+	Mode  string  `yaml:"mode" doc:"the answer to a blocked name: nxdomain, refused, null (0.0.0.0 and ::), or an address (a block page the proxy serves)"`
+}
+
+func defaultDNS() DNS {
+	return DNS{Strategy: "parallel", Timeout: Duration(3 * time.Second), DoH: true, StripECS: true, Events: true,
+		Cache: DNSCache{Size: 100_000, MinTTL: 0, MaxTTL: Duration(24 * time.Hour), NegativeTTL: Duration(time.Hour), ServeStale: Duration(24 * time.Hour)},
+		Block: DNSBlock{Mode: "nxdomain"}}
+}
+
+func (c *Config) validateDNS(add func(path, format string, a ...any)) {
+	d := c.DNS
+	if len(d.Upstreams) == 0 {
+		return
+	}
+	boot := map[string]bool{}
+	for _, b := range d.Bootstrap {
+		host, ip, ok := strings.Cut(b, "=")
+		if _, err := netip.ParseAddr(ip); !ok || host == "" || err != nil {
+			add("dns.bootstrap", "want host=ip, e.g. dns.google=8.8.8.8; got %q", b)
+			continue
+		}
+		boot[strings.ToLower(host)] = true
+	}
+	checkUp := func(path, u string) {
+		p, err := url.Parse(u)
+		if err != nil || p.Host == "" {
+			add(path, "invalid upstream %q (examples: https://dns.google/dns-query, tls://1.1.1.1, udp://10.0.0.2)", u)
+			return
+		}
+		switch p.Scheme {
+		case "https", "tls":
+		case "udp", "tcp":
+			if !d.AllowPlain {
+				add(path, "%s is plain DNS, which anyone on the path can read and change; set dns.allow_plain: true to allow it", u)
+			}
+		default:
+			add(path, "scheme %q of %s: want https, tls, udp or tcp", p.Scheme, u)
+			return
+		}
+		if _, err := netip.ParseAddr(p.Hostname()); err != nil && !boot[strings.ToLower(p.Hostname())] {
+			add(path, "%s names a host; give its address in dns.bootstrap (%s=<ip>) so it is not looked up in plain DNS", u, p.Hostname())
+		}
+	}
+	for _, u := range d.Upstreams {
+		checkUp("dns.upstreams", u)
+	}
+	for i, f := range d.Forward {
+		path := fmt.Sprintf("dns.forward[%d]", i)
+		if strings.Trim(f.Domain, ".") == "" {
+			add(path+".domain", "must not be empty")
+		}
+		if len(f.Upstreams) == 0 {
+			add(path+".upstreams", "must not be empty")
+		}
+		for _, u := range f.Upstreams {
+			checkUp(path+".upstreams", u)
+		}
+	}
+	switch d.Strategy {
+	case "parallel", "round_robin", "failover":
+	default:
+		add("dns.strategy", "want parallel, round_robin or failover, got %q", d.Strategy)
+	}
+	if d.Timeout < Duration(10*time.Millisecond) || d.Timeout > Duration(time.Minute) {
+		add("dns.timeout", "want 10ms to 1m, got %s", d.Timeout)
+	}
+	for path, l := range map[string]string{"dns.listen": d.Listen, "dns.dot_listen": d.DoTListen} {
+		if l != "" {
+			if err := checkListen(l); err != nil {
+				add(path, "%v", err)
+			}
+		}
+	}
+	if d.DoTListen != "" && (d.TLSCert == "" || d.TLSKey == "") {
+		add("dns.dot_listen", "needs dns.tls_cert and dns.tls_key")
+	}
+	if d.Cache.Size < 0 {
+		add("dns.cache.size", "must not be negative")
+	}
+	if d.Cache.MaxTTL < d.Cache.MinTTL {
+		add("dns.cache.max_ttl", "is below min_ttl")
+	}
+	switch m := d.Block.Mode; m {
+	case "nxdomain", "refused", "null":
+	default:
+		if _, err := netip.ParseAddr(m); err != nil {
+			add("dns.block.mode", "want nxdomain, refused, null or an IP address, got %q", m)
+		}
+	}
+}

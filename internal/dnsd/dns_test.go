@@ -1,0 +1,322 @@
+package dnsd_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/testutil"
+)
+
+// zones are unbound's local zones: the names the tests resolve.
+const zones = `
+local-zone: "test." static
+local-data: "www.test. 300 IN A 192.0.2.10"
+local-data: "www.test. 300 IN AAAA 2001:db8::10"
+local-data: "ads.test. 300 IN A 192.0.2.66"
+local-data: "x.ads.test. 300 IN A 192.0.2.67"
+local-data: "good.ads.test. 300 IN A 192.0.2.68"
+local-data: "tracker.test. 300 IN A 192.0.2.69"
+local-data: "sub.tracker.test. 300 IN A 192.0.2.70"
+local-data: "wild.test. 300 IN A 192.0.2.71"
+local-data: "a.wild.test. 300 IN A 192.0.2.72"
+local-data: "short.test. 2 IN A 192.0.2.80"
+local-data: "test. 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60"
+`
+
+const blockList = `! a list in several syntaxes
+||ads.test^
+@@||good.ads.test^
+0.0.0.0 tracker.test
+*.wild.test
+||cosmetic.test^$third-party
+example.com##.banner
+`
+
+type resolver struct {
+	r       *testutil.Running
+	unbound *testutil.Unbound
+	dotCA   string
+	plain   string // udp and tcp
+	dot     string
+	proxy   string // the proxy's TLS listener, for DoH over HTTPS
+}
+
+func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
+	t.Helper()
+	ub := testutil.StartUnbound(t, zones)
+	dir := t.TempDir()
+	list := filepath.Join(dir, "block.txt")
+	if err := os.WriteFile(list, []byte(blockList), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca, cert, key := testutil.TLSFiles(t)
+	up := httpUpstream(t)
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.DNS.Upstreams = config.Strings{"tls://" + ub.TLS}
+		c.DNS.UpstreamCA = ub.CAFile
+		c.DNS.Listen = "127.0.0.1:0"
+		c.DNS.DoTListen = "127.0.0.1:0"
+		c.DNS.TLSCert, c.DNS.TLSKey = cert, key
+		c.DNS.Block.Lists = config.Strings{list}
+		c.Proxy.Listen = "127.0.0.1:0"
+		c.Proxy.TLSListen = "127.0.0.1:0"
+		c.Proxy.Certificates = []config.CertPair{{Cert: cert, Key: key}}
+		c.Proxy.Routes = []config.Route{{Name: "site", Upstreams: config.Strings{up}}}
+		if mod != nil {
+			mod(&c.DNS)
+		}
+	})
+	s := r.App.DNS()
+	if s == nil {
+		t.Fatal("the dns module did not start")
+	}
+	res := &resolver{r: r, unbound: ub, dotCA: ca, plain: s.Addr("udp").String(), dot: s.Addr("dot").String()}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if p := r.App.Proxy(); p != nil && len(p.Addrs()) == 2 {
+			res.proxy = p.Addrs()[1].String() // plain first, then TLS
+			return nil
+		}
+		return fmt.Errorf("the proxy's TLS listener is not up")
+	})
+	return res
+}
+
+func httpUpstream(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "site") })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
+}
+
+// kdig runs Knot's kdig with args and returns its +short answer lines.
+func kdig(t *testing.T, args ...string) []string {
+	t.Helper()
+	bin, err := exec.LookPath("kdig")
+	testutil.Require(t, err == nil, "kdig", "apt-get install --no-install-recommends knot-dnsutils")
+	out, err := exec.Command(bin, append(args, "+short", "+timeout=5", "+retry=0")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kdig %v: %v\n%s", args, err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, ";;") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func hostPort(t *testing.T, addr string) (string, string) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, p
+}
+
+// TestKdigOverEveryTransport: Knot's kdig resolves a name through Ops over
+// plain UDP, TCP, DNS over TLS, and DNS over HTTPS (POST and GET) on the
+// proxy's TLS listener, each answered from unbound over DoT.
+func TestKdigOverEveryTransport(t *testing.T) {
+	res := startResolver(t, nil)
+	h, p := hostPort(t, res.plain)
+	if got := kdig(t, "@"+h, "-p", p, "www.test", "A"); len(got) != 1 || got[0] != "192.0.2.10" {
+		t.Fatalf("udp: %v", got)
+	}
+	if got := kdig(t, "@"+h, "-p", p, "+tcp", "www.test", "AAAA"); len(got) != 1 || got[0] != "2001:db8::10" {
+		t.Fatalf("tcp: %v", got)
+	}
+	h, p = hostPort(t, res.dot)
+	if got := kdig(t, "@"+h, "-p", p, "+tls-ca="+res.dotCA, "+tls-hostname=localhost", "www.test", "A"); len(got) != 1 || got[0] != "192.0.2.10" {
+		t.Fatalf("dot: %v", got)
+	}
+	h, p = hostPort(t, res.proxy)
+	for _, method := range []string{"+https=/_ops/dns-query", "+https-get"} {
+		args := []string{"@" + h, "-p", p, "+tls-ca=" + res.dotCA, "+tls-hostname=localhost", method}
+		if method == "+https-get" {
+			args = append(args, "+https=/_ops/dns-query")
+		}
+		if got := kdig(t, append(args, "www.test", "A")...); len(got) != 1 || got[0] != "192.0.2.10" {
+			t.Fatalf("doh %s: %v", method, got)
+		}
+	}
+}
+
+// exchange asks Ops over plain UDP with miekg/dns's client.
+func exchange(t *testing.T, addr, name string, qtype uint16) *dns.Msg {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	c := &dns.Client{Timeout: 5 * time.Second}
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return r
+}
+
+func answerA(r *dns.Msg) string {
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			return a.A.String()
+		}
+	}
+	return dns.RcodeToString[r.Rcode]
+}
+
+// TestBlockLists: each syntax of the list blocks what it should and
+// nothing else; an exception wins over a block; a line the syntax does
+// not cover blocks nothing.
+func TestBlockLists(t *testing.T) {
+	res := startResolver(t, nil)
+	for name, want := range map[string]string{
+		"www.test":         "192.0.2.10",
+		"ads.test":         "NXDOMAIN", // ||ads.test^
+		"x.ads.test":       "NXDOMAIN", // and its subdomains
+		"good.ads.test":    "192.0.2.68",
+		"tracker.test":     "NXDOMAIN",   // hosts line: the name
+		"sub.tracker.test": "192.0.2.70", // not its subdomains
+		"wild.test":        "192.0.2.71", // *.wild.test: not the name
+		"a.wild.test":      "NXDOMAIN",   // its subdomains
+	} {
+		if got := answerA(exchange(t, res.plain, name, dns.TypeA)); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+	}
+	var evs struct {
+		Events []struct {
+			Event struct {
+				Data map[string]any
+			}
+		}
+	}
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		req, _ := http.NewRequest("GET", res.r.URL+"/api/v1/events?subject=ev.dns.query&limit=100", nil)
+		req.Header.Set("Authorization", "Bearer "+res.r.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&evs); err != nil {
+			return err
+		}
+		if len(evs.Events) < 8 {
+			return fmt.Errorf("%d query events", len(evs.Events))
+		}
+		return nil
+	})
+	seen := false
+	for _, e := range evs.Events {
+		d := e.Event.Data
+		if d["client"] != "127.0.0.0" || d["transport"] != "udp" {
+			t.Fatalf("event %v: want the client anonymised and the transport", d)
+		}
+		if d["name"] == "x.ads.test" {
+			seen = d["blocked"] == true && d["rule"] == "block.txt:2" && d["rcode"] == "NXDOMAIN"
+		}
+	}
+	if !seen {
+		t.Fatalf("no event of the blocked x.ads.test naming its rule: %v", evs.Events)
+	}
+	res2 := startResolver(t, func(d *config.DNS) { d.Block.Mode = "null" })
+	r := exchange(t, res2.plain, "ads.test", dns.TypeA)
+	if got := answerA(r); got != "0.0.0.0" {
+		t.Errorf("null mode: %s", got)
+	}
+}
+
+// TestDoHErrorsAndJSON: the JSON API answers like Google's; malformed
+// requests get the HTTP status that names what is wrong, and the
+// resolver keeps answering.
+func TestDoHErrorsAndJSON(t *testing.T) {
+	res := startResolver(t, nil)
+	base := res.r.URL + "/dns-query"
+	resp, err := http.Get(base + "?name=www.test&type=AAAA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j struct {
+		Status int
+		Answer []struct {
+			Name string `json:"name"`
+			Type int    `json:"type"`
+			Data string `json:"data"`
+		}
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&j)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "application/dns-json" || j.Status != 0 || len(j.Answer) != 1 || j.Answer[0].Data != "2001:db8::10" || j.Answer[0].Type != 28 {
+		t.Fatalf("json: %s %+v", resp.Header.Get("Content-Type"), j)
+	}
+	for _, c := range []struct {
+		method, query, ctype, body string
+		code                       int
+		field                      string
+	}{
+		{"GET", "", "", "", 400, "dns"},
+		{"GET", "?dns=!!!", "", "", 400, "dns"},
+		{"GET", "?dns=" + base64.RawURLEncoding.EncodeToString([]byte{1, 2, 3}), "", "", 400, "dns"},
+		{"POST", "", "text/plain", "x", 415, "Content-Type"},
+		{"POST", "", "application/dns-message", strings.Repeat("x", 70000), 413, "body"},
+		{"GET", "?name=bad..name", "", "", 400, "name"},
+		{"GET", "?name=www.test&type=NOPE", "", "", 400, "type"},
+	} {
+		req, _ := http.NewRequest(c.method, base+c.query, strings.NewReader(c.body))
+		if c.ctype != "" {
+			req.Header.Set("Content-Type", c.ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.code || !strings.Contains(string(b), fmt.Sprintf(`"field":%q`, c.field)) {
+			t.Errorf("%s %s (%s): %d %s, want %d naming %s", c.method, c.query, c.ctype, resp.StatusCode, b, c.code, c.field)
+		}
+	}
+	if got := answerA(exchange(t, res.plain, "www.test", dns.TypeA)); got != "192.0.2.10" {
+		t.Fatalf("after bad requests: %s", got)
+	}
+}
+
+// TestCacheAndServeStale: a second query is answered from the cache; when
+// the upstream is gone, an expired answer is served with a 30 s TTL, and
+// a name never cached fails with SERVFAIL.
+func TestCacheAndServeStale(t *testing.T) {
+	res := startResolver(t, nil)
+	first := exchange(t, res.plain, "short.test", dns.TypeA)
+	if answerA(first) != "192.0.2.80" {
+		t.Fatalf("first: %v", first)
+	}
+	res.unbound.Stop()
+	if got := answerA(exchange(t, res.plain, "short.test", dns.TypeA)); got != "192.0.2.80" {
+		t.Fatalf("cached, upstream down: %s", got)
+	}
+	time.Sleep(2500 * time.Millisecond) // its TTL is 2 s
+	stale := exchange(t, res.plain, "short.test", dns.TypeA)
+	if answerA(stale) != "192.0.2.80" || stale.Answer[0].Header().Ttl != 30 {
+		t.Fatalf("stale: %v", stale)
+	}
+	if r := exchange(t, res.plain, "never.test", dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("uncached, upstream down: %v", r)
+	}
+}

@@ -1,0 +1,198 @@
+package dnsd
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// Block lists. A list file may mix the formats people publish:
+//
+//	0.0.0.0 ads.example.com          hosts file: that name only, as /etc/hosts
+//	ads.example.com                  one domain a line: it and its subdomains
+//	*.ads.example.com                only its subdomains
+//	||ads.example.com^               AdGuard/ABP: it and its subdomains
+//	@@||good.example.com^            an exception: never blocked
+//	||ads.example.com^$important     wins over exceptions
+//	! comment, # comment, [Adblock Plus 2.0]
+//
+// Lines the syntax does not cover (cosmetic rules, paths, regexes, other
+// modifiers) are skipped and counted, never half-applied. Names are
+// matched in canonical form: lower case, without the trailing dot.
+
+// ruleKind is what a matching rule does.
+type ruleKind uint8
+
+const (
+	ruleBlock ruleKind = iota + 1
+	ruleAllow
+	ruleImportant // a block that wins over exceptions
+)
+
+// rule is one parsed rule and where it came from.
+type rule struct {
+	kind ruleKind
+	// subOnly: *.example.com matches subdomains, not the name itself;
+	// exactOnly: a hosts file's line matches the name, not subdomains.
+	subOnly, exactOnly bool
+	source             string // "file:line", for events
+}
+
+// filter holds every rule by the domain it names.
+type filter struct {
+	rules   map[string][]rule
+	skipped int
+	n       int
+}
+
+func newFilter() *filter { return &filter{rules: map[string][]rule{}} }
+
+// addList parses a list; source names it in matches ("ads.txt").
+func (f *filter) addList(r io.Reader, source string) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		f.addLine(sc.Text(), fmt.Sprintf("%s:%d", source, line))
+	}
+	return sc.Err()
+}
+
+// addLine parses one line of a list.
+func (f *filter) addLine(s, source string) {
+	s = strings.TrimSpace(s)
+	if s == "" || s[0] == '!' || s[0] == '#' || s[0] == '[' {
+		return
+	}
+	if i := strings.Index(s, " #"); i >= 0 { // hosts files' trailing comments
+		s = strings.TrimSpace(s[:i])
+	}
+	kind := ruleBlock
+	if strings.HasPrefix(s, "@@") {
+		kind, s = ruleAllow, s[2:]
+	}
+	if strings.HasPrefix(s, "||") {
+		body, mods, _ := strings.Cut(s[2:], "$")
+		name, ok := strings.CutSuffix(body, "^")
+		if !ok && strings.ContainsAny(body, "/^*|") {
+			f.skipped++
+			return
+		}
+		for _, m := range strings.Split(mods, ",") {
+			switch m {
+			case "":
+			case "important":
+				if kind == ruleBlock {
+					kind = ruleImportant
+				}
+			default:
+				f.skipped++ // $client, $dnstype, ...: not applied rather than applied wrongly
+				return
+			}
+		}
+		f.add(name, rule{kind: kind, source: source})
+		return
+	}
+	if kind == ruleAllow {
+		f.add(s, rule{kind: ruleAllow, source: source})
+		return
+	}
+	fields := strings.Fields(s)
+	if len(fields) >= 2 {
+		if _, err := netip.ParseAddr(fields[0]); err == nil { // hosts file
+			for _, name := range fields[1:] {
+				if name == "localhost" || strings.HasPrefix(name, "localhost.") || name == "broadcasthost" {
+					continue
+				}
+				f.add(name, rule{kind: ruleBlock, exactOnly: true, source: source})
+			}
+			return
+		}
+	}
+	if len(fields) != 1 {
+		f.skipped++
+		return
+	}
+	if sub, ok := strings.CutPrefix(s, "*."); ok {
+		f.add(sub, rule{kind: ruleBlock, subOnly: true, source: source})
+		return
+	}
+	f.add(s, rule{kind: ruleBlock, source: source})
+}
+
+func (f *filter) add(name string, r rule) {
+	name = canonName(name)
+	if _, ok := dns.IsDomainName(name); !ok || name == "" || strings.ContainsAny(name, "*/^|$ ") {
+		f.skipped++
+		return
+	}
+	f.rules[name] = append(f.rules[name], r)
+	f.n++
+}
+
+// addFile reads a list file.
+func (f *filter) addFile(path string) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	base := path
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		base = path[i+1:]
+	}
+	return f.addList(fh, base)
+}
+
+// match decides a name: blocked or not, and the rule that decided. The
+// name and each parent domain are looked up (a.b.example.com, then
+// b.example.com, example.com, com); an $important block wins, then an
+// exception, then a block.
+func (f *filter) match(name string) (blocked bool, by string) {
+	if f == nil || len(f.rules) == 0 {
+		return false, ""
+	}
+	var block, allow string
+	exact := true
+	for d := name; d != ""; {
+		for _, r := range f.rules[d] {
+			if r.subOnly && exact || r.exactOnly && !exact {
+				continue
+			}
+			switch r.kind {
+			case ruleImportant:
+				return true, r.source
+			case ruleAllow:
+				if allow == "" {
+					allow = r.source
+				}
+			case ruleBlock:
+				if block == "" {
+					block = r.source
+				}
+			}
+		}
+		exact = false
+		i := strings.IndexByte(d, '.')
+		if i < 0 {
+			break
+		}
+		d = d[i+1:]
+	}
+	if allow != "" {
+		return false, ""
+	}
+	return block != "", block
+}
+
+// canonName is a name as rules and the cache see it: lower case, no
+// trailing dot.
+func canonName(s string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+}

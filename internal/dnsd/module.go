@@ -1,0 +1,254 @@
+// Package dnsd is the dns module: a resolver that answers over DNS over
+// HTTPS (RFC 8484 and Google-style JSON) on the main listener, DNS over
+// TLS (RFC 7858) and plain UDP/TCP when configured; forwards to DoH, DoT
+// or (when allowed) plain upstreams by a strategy, with conditional
+// forwarding; caches answers (negative ones too, stale ones during
+// outages); applies block lists; and records every query as an
+// ev.dns.query event. Built on github.com/miekg/dns. See docs/dns.md.
+package dnsd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/evqueue"
+)
+
+// Deps are what the dns module needs.
+type Deps struct {
+	Bus      *bus.Bus
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	DataDir  string
+	// Handle mounts the DoH routes on the main listener.
+	Handle func(pattern, perm string, h http.Handler)
+	// ClientIP is a request's client, believing X-Forwarded-For only from
+	// trusted proxies.
+	ClientIP func(*http.Request) netip.Addr
+}
+
+// Server is the dns module.
+type Server struct {
+	cfg     config.DNS
+	deps    Deps
+	log     *slog.Logger
+	router  *router
+	cache   *cache
+	flight  singleflight.Group
+	filt    atomic.Pointer[filter]
+	events  *evqueue.Queue
+	metrics metrics
+
+	mu    sync.Mutex
+	addrs map[string]net.Addr // "udp", "tcp", "dot": bound addresses
+}
+
+type metrics struct {
+	queries *prometheus.CounterVec
+	cache   *prometheus.CounterVec
+	blocked prometheus.Counter
+	latency *prometheus.HistogramVec
+}
+
+// New builds the resolver: upstreams, cache, block lists and the DoH
+// routes. Listeners open in Run.
+func New(cfg config.DNS, deps Deps) (*Server, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, cache: newCache(cfg.Cache), addrs: map[string]net.Addr{}}
+	boot := map[string]string{}
+	for _, b := range cfg.Bootstrap {
+		h, ip, _ := strings.Cut(b, "=")
+		boot[strings.ToLower(h)] = ip
+	}
+	var roots *x509.CertPool
+	if cfg.UpstreamCA != "" {
+		pem, err := os.ReadFile(cfg.UpstreamCA)
+		if err != nil {
+			return nil, fmt.Errorf("dns.upstream_ca: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("dns.upstream_ca: no PEM certificate in %s", cfg.UpstreamCA)
+		}
+	}
+	var err error
+	if s.router, err = newRouter(cfg, upstreamOptions{dial: &dialer{boot: boot}, timeout: cfg.Timeout.D(), roots: roots}); err != nil {
+		return nil, err
+	}
+	f, err := loadFilter(cfg.Block)
+	if err != nil {
+		return nil, err
+	}
+	s.filt.Store(f)
+	if f.skipped > 0 {
+		s.log.Info("block list lines skipped (syntax not applied)", "lines", f.skipped)
+	}
+	s.metrics = metrics{
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_queries_total", Help: "DNS queries answered, by transport and response code."}, []string{"transport", "rcode"}),
+		cache:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_cache_total", Help: "Cache lookups: hit, miss, or stale (served during an upstream outage)."}, []string{"result"}),
+		blocked: prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_dns_blocked_total", Help: "Queries answered as blocked."}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ops_dns_query_seconds", Help: "Time to answer a query, by transport.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}, []string{"transport"}),
+	}
+	cached := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_dns_cache_entries", Help: "Answers in the cache."}, func() float64 { return float64(s.cache.len()) })
+	if deps.Registry != nil {
+		deps.Registry.MustRegister(s.metrics.queries, s.metrics.cache, s.metrics.blocked, s.metrics.latency, cached)
+	}
+	if cfg.Events && deps.Bus != nil {
+		if s.events, err = evqueue.Open(evqueue.Options{Bus: deps.Bus, Log: s.log.With("part", "events"), Dir: filepath.Join(deps.DataDir, "dns-spool"),
+			Queue: 50_000, Batch: 500, Flush: 200 * time.Millisecond, SpoolMax: 256 << 20, Name: "dns", What: "query events", Registry: deps.Registry}); err != nil {
+			return nil, fmt.Errorf("dns spool: %w", err)
+		}
+	}
+	if cfg.DoH && deps.Handle != nil {
+		deps.Handle("GET /dns-query", "public", http.HandlerFunc(s.serveDoH))
+		deps.Handle("POST /dns-query", "public", http.HandlerFunc(s.serveDoH))
+	}
+	return s, nil
+}
+
+func loadFilter(cfg config.DNSBlock) (*filter, error) {
+	f := newFilter()
+	for _, path := range cfg.Lists {
+		if err := f.addFile(path); err != nil {
+			return nil, fmt.Errorf("dns.block.lists: %w", err)
+		}
+	}
+	for _, d := range cfg.Allow {
+		f.add(d, rule{kind: ruleAllow, source: "dns.block.allow"})
+	}
+	return f, nil
+}
+
+func (s *Server) filter() *filter { return s.filt.Load() }
+
+// Run opens the configured listeners and serves until ctx ends.
+func (s *Server) Run(ctx context.Context, ready func()) error {
+	var servers []*dns.Server
+	fail := func(err error) error {
+		for _, srv := range servers {
+			_ = srv.Shutdown()
+		}
+		return err
+	}
+	start := func(name, network, addr string, tc *tls.Config) error {
+		via := map[string]string{"udp": viaUDP, "tcp": viaTCP, "tcp-tls": viaDoT}[network]
+		srv := &dns.Server{Net: network, TLSConfig: tc, Handler: s.wireHandler(via), ReusePort: false,
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+		var err error
+		switch network {
+		case "udp":
+			srv.PacketConn, err = net.ListenPacket("udp", addr)
+		case "tcp":
+			srv.Listener, err = net.Listen("tcp", addr)
+		case "tcp-tls":
+			srv.Listener, err = tls.Listen("tcp", addr, tc)
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", name, addr, err)
+		}
+		up := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(up) }
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil && ctx.Err() == nil {
+				s.log.Error("dns listener stopped", "listener", name, "err", err)
+			}
+		}()
+		<-up
+		s.mu.Lock()
+		if srv.PacketConn != nil {
+			s.addrs[name] = srv.PacketConn.LocalAddr()
+		} else {
+			s.addrs[name] = srv.Listener.Addr()
+		}
+		s.mu.Unlock()
+		s.log.Info("listening", "dns", name, "addr", s.Addr(name).String())
+		servers = append(servers, srv)
+		return nil
+	}
+	if l := s.cfg.Listen; l != "" {
+		if err := start("udp", "udp", l, nil); err != nil {
+			return fail(err)
+		}
+		// TCP on the same port as UDP (when the port was 0, the one UDP got).
+		_, port, _ := net.SplitHostPort(s.Addr("udp").String())
+		host, _, _ := net.SplitHostPort(l)
+		if err := start("tcp", "tcp", net.JoinHostPort(host, port), nil); err != nil {
+			return fail(err)
+		}
+	}
+	if l := s.cfg.DoTListen; l != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			return fail(fmt.Errorf("dns.tls_cert/tls_key: %w", err))
+		}
+		if err := start("dot", "tcp-tls", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"dot"}}); err != nil {
+			return fail(err)
+		}
+	}
+	evDone := make(chan struct{})
+	ectx, ecancel := context.WithCancel(context.WithoutCancel(ctx))
+	if s.events != nil {
+		go func() { defer close(evDone); s.events.Run(ectx) }()
+	} else {
+		close(evDone)
+	}
+	ready()
+	<-ctx.Done()
+	for _, srv := range servers {
+		_ = srv.ShutdownContext(context.Background())
+	}
+	ecancel()
+	<-evDone
+	return nil
+}
+
+// Addr is a listener's bound address ("udp", "tcp", "dot"), once running.
+func (s *Server) Addr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addrs[name]
+}
+
+// wireHandler serves DNS over UDP, TCP and TLS.
+func (s *Server) wireHandler(via string) dns.Handler {
+	return dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		var client netip.Addr
+		if ap, err := netip.ParseAddrPort(w.RemoteAddr().String()); err == nil {
+			client = ap.Addr().Unmap()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout.D()+time.Second)
+		defer cancel()
+		resp := s.resolve(ctx, req, client, via)
+		if via == viaUDP {
+			size := dns.MinMsgSize
+			if o := req.IsEdns0(); o != nil {
+				size = int(max(min(o.UDPSize(), ednsSize), dns.MinMsgSize))
+			}
+			resp.Truncate(size)
+		}
+		if err := w.WriteMsg(resp); err != nil {
+			s.log.Debug("dns write", "err", err)
+		}
+	})
+}

@@ -1,0 +1,269 @@
+package dnsd
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/opsgraph/ops/internal/clientip"
+	"github.com/opsgraph/ops/internal/event"
+)
+
+// Transports, as events name them.
+const (
+	viaUDP = "udp"
+	viaTCP = "tcp"
+	viaDoT = "dot"
+	viaDoH = "doh"
+)
+
+// ednsSize is the UDP payload size Ops offers and asks for (DNS Flag Day
+// 2020: 1232 avoids IP fragmentation).
+const ednsSize = 1232
+
+// outcome is what happened to a query, for its event and metrics.
+type outcome struct {
+	name, qtype string
+	rcode       int
+	blocked     bool
+	rule        string
+	upstream    string
+	cached      string // "", "hit", "stale"
+}
+
+// resolve answers one query from a client over a transport: checks it,
+// applies the block lists, answers from the cache or the upstreams
+// (identical queries in flight are asked once), and serves a stale answer
+// when every upstream fails. It never returns nil.
+func (s *Server) resolve(ctx context.Context, req *dns.Msg, client netip.Addr, via string) *dns.Msg {
+	start := time.Now()
+	var o outcome
+	resp := s.answer(ctx, req, &o)
+	finish(req, resp, via)
+	s.record(start, req, resp, client, via, &o)
+	return resp
+}
+
+func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg {
+	if req.Response || req.Opcode != dns.OpcodeQuery {
+		return rcodeReply(req, dns.RcodeNotImplemented)
+	}
+	if len(req.Question) != 1 {
+		return rcodeReply(req, dns.RcodeFormatError)
+	}
+	q := req.Question[0]
+	name := canonName(q.Name)
+	o.name, o.qtype = name, dns.TypeToString[q.Qtype]
+	if o.qtype == "" {
+		o.qtype = strconv.Itoa(int(q.Qtype))
+	}
+	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
+		return rcodeReply(req, dns.RcodeNotImplemented)
+	}
+	if blocked, by := s.filter().match(name); blocked {
+		o.blocked, o.rule = true, by
+		return s.blockedAnswer(req)
+	}
+	key := keyOf(req, name)
+	if m, stale := s.cache.get(key); m != nil && !stale {
+		o.cached = "hit"
+		s.metrics.cache.WithLabelValues("hit").Inc()
+		return m
+	}
+	s.metrics.cache.WithLabelValues("miss").Inc()
+	g := s.router.pick(name)
+	v, err, _ := s.flight.Do(flightKey(key), func() (any, error) {
+		up := upstreamQuery(req, s.cfg.StripECS)
+		r, u, err := g.exchange(ctx, up)
+		if err != nil {
+			return nil, err
+		}
+		s.cache.put(key, r)
+		return answered{r, u.String()}, nil
+	})
+	if err != nil {
+		s.log.Debug("upstreams failed", "name", name, "err", err)
+		if m, stale := s.cache.get(key); m != nil && stale {
+			o.cached = "stale"
+			s.metrics.cache.WithLabelValues("stale").Inc()
+			return m
+		}
+		return rcodeReply(req, dns.RcodeServerFailure)
+	}
+	a := v.(answered)
+	o.upstream = a.by
+	return a.r.Copy() // shared with every query that waited on it
+}
+
+type answered struct {
+	r  *dns.Msg
+	by string
+}
+
+// flightKey names a query for merging identical ones in flight.
+func flightKey(k cacheKey) string {
+	b := make([]byte, 0, len(k.name)+16)
+	b = append(b, k.name...)
+	b = strconv.AppendUint(append(b, '/'), uint64(k.qtype), 10)
+	b = strconv.AppendUint(append(b, '/'), uint64(k.qclass), 10)
+	if k.do {
+		b = append(b, "/do"...)
+	}
+	if k.cd {
+		b = append(b, "/cd"...)
+	}
+	return string(b)
+}
+
+// upstreamQuery is what goes upstream: the question, with a new id,
+// recursion desired, EDNS(0) offering ednsSize with the client's DO bit,
+// and no Client Subnet when strip is set (nor cookies, padding or other
+// options of the client's).
+func upstreamQuery(req *dns.Msg, strip bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.Id = dns.Id()
+	m.RecursionDesired = true
+	m.CheckingDisabled = req.CheckingDisabled
+	m.Question = []dns.Question{req.Question[0]}
+	do := false
+	var ecs *dns.EDNS0_SUBNET
+	if o := req.IsEdns0(); o != nil {
+		do = o.Do()
+		for _, opt := range o.Option {
+			if e, ok := opt.(*dns.EDNS0_SUBNET); ok && !strip {
+				ecs = e
+			}
+		}
+	}
+	m.SetEdns0(ednsSize, do)
+	if ecs != nil {
+		o := m.IsEdns0()
+		o.Option = append(o.Option, ecs)
+	}
+	return m
+}
+
+// rcodeReply is an empty answer with a code.
+func rcodeReply(req *dns.Msg, rcode int) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(req, rcode)
+	return m
+}
+
+// blockedAnswer answers a blocked name per dns.block.mode.
+func (s *Server) blockedAnswer(req *dns.Msg) *dns.Msg {
+	switch s.cfg.Block.Mode {
+	case "nxdomain":
+		return rcodeReply(req, dns.RcodeNameError)
+	case "refused":
+		return rcodeReply(req, dns.RcodeRefused)
+	}
+	m := rcodeReply(req, dns.RcodeSuccess)
+	q := req.Question[0]
+	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 10, Rrtype: q.Qtype}
+	v4, v6 := netip.IPv4Unspecified(), netip.IPv6Unspecified()
+	if s.cfg.Block.Mode != "null" {
+		a := netip.MustParseAddr(s.cfg.Block.Mode)
+		if a.Is4() {
+			v4 = a
+		} else {
+			v6 = a
+		}
+	}
+	switch q.Qtype {
+	case dns.TypeA:
+		m.Answer = []dns.RR{&dns.A{Hdr: hdr, A: v4.AsSlice()}}
+	case dns.TypeAAAA:
+		m.Answer = []dns.RR{&dns.AAAA{Hdr: hdr, AAAA: v6.AsSlice()}}
+	}
+	return m
+}
+
+// finish makes resp an answer to req: its id and question, flags, and
+// EDNS(0) only when the client used it (with padding on encrypted
+// transports when the client padded, RFC 7830/8467).
+func finish(req, resp *dns.Msg, via string) {
+	resp.Id = req.Id
+	resp.Response = true
+	resp.Opcode = req.Opcode
+	resp.RecursionDesired = req.RecursionDesired
+	resp.RecursionAvailable = true
+	if len(req.Question) == 1 {
+		resp.Question = req.Question
+	}
+	var keep []dns.RR
+	for _, rr := range resp.Extra {
+		if rr.Header().Rrtype != dns.TypeOPT {
+			keep = append(keep, rr)
+		}
+	}
+	resp.Extra = keep
+	ro := req.IsEdns0()
+	if ro == nil {
+		return
+	}
+	resp.SetEdns0(ednsSize, ro.Do())
+	padded := false
+	for _, opt := range ro.Option {
+		if _, ok := opt.(*dns.EDNS0_PADDING); ok {
+			padded = true
+		}
+	}
+	if padded && (via == viaDoT || via == viaDoH) {
+		pad(resp, 468)
+	}
+}
+
+// pad adds an EDNS(0) padding option so the message is a multiple of
+// block bytes long (RFC 8467's recommended 468 for responses).
+func pad(m *dns.Msg, block int) {
+	o := m.IsEdns0()
+	p := &dns.EDNS0_PADDING{}
+	o.Option = append(o.Option, p)
+	n := m.Len() // with an empty option: its 4 header bytes counted
+	if r := n % block; r != 0 {
+		p.Padding = make([]byte, block-r)
+	}
+}
+
+// queryData is the data of an ev.dns.query event.
+type queryData struct {
+	Client     string  `json:"client,omitempty"` // anonymised: its /24 or /48
+	Name       string  `json:"name"`
+	Type       string  `json:"type"`
+	Rcode      string  `json:"rcode"`
+	Answers    int     `json:"answers"`
+	Blocked    bool    `json:"blocked,omitempty"`
+	Rule       string  `json:"rule,omitempty"` // list file and line
+	Upstream   string  `json:"upstream,omitempty"`
+	Cached     string  `json:"cached,omitempty"` // hit or stale
+	Transport  string  `json:"transport"`
+	DurationMS float64 `json:"duration_ms"`
+}
+
+// record counts the query and makes its event.
+func (s *Server) record(start time.Time, req, resp *dns.Msg, client netip.Addr, via string, o *outcome) {
+	d := time.Since(start)
+	rcode := dns.RcodeToString[resp.Rcode]
+	s.metrics.queries.WithLabelValues(via, rcode).Inc()
+	if o.blocked {
+		s.metrics.blocked.Inc()
+	}
+	s.metrics.latency.WithLabelValues(via).Observe(d.Seconds())
+	if s.events == nil || o.name == "" {
+		return
+	}
+	data := queryData{Name: o.name, Type: o.qtype, Rcode: rcode, Blocked: o.blocked, Rule: o.rule, Upstream: o.upstream,
+		Cached: o.cached, Transport: via, DurationMS: float64(d.Microseconds()) / 1000, Answers: len(resp.Answer)}
+	if client.IsValid() {
+		data.Client = clientip.Anonymize(client).String()
+	}
+	b, _ := json.Marshal(data)
+	ev := event.NewJSON("ops/dns", "dns.query", b)
+	ev.Time = start.UTC()
+	s.events.Add(ev)
+}
