@@ -199,7 +199,7 @@ func tokenCmd(g *globals) *cobra.Command {
 }
 
 func policyCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "policy", Short: "Show and change the POLICY bucket (locked users, blocked addresses and paths, rates, maintenance)"}
+	cmd := &cobra.Command{Use: "policy", Short: "Show and change the POLICY bucket (locked users, blocked addresses, paths and domains, rates, maintenance)"}
 	var dur, reason, action string
 	var rate float64
 	ls := &cobra.Command{
@@ -229,13 +229,14 @@ func policyCmd(g *globals) *cobra.Command {
 		},
 	}
 	set := &cobra.Command{
-		Use:   "set <user|ip|path|maintenance> <subject>",
-		Short: "Lock a user, block an address or a path, limit an address's rate, or put a proxy route into maintenance",
+		Use:   "set <user|ip|path|maintenance|domain> <subject>",
+		Short: "Lock a user, block an address, a path or a domain (the resolver), limit an address's rate, or put a proxy route into maintenance",
 		Example: `  ops policy set user alice --for 1h --reason 'suspicious activity'
   ops policy set ip 203.0.113.7
   ops policy set ip 203.0.113.7 --action rate --rate 2
   ops policy set path /wp-login.php
-  ops policy set maintenance site --reason 'database upgrade until 14:00'   # or * for every route`,
+  ops policy set maintenance site --reason 'database upgrade until 14:00'   # or * for every route
+  ops policy set domain phish.example.net --reason 'reported phishing'      # the dns module blocks it and its subdomains`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := map[string]any{"for": dur, "reason": reason, "action": action}
@@ -247,10 +248,10 @@ func policyCmd(g *globals) *cobra.Command {
 	}
 	set.Flags().StringVar(&dur, "for", "", "how long, such as 15m or 1d; empty lasts until cleared")
 	set.Flags().StringVar(&reason, "reason", "", "why, shown to admins and in refusals")
-	set.Flags().StringVar(&action, "action", "", "lock (user), block (ip, path), rate (ip), on (maintenance); default by kind")
+	set.Flags().StringVar(&action, "action", "", "lock (user), block (ip, path, domain), rate (ip), on (maintenance); default by kind")
 	set.Flags().Float64Var(&rate, "rate", 0, "requests per second, with --action rate")
 	clr := &cobra.Command{
-		Use:   "clear <user|ip|path|maintenance> <subject>",
+		Use:   "clear <user|ip|path|maintenance|domain> <subject>",
 		Short: "Remove a policy entry",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

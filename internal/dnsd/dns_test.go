@@ -320,3 +320,44 @@ func TestCacheAndServeStale(t *testing.T) {
 		t.Fatalf("uncached, upstream down: %v", r)
 	}
 }
+
+// TestPolicyBlocksLive: a domain entry in the POLICY bucket (what a view,
+// an admin or the chat writes) blocks a name that was answered (and
+// cached) a moment before, within a second, naming the policy as the
+// rule; clearing it answers the name again.
+func TestPolicyBlocksLive(t *testing.T) {
+	res := startResolver(t, nil)
+	if got := answerA(exchange(t, res.plain, "www.test", dns.TypeA)); got != "192.0.2.10" {
+		t.Fatalf("before: %s", got)
+	}
+	call := func(method, path, body string) {
+		req, _ := http.NewRequest(method, res.r.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+res.r.Token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+	}
+	call("PUT", "/api/v1/policy/domain/WWW.Test.", `{"reason":"phishing"}`)
+	set := time.Now()
+	testutil.CheckFor(t, time.Second, 10*time.Millisecond, func() error {
+		if got := answerA(exchange(t, res.plain, "www.test", dns.TypeA)); got != "NXDOMAIN" {
+			return fmt.Errorf("after the policy: %s", got)
+		}
+		return nil
+	})
+	t.Logf("blocked %v after the policy was set", time.Since(set).Round(time.Millisecond))
+	call("DELETE", "/api/v1/policy/domain/www.test", "")
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if got := answerA(exchange(t, res.plain, "www.test", dns.TypeA)); got != "192.0.2.10" {
+			return fmt.Errorf("after clearing: %s", got)
+		}
+		return nil
+	})
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/evqueue"
+	"github.com/opsgraph/ops/internal/policy"
 )
 
 // Deps are what the dns module needs.
@@ -54,6 +55,7 @@ type Server struct {
 	cache   *cache
 	flight  singleflight.Group
 	filt    atomic.Pointer[filter]
+	live    *livePolicy // domain blocks from the POLICY bucket
 	events  *evqueue.Queue
 	metrics metrics
 
@@ -74,7 +76,8 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, cache: newCache(cfg.Cache), addrs: map[string]net.Addr{}}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, cache: newCache(cfg.Cache), addrs: map[string]net.Addr{},
+		live: newLivePolicy()}
 	boot := map[string]string{}
 	for _, b := range cfg.Bootstrap {
 		h, ip, _ := strings.Cut(b, "=")
@@ -205,6 +208,13 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		if err := start("dot", "tcp-tls", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"dot"}}); err != nil {
 			return fail(err)
 		}
+	}
+	if s.deps.Bus != nil {
+		store, err := policy.Open(ctx, s.deps.Bus)
+		if err != nil {
+			return fail(fmt.Errorf("dns: POLICY bucket: %w", err))
+		}
+		go store.Watch(ctx, s.log, s.live.apply)
 	}
 	evDone := make(chan struct{})
 	ectx, ecancel := context.WithCancel(context.WithoutCancel(ctx))

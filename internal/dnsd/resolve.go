@@ -64,6 +64,10 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		return rcodeReply(req, dns.RcodeNotImplemented)
 	}
+	if by, blocked := s.live.match(name); blocked {
+		o.blocked, o.rule = true, by
+		return s.blockedAnswer(req)
+	}
 	if blocked, by := s.filter().match(name); blocked {
 		o.blocked, o.rule = true, by
 		return s.blockedAnswer(req)

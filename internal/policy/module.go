@@ -47,6 +47,7 @@ type Change struct {
 	IP          string  `json:"ip,omitempty"`
 	Path        string  `json:"path,omitempty"`
 	Maintenance string  `json:"maintenance,omitempty"` // a proxy route name, or *
+	Domain      string  `json:"domain,omitempty"`      // a DNS name: the resolver blocks it and its subdomains
 	Action      string  `json:"action,omitempty"`
 	Rate        float64 `json:"rate,omitempty"` // requests per second, with action rate
 	For         string  `json:"for,omitempty"`  // a duration; empty lasts until cleared
@@ -59,7 +60,7 @@ func (c Change) Entry(now time.Time) (Entry, error) {
 	n := 0
 	for _, set := range []struct {
 		kind, subject, action string
-	}{{User, c.User, "lock"}, {IP, c.IP, "block"}, {Path, c.Path, "block"}, {Maintenance, c.Maintenance, "on"}} {
+	}{{User, c.User, "lock"}, {IP, c.IP, "block"}, {Path, c.Path, "block"}, {Maintenance, c.Maintenance, "on"}, {Domain, c.Domain, "block"}} {
 		if set.subject != "" {
 			n++
 			e.Kind, e.Subject = set.kind, set.subject
@@ -70,11 +71,11 @@ func (c Change) Entry(now time.Time) (Entry, error) {
 	}
 	switch {
 	case n > 1:
-		return e, errors.New("user, ip, path, maintenance: set one, not several")
+		return e, errors.New("user, ip, path, maintenance, domain: set one, not several")
 	case n == 0:
-		return e, errors.New("user, ip, path or maintenance: one is required")
+		return e, errors.New("user, ip, path, maintenance or domain: one is required")
 	}
-	allowed := map[string][]string{User: {"lock"}, IP: {"block", "rate"}, Path: {"block"}, Maintenance: {"on"}}[e.Kind]
+	allowed := map[string][]string{User: {"lock"}, IP: {"block", "rate"}, Path: {"block"}, Maintenance: {"on"}, Domain: {"block"}}[e.Kind]
 	if !slices.Contains(allowed, e.Action) {
 		return e, fmt.Errorf("action: want %s for %s, got %q", strings.Join(allowed, " or "), e.Kind, e.Action)
 	}
@@ -162,6 +163,8 @@ func (m *Module) apply(ctx context.Context, msg jetstream.Msg) error {
 				kind, sub = Path, c.Path
 			case c.Maintenance != "":
 				kind, sub = Maintenance, c.Maintenance
+			case c.Domain != "":
+				kind, sub = Domain, c.Domain
 			}
 			if err := m.store.Clear(ctx, kind, sub); err != nil && !isBadInput(err) {
 				return err
@@ -222,8 +225,10 @@ func (m *Module) put(w http.ResponseWriter, r *http.Request) {
 		c.Path = "/" + strings.TrimPrefix(sub, "/")
 	case Maintenance:
 		c.Maintenance = sub
+	case Domain:
+		c.Domain = sub
 	default:
-		reply.Error(w, http.StatusBadRequest, "kind", "want user, ip, path or maintenance")
+		reply.Error(w, http.StatusBadRequest, "kind", "want user, ip, path, maintenance or domain")
 		return
 	}
 	e, err := c.Entry(time.Now())

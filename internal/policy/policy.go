@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -39,13 +40,14 @@ const (
 	IP          = "ip"          // block: 403 at the proxy and at login; rate: a request rate at the proxy
 	Path        = "path"        // block: the proxy answers 403 for this path and below
 	Maintenance = "maintenance" // on: the proxy answers 503 on this route (or * for all)
+	Domain      = "domain"      // block: the resolver answers this name and its subdomains as blocked
 )
 
 // Entry is one decision.
 type Entry struct {
 	Kind    string    `json:"kind"`
 	Subject string    `json:"subject"`
-	Action  string    `json:"action"` // lock (user), block (ip, path), rate (ip), on (maintenance)
+	Action  string    `json:"action"` // lock (user), block (ip, path, domain), rate (ip), on (maintenance)
 	Rate    float64   `json:"rate,omitempty"`
 	Reason  string    `json:"reason,omitempty"`
 	Set     time.Time `json:"set"`
@@ -71,8 +73,42 @@ func Open(ctx context.Context, b *bus.Bus) (*Store, error) {
 // KV is the underlying bucket, for watchers.
 func (s *Store) KV() jetstream.KeyValue { return s.kv }
 
+// Watch calls fn with every entry in the bucket and then with each change
+// (e nil: the key was cleared) until ctx ends, watching again after a
+// failure. Readers that mirror the bucket in memory (the proxy, the
+// resolver) use it; a change applies within the watch's delay.
+func (s *Store) Watch(ctx context.Context, log *slog.Logger, fn func(key string, e *Entry)) {
+	for ctx.Err() == nil {
+		done, err := bus.WatchKV(ctx, s.kv, func(key string, present bool) {
+			if !present {
+				fn(key, nil)
+				return
+			}
+			v, err := s.kv.Get(ctx, key)
+			if err != nil {
+				return
+			}
+			var e Entry
+			if json.Unmarshal(v.Value(), &e) != nil {
+				log.Warn("unreadable policy entry", "key", key)
+				return
+			}
+			fn(key, &e)
+		})
+		if err != nil {
+			log.Warn("policy watch failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		<-done
+	}
+}
+
 var (
-	errKind    = errors.New("kind: want user, ip, path or maintenance")
+	errKind    = errors.New("kind: want user, ip, path, maintenance or domain")
 	errSubject = errors.New("subject")
 )
 
@@ -106,8 +142,35 @@ func Normalize(kind, subject string) (string, error) {
 			return "", fmt.Errorf("%w: want a route name or *", errSubject)
 		}
 		return subject, nil
+	case Domain:
+		// The form the resolver matches names in: lower case, no
+		// trailing dot.
+		d := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(subject)), ".")
+		if !domainName(d) {
+			return "", fmt.Errorf("%w: want a domain name such as ads.example.com, got %q", errSubject, subject)
+		}
+		return d, nil
 	}
 	return "", fmt.Errorf("%w, got %q", errKind, kind)
+}
+
+// domainName: 1 to 253 bytes of dot-separated labels of 1 to 63 letters,
+// digits, hyphens or underscores.
+func domainName(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for _, c := range l {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Key is the bucket key for a normalized subject.

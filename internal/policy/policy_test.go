@@ -21,8 +21,8 @@ func TestChangeEntry(t *testing.T) {
 	}{
 		{policy.Change{User: "alice", For: "15m", Reason: "r"}, "", policy.Entry{Kind: "user", Subject: "alice", Action: "lock", Reason: "r", Set: now, Until: now.Add(15 * time.Minute)}},
 		{policy.Change{IP: "203.0.113.9"}, "", policy.Entry{Kind: "ip", Subject: "203.0.113.9", Action: "block", Set: now}},
-		{policy.Change{User: "a", IP: "1.2.3.4"}, "user, ip, path, maintenance", policy.Entry{}},
-		{policy.Change{}, "user, ip, path or maintenance", policy.Entry{}},
+		{policy.Change{User: "a", IP: "1.2.3.4"}, "user, ip, path, maintenance, domain", policy.Entry{}},
+		{policy.Change{}, "user, ip, path, maintenance or domain", policy.Entry{}},
 		{policy.Change{Path: "/wp-login.php"}, "", policy.Entry{Kind: "path", Subject: "/wp-login.php", Action: "block", Set: now}},
 		{policy.Change{Maintenance: "*", Reason: "upgrade"}, "", policy.Entry{Kind: "maintenance", Subject: "*", Action: "on", Reason: "upgrade", Set: now}},
 		{policy.Change{IP: "198.51.100.4", Action: "rate", Rate: 2}, "", policy.Entry{Kind: "ip", Subject: "198.51.100.4", Action: "rate", Rate: 2, Set: now}},
@@ -56,6 +56,14 @@ func TestChangeEntry(t *testing.T) {
 	}
 	if _, err := policy.Normalize("path", "no-slash"); err == nil {
 		t.Error("relative path accepted")
+	}
+	if got, err := policy.Normalize(policy.Domain, " Phish.Example.NET. "); err != nil || got != "phish.example.net" {
+		t.Errorf("Normalize(domain) = %q %v, want the resolver's form", got, err)
+	}
+	for _, bad := range []string{"", ".", "a..b", "*.ads.example", "ads example", strings.Repeat("a", 64) + ".com"} {
+		if _, err := policy.Normalize(policy.Domain, bad); err == nil {
+			t.Errorf("domain %q accepted", bad)
+		}
 	}
 }
 

@@ -2,12 +2,12 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/opsgraph/ops/internal/bus"
+
 	"github.com/opsgraph/ops/internal/policy"
 )
 
@@ -31,40 +31,16 @@ func openPolicy(ctx context.Context, b *bus.Bus, log *slog.Logger) (*policyCache
 }
 
 func (p *policyCache) watch(ctx context.Context) {
-	kv := p.store.KV()
-	for ctx.Err() == nil {
-		done, err := bus.WatchKV(ctx, kv, func(key string, present bool) {
-			if !present {
-				p.mu.Lock()
-				delete(p.m, key)
-				p.reindex()
-				p.mu.Unlock()
-				return
-			}
-			v, err := kv.Get(ctx, key)
-			if err != nil {
-				return
-			}
-			var e policy.Entry
-			if json.Unmarshal(v.Value(), &e) != nil {
-				p.log.Warn("unreadable policy entry", "key", key)
-				return
-			}
-			p.mu.Lock()
-			p.m[key] = e
-			p.reindex()
-			p.mu.Unlock()
-		})
-		if err != nil {
-			p.log.Warn("policy watch failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
+	p.store.Watch(ctx, p.log, func(key string, e *policy.Entry) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if e == nil {
+			delete(p.m, key)
+		} else {
+			p.m[key] = *e
 		}
-		<-done
-	}
+		p.reindex()
+	})
 }
 
 // active returns the entry in force for kind and an already normalised
