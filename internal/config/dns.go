@@ -23,6 +23,7 @@ type DNS struct {
 	TLSCert    string       `yaml:"tls_cert" doc:"certificate chain (PEM) for dot_listen"`
 	TLSKey     string       `yaml:"tls_key" doc:"its key (PEM)"`
 	DoH        bool         `yaml:"doh" doc:"serve DNS over HTTPS (RFC 8484, and JSON like Google's) at /dns-query on the main listener"`
+	SafeSearch bool         `yaml:"safe_search" doc:"answer Google, Bing, DuckDuckGo and YouTube with their safe-search hosts (forcesafesearch.google.com, strict.bing.com, safe.duckduckgo.com, restrict.youtube.com)"`
 	StripECS   bool         `yaml:"strip_ecs" doc:"remove EDNS Client Subnet from queries before they go upstream"`
 	Events     bool         `yaml:"events" doc:"record every query as an ev.dns.query event (client address anonymised to its /24 or /48)"`
 	Cache      DNSCache     `yaml:"cache"`
@@ -46,15 +47,16 @@ type DNSCache struct {
 
 // DNSBlock configures filtering.
 type DNSBlock struct {
-	Lists Strings `yaml:"lists" doc:"block list files: hosts files, one domain a line, *.wildcards, AdGuard/ABP rules (||example.com^, @@||example.com^ allows, $important)"`
-	Allow Strings `yaml:"allow" doc:"domains never blocked (and their subdomains), whatever the lists say"`
-	Mode  string  `yaml:"mode" doc:"the answer to a blocked name: nxdomain, refused, null (0.0.0.0 and ::), or an address (a block page the proxy serves)"`
+	Lists   Strings  `yaml:"lists" doc:"block lists, files or http(s) URLs: hosts files, one domain a line, *.wildcards, AdGuard/ABP rules (||example.com^, @@||example.com^ allows, $important, /regex/)"`
+	Refresh Duration `yaml:"refresh" doc:"how often lists given by URL are fetched again (with If-None-Match); a failed fetch keeps the list held"`
+	Allow   Strings  `yaml:"allow" doc:"domains never blocked (and their subdomains), whatever the lists say"`
+	Mode    string   `yaml:"mode" doc:"the answer to a blocked name: nxdomain, refused, null (0.0.0.0 and ::), or an address (a block page the proxy serves)"`
 }
 
 func defaultDNS() DNS {
 	return DNS{Strategy: "parallel", Timeout: Duration(3 * time.Second), DoH: true, StripECS: true, Events: true,
 		Cache: DNSCache{Size: 100_000, MinTTL: 0, MaxTTL: Duration(24 * time.Hour), NegativeTTL: Duration(time.Hour), ServeStale: Duration(24 * time.Hour)},
-		Block: DNSBlock{Mode: "nxdomain"}}
+		Block: DNSBlock{Mode: "nxdomain", Refresh: Duration(24 * time.Hour)}}
 }
 
 func (c *Config) validateDNS(add func(path, format string, a ...any)) {
@@ -129,6 +131,16 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 	}
 	if d.Cache.MaxTTL < d.Cache.MinTTL {
 		add("dns.cache.max_ttl", "is below min_ttl")
+	}
+	for _, l := range d.Block.Lists {
+		if strings.Contains(l, "://") {
+			if u, err := url.Parse(l); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add("dns.block.lists", "%q: want a file or an http(s) URL", l)
+			}
+		}
+	}
+	if d.Block.Refresh < Duration(time.Minute) {
+		add("dns.block.refresh", "want at least 1m, got %s", d.Block.Refresh)
 	}
 	switch m := d.Block.Mode; m {
 	case "nxdomain", "refused", "null":

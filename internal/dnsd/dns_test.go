@@ -34,6 +34,7 @@ local-data: "wild.test. 300 IN A 192.0.2.71"
 local-data: "a.wild.test. 300 IN A 192.0.2.72"
 local-data: "short.test. 2 IN A 192.0.2.80"
 local-data: "test. 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60"
+local-data: "forcesafesearch.google.com. 300 IN A 216.239.38.120"
 `
 
 const blockList = `! a list in several syntaxes
@@ -236,10 +237,15 @@ func TestBlockLists(t *testing.T) {
 	if !seen {
 		t.Fatalf("no event of the blocked x.ads.test naming its rule: %v", evs.Events)
 	}
-	res2 := startResolver(t, func(d *config.DNS) { d.Block.Mode = "null" })
+	res2 := startResolver(t, func(d *config.DNS) { d.Block.Mode = "null"; d.SafeSearch = true })
 	r := exchange(t, res2.plain, "ads.test", dns.TypeA)
 	if got := answerA(r); got != "0.0.0.0" {
 		t.Errorf("null mode: %s", got)
+	}
+	// Safe search: Google's search is answered with its safe host.
+	r = exchange(t, res2.plain, "www.google.com", dns.TypeA)
+	if len(r.Answer) != 2 || r.Answer[0].(*dns.CNAME).Target != "forcesafesearch.google.com." || answerA(r) != "216.239.38.120" {
+		t.Errorf("safe search: %v", r)
 	}
 }
 

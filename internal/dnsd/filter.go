@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
+	"regexp"
 	"strings"
-
-	"github.com/miekg/dns"
 )
 
 // Block lists. A list file may mix the formats people publish:
@@ -19,10 +17,10 @@ import (
 //	||ads.example.com^               AdGuard/ABP: it and its subdomains
 //	@@||good.example.com^            an exception: never blocked
 //	||ads.example.com^$important     wins over exceptions
+//	/^ad[0-9]+\./                     a regular expression (RE2) on the name
 //	! comment, # comment, [Adblock Plus 2.0]
 //
-// Lines the syntax does not cover (cosmetic rules, paths, regexes, other
-// modifiers) are skipped and counted, never half-applied. Names are
+// Lines the syntax does not cover (cosmetic rules, paths, other modifiers) are skipped and counted, never half-applied. Names are
 // matched in canonical form: lower case, without the trailing dot.
 
 // ruleKind is what a matching rule does.
@@ -43,11 +41,19 @@ type rule struct {
 	source             string // "file:line", for events
 }
 
-// filter holds every rule by the domain it names.
+// filter holds every rule by the domain it names, and the regex rules.
 type filter struct {
 	rules   map[string][]rule
+	regexes []regexRule
 	skipped int
 	n       int
+}
+
+// regexRule is /regex/ (or @@/regex/), matched against the whole name.
+type regexRule struct {
+	re     *regexp.Regexp
+	allow  bool
+	source string
 }
 
 func newFilter() *filter { return &filter{rules: map[string][]rule{}} }
@@ -76,6 +82,16 @@ func (f *filter) addLine(s, source string) {
 	kind := ruleBlock
 	if strings.HasPrefix(s, "@@") {
 		kind, s = ruleAllow, s[2:]
+	}
+	if len(s) > 2 && s[0] == '/' && s[len(s)-1] == '/' {
+		re, err := regexp.Compile(s[1 : len(s)-1])
+		if err != nil || len(s) > 1024 {
+			f.skipped++
+			return
+		}
+		f.regexes = append(f.regexes, regexRule{re: re, allow: kind == ruleAllow, source: source})
+		f.n++
+		return
 	}
 	if strings.HasPrefix(s, "||") {
 		body, mods, _ := strings.Cut(s[2:], "$")
@@ -107,7 +123,7 @@ func (f *filter) addLine(s, source string) {
 	if len(fields) >= 2 {
 		if _, err := netip.ParseAddr(fields[0]); err == nil { // hosts file
 			for _, name := range fields[1:] {
-				if name == "localhost" || strings.HasPrefix(name, "localhost.") || name == "broadcasthost" {
+				if localNames[name] {
 					continue
 				}
 				f.add(name, rule{kind: ruleBlock, exactOnly: true, source: source})
@@ -128,7 +144,7 @@ func (f *filter) addLine(s, source string) {
 
 func (f *filter) add(name string, r rule) {
 	name = canonName(name)
-	if _, ok := dns.IsDomainName(name); !ok || name == "" || strings.ContainsAny(name, "*/^|$ ") {
+	if !hostName(name) {
 		f.skipped++
 		return
 	}
@@ -136,26 +152,12 @@ func (f *filter) add(name string, r rule) {
 	f.n++
 }
 
-// addFile reads a list file.
-func (f *filter) addFile(path string) error {
-	fh, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer fh.Close()
-	base := path
-	if i := strings.LastIndexByte(path, '/'); i >= 0 {
-		base = path[i+1:]
-	}
-	return f.addList(fh, base)
-}
-
 // match decides a name: blocked or not, and the rule that decided. The
 // name and each parent domain are looked up (a.b.example.com, then
 // b.example.com, example.com, com); an $important block wins, then an
 // exception, then a block.
 func (f *filter) match(name string) (blocked bool, by string) {
-	if f == nil || len(f.rules) == 0 {
+	if f == nil || len(f.rules) == 0 && len(f.regexes) == 0 {
 		return false, ""
 	}
 	var block, allow string
@@ -185,10 +187,48 @@ func (f *filter) match(name string) (blocked bool, by string) {
 		}
 		d = d[i+1:]
 	}
+	for _, r := range f.regexes {
+		if (allow == "" || block == "") && r.re.MatchString(name) {
+			if r.allow && allow == "" {
+				allow = r.source
+			} else if !r.allow && block == "" {
+				block = r.source
+			}
+		}
+	}
 	if allow != "" {
 		return false, ""
 	}
 	return block != "", block
+}
+
+// localNames are the names hosts files map to themselves, not blocks.
+var localNames = map[string]bool{"localhost": true, "localhost.localdomain": true, "local": true, "broadcasthost": true,
+	"ip6-localhost": true, "ip6-loopback": true, "ip6-localnet": true, "ip6-mcastprefix": true,
+	"ip6-allnodes": true, "ip6-allrouters": true, "ip6-allhosts": true}
+
+// hostName: dot-separated labels of letters, digits, hyphens and
+// underscores, 1 to 63 bytes each, at most 253 in all, and not an IP
+// address (hosts files hold "0.0.0.0 0.0.0.0").
+func hostName(n string) bool {
+	if n == "" || len(n) > 253 {
+		return false
+	}
+	if _, err := netip.ParseAddr(n); err == nil {
+		return false
+	}
+	for _, l := range strings.Split(n, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // canonName is a name as rules and the cache see it: lower case, no

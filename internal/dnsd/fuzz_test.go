@@ -88,3 +88,24 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+// FuzzList: a block list (from a file or a URL: outside input) of any
+// content parses without a panic, and whatever it blocks is a valid name.
+func FuzzList(f *testing.F) {
+	for _, s := range []string{"||ads.example^\n@@||ok.ads.example^", "0.0.0.0 a.example b.example # c", "*.x.example", "/^ad[0-9]+\\./",
+		"example.com##.banner", "||a^$important,third-party", "/(/", "\x00\xff", strings.Repeat("a.", 200)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, list string) {
+		fl := newFilter()
+		if err := fl.addList(strings.NewReader(list), "fuzz"); err != nil {
+			return
+		}
+		for name := range fl.rules {
+			if !hostName(name) {
+				t.Fatalf("rule for %q, not a host name", name)
+			}
+		}
+		fl.match("a.b.example")
+	})
+}

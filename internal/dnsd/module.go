@@ -56,6 +56,7 @@ type Server struct {
 	flight  singleflight.Group
 	filt    atomic.Pointer[filter]
 	live    *livePolicy // domain blocks from the POLICY bucket
+	lists   *lists
 	events  *evqueue.Queue
 	metrics metrics
 
@@ -98,14 +99,13 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 	if s.router, err = newRouter(cfg, upstreamOptions{dial: &dialer{boot: boot}, timeout: cfg.Timeout.D(), roots: roots}); err != nil {
 		return nil, err
 	}
-	f, err := loadFilter(cfg.Block)
-	if err != nil {
+	s.lists = newLists(cfg.Block, deps.DataDir, s.log)
+	lctx, lcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer lcancel()
+	if err := s.lists.load(lctx); err != nil {
 		return nil, err
 	}
-	s.filt.Store(f)
-	if f.skipped > 0 {
-		s.log.Info("block list lines skipped (syntax not applied)", "lines", f.skipped)
-	}
+	s.setFilter(s.lists.build())
 	s.metrics = metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_queries_total", Help: "DNS queries answered, by transport and response code."}, []string{"transport", "rcode"}),
 		cache:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_cache_total", Help: "Cache lookups: hit, miss, or stale (served during an upstream outage)."}, []string{"result"}),
@@ -130,17 +130,26 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-func loadFilter(cfg config.DNSBlock) (*filter, error) {
-	f := newFilter()
-	for _, path := range cfg.Lists {
-		if err := f.addFile(path); err != nil {
-			return nil, fmt.Errorf("dns.block.lists: %w", err)
+// setFilter swaps in a filter built from the lists.
+func (s *Server) setFilter(f *filter) {
+	s.filt.Store(f)
+	s.log.Info("block lists loaded", "rules", f.n, "regexes", len(f.regexes), "skipped_lines", f.skipped)
+}
+
+// refreshLists fetches lists given by URL every dns.block.refresh.
+func (s *Server) refreshLists(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Block.Refresh.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.lists.refresh(ctx) {
+				s.setFilter(s.lists.build())
+			}
 		}
 	}
-	for _, d := range cfg.Allow {
-		f.add(d, rule{kind: ruleAllow, source: "dns.block.allow"})
-	}
-	return f, nil
 }
 
 func (s *Server) filter() *filter { return s.filt.Load() }
@@ -215,6 +224,9 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 			return fail(fmt.Errorf("dns: POLICY bucket: %w", err))
 		}
 		go store.Watch(ctx, s.log, s.live.apply)
+	}
+	if len(s.cfg.Block.Lists) > 0 {
+		go s.refreshLists(ctx)
 	}
 	evDone := make(chan struct{})
 	ectx, ecancel := context.WithCancel(context.WithoutCancel(ctx))

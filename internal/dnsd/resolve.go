@@ -72,6 +72,11 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 		o.blocked, o.rule = true, by
 		return s.blockedAnswer(req)
 	}
+	if s.cfg.SafeSearch {
+		if t := safeTarget(name); t != "" {
+			return s.safeAnswer(ctx, req, t, o)
+		}
+	}
 	key := keyOf(req, name)
 	if m, stale := s.cache.get(key); m != nil && !stale {
 		o.cached = "hit"

@@ -1,0 +1,132 @@
+package dnsd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/opsgraph/ops/internal/config"
+)
+
+// TestListSyntax: every syntax a list may use, and what each line blocks.
+func TestListSyntax(t *testing.T) {
+	for _, c := range []struct {
+		lines   string
+		blocked []string
+		open    []string
+		skipped int
+	}{
+		{"ads.example", []string{"ads.example", "x.ads.example", "ADS.Example."}, []string{"example", "notads.example", "ads.example.org"}, 0},
+		{"0.0.0.0 ads.example tracker.example # ads", []string{"ads.example", "tracker.example"}, []string{"x.ads.example"}, 0},
+		{"127.0.0.1 localhost\n::1 localhost ip6-localhost\n0.0.0.0 0.0.0.0", nil, []string{"localhost"}, 1},
+		{"*.ads.example", []string{"x.ads.example", "a.b.ads.example"}, []string{"ads.example"}, 0},
+		{"||ads.example^", []string{"ads.example", "x.ads.example"}, []string{"badads.example"}, 0},
+		{"||ads.example^\n@@||ok.ads.example^", []string{"ads.example", "x.ads.example"}, []string{"ok.ads.example", "a.ok.ads.example"}, 0},
+		{"||ads.example^$important\n@@||ok.ads.example^", []string{"ok.ads.example"}, nil, 0},
+		{"/^ad[0-9]+\\./", []string{"ad1.example", "ad42.x.example"}, []string{"adx.example", "bad1.example"}, 0},
+		{"/^ad[0-9]+\\./\n@@||ad7.example^", []string{"ad1.example"}, []string{"ad7.example"}, 0},
+		{"! comment\n# comment\n[Adblock Plus 2.0]\n\n", nil, []string{"example"}, 0},
+		{"example.com##.banner\n||ads.example^$third-party\n||ads.example/path^\nads example\n/(unclosed/", nil, []string{"ads.example", "example.com"}, 5},
+		{"@@good.example\ngood.example", nil, []string{"good.example"}, 0},
+	} {
+		f := newFilter()
+		if err := f.addList(strings.NewReader(c.lines), "t"); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range c.blocked {
+			if b, by := f.match(canonName(n)); !b || by == "" {
+				t.Errorf("%q: %s not blocked", c.lines, n)
+			}
+		}
+		for _, n := range c.open {
+			if b, by := f.match(canonName(n)); b {
+				t.Errorf("%q: %s blocked by %s", c.lines, n, by)
+			}
+		}
+		if f.skipped != c.skipped {
+			t.Errorf("%q: %d lines skipped, want %d", c.lines, f.skipped, c.skipped)
+		}
+	}
+}
+
+// TestListFromURL: a list given by URL is fetched, kept on disk with its
+// ETag, asked again with If-None-Match (304: kept), kept when a refresh
+// fails, replaced when it changes, and read from disk by a restart while
+// its host is down.
+func TestListFromURL(t *testing.T) {
+	var mu sync.Mutex
+	body, etag, fail := "||ads.example^\n", `"v1"`, false
+	var conditional int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			http.Error(w, "mirror broken", http.StatusBadGateway)
+			return
+		}
+		if r.Header.Get("If-None-Match") == etag {
+			conditional++
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", etag)
+		fmt.Fprint(w, body)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	cfg := config.DNSBlock{Lists: config.Strings{srv.URL + "/ads.txt"}}
+	log := slog.New(slog.DiscardHandler)
+	ctx := context.Background()
+	l := newLists(cfg, dir, log)
+	if err := l.load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	blocked := func(l *lists, name string) bool { b, _ := l.build().match(name); return b }
+	if !blocked(l, "ads.example") {
+		t.Fatal("the fetched list does not block")
+	}
+	if l.refresh(ctx) || conditional != 1 {
+		t.Fatalf("an unchanged list: changed, or not asked with If-None-Match (%d)", conditional)
+	}
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	if l.refresh(ctx) || !blocked(l, "ads.example") {
+		t.Fatal("a failed refresh dropped the list")
+	}
+	// A restart while the mirror is down: the kept copy.
+	l2 := newLists(cfg, dir, log)
+	if err := l2.load(ctx); err != nil || !blocked(l2, "ads.example") {
+		t.Fatalf("restart with the mirror down: %v", err)
+	}
+	mu.Lock()
+	fail, body, etag = false, "||tracker.example^\n", `"v2"`
+	mu.Unlock()
+	if !l.refresh(ctx) || blocked(l, "ads.example") || !blocked(l, "tracker.example") {
+		t.Fatal("a changed list was not taken")
+	}
+	mu.Lock()
+	body = "  \n"
+	etag = `"v3"`
+	mu.Unlock()
+	if l.refresh(ctx) || !blocked(l, "tracker.example") {
+		t.Fatal("an empty list replaced a good one")
+	}
+}
+
+func TestSafeTargets(t *testing.T) {
+	for name, want := range map[string]string{
+		"www.google.com": "forcesafesearch.google.com", "google.co.uk": "forcesafesearch.google.com", "www.google.com.au": "forcesafesearch.google.com",
+		"www.google.de": "forcesafesearch.google.com", "www.bing.com": "strict.bing.com", "duckduckgo.com": "safe.duckduckgo.com",
+		"m.youtube.com": "restrict.youtube.com", "mail.google.com": "", "google.example.org": "", "fonts.googleapis.com": "", "forcesafesearch.google.com": "",
+	} {
+		if got := safeTarget(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+}
