@@ -37,8 +37,9 @@ if [[ -n $smoke ]]; then
 	soak=(-duration 5s -rate 500 -settle 3s)
 	analytics=(-events 20000 -visitors 2000 -pages 500 -runs 2 -latency 2)
 	alerts=(-series 2000 -rules 20 -interval 2s -history 2m -rounds 1)
+	dnsb=(-duration 1s -names 50 -mem-names 2000 -conc 8)
 else
-	ingest=() graph=() footprint=() tsdb=() soak=() analytics=() alerts=()
+	ingest=() graph=() footprint=() tsdb=() soak=() analytics=() alerts=() dnsb=()
 fi
 
 {
@@ -51,6 +52,7 @@ fi
 	step soak go run ./bench/soak -ops bin/ops "${soak[@]}"
 	step analytics go run ./bench/analytics -ops bin/ops "${analytics[@]}"
 	step alerts bash bench/alerts.sh bin/ops "${alerts[@]}"
+	step dns go run ./bench/dns -ops bin/ops "${dnsb[@]}"
 	echo
 	echo "ops.js: $(wc -c < internal/collector/web/ops.js) bytes, $(gzip -9c internal/collector/web/ops.js | wc -c) gzipped (target < 2048)"
 } 2>&1 | tee "bench/out/$stamp.txt"

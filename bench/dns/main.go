@@ -1,0 +1,384 @@
+// Command dns measures Ops's resolver against dnsdist (with its packet
+// cache) and unbound, all on this machine in one run, with one Go load
+// generator for the three: DNS over HTTPS (HTTP/2 over TLS, POST) and
+// plain UDP, cached names and names never asked before. unbound is also
+// the upstream of Ops and dnsdist: a zone of its own answers every name
+// under bench. at once, so "uncached" measures the resolver's own miss
+// path plus one loopback round trip.
+//
+//	go run ./bench/dns -ops bin/ops
+//
+// Ops is measured as users run it: DoH on the proxy's TLS listener at
+// /_ops/dns-query, every query an ev.dns.query event (fsync'd bus).
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/opsgraph/ops/bench/opsproc"
+)
+
+var (
+	opsBin   = flag.String("ops", "bin/ops", "ops binary")
+	duration = flag.Duration("duration", 5*time.Second, "length of each measurement")
+	conc     = flag.Int("conc", 32, "concurrent clients")
+	names    = flag.Int("names", 1000, "distinct names in the cached set")
+	memNames = flag.Int("mem-names", 100000, "names put in Ops's cache to measure its memory")
+)
+
+func main() {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "dnsbench")
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(dir)
+	cert, key, pool := writeCert(dir)
+	ports := freePorts(6)
+	ub := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	servers := []target{
+		{name: "ops", udp: fmt.Sprintf("127.0.0.1:%d", ports[1])},
+		{name: "dnsdist", udp: fmt.Sprintf("127.0.0.1:%d", ports[2]), doh: fmt.Sprintf("https://127.0.0.1:%d/dns-query", ports[3])},
+		{name: "unbound", udp: ub, doh: fmt.Sprintf("https://127.0.0.1:%d/dns-query", ports[4])},
+	}
+	stopUnbound := startUnbound(dir, ports[0], ports[4], cert, key)
+	defer stopUnbound()
+	stopDist := startDnsdist(dir, ports[2], ports[3], ub, cert, key)
+	defer stopDist()
+	ops, opsDoH := startOps(dir, ports[1], ports[5], ub, cert, key)
+	defer ops.Stop()
+	servers[0].doh = opsDoH
+
+	fmt.Printf("\nDNS: %d clients, %v a measurement, %d cached names; 2 cores shared by the servers and the load\n", *conc, *duration, *names)
+	fmt.Printf("%-18s %12s %8s %8s %12s %8s %8s %12s %8s %8s %10s\n", "", "ops q/s", "p50", "p99", "dnsdist q/s", "p50", "p99", "unbound q/s", "p50", "p99", "ops/dnsdist")
+	var seq atomic.Int64
+	for _, m := range []struct {
+		label  string
+		doh    bool
+		cached bool
+	}{{"DoH cached", true, true}, {"DoH uncached", true, false}, {"UDP cached", false, true}, {"UDP uncached", false, false}} {
+		var cells []string
+		var rates []float64
+		for _, s := range servers {
+			r := s.run(m.doh, m.cached, pool, &seq)
+			rates = append(rates, r.rate)
+			cells = append(cells, fmt.Sprintf("%12.0f %8s %8s", r.rate, ms(r.p50), ms(r.p99)))
+		}
+		fmt.Printf("%-18s %s %9.2fx\n", m.label, strings.Join(cells, " "), rates[0]/rates[1])
+	}
+	before := rss(ops.Cmd.Process.Pid)
+	udpFill(servers[0].udp, *memNames)
+	after := rss(ops.Cmd.Process.Pid)
+	fmt.Printf("memory: %d new names cached by Ops: RSS %.1f -> %.1f MiB, %.0f bytes a name (with Go's heap slack)\n",
+		*memNames, float64(before)/(1<<20), float64(after)/(1<<20), float64(after-before)/float64(*memNames))
+	fmt.Println("targets: DoH cached >= dnsdist's rate; p99 <= 2 ms")
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + "ms"
+}
+
+type target struct{ name, udp, doh string }
+
+type result struct {
+	rate     float64
+	p50, p99 time.Duration
+}
+
+// run loads one server for -duration with -conc clients, after a warm-up
+// pass over the cached names.
+func (t target) run(doh, cached bool, pool *x509.CertPool, seq *atomic.Int64) result {
+	name := func(i int64) string {
+		if cached {
+			return fmt.Sprintf("n%d.bench.", i%int64(*names))
+		}
+		return fmt.Sprintf("u%d-%s.bench.", seq.Add(1), t.name)
+	}
+	var ask func(c int, q *dns.Msg) error
+	if doh {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true, MaxConnsPerHost: 4, MaxIdleConnsPerHost: 4}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+		ask = func(_ int, q *dns.Msg) error {
+			wire, _ := q.Pack()
+			resp, err := client.Post(t.doh, "application/dns-message", bytes.NewReader(wire))
+			if err != nil {
+				return err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("%s: %s", t.name, resp.Status)
+			}
+			var r dns.Msg
+			return r.Unpack(b)
+		}
+	} else {
+		conns := make([]*dns.Conn, *conc)
+		for i := range conns {
+			c, err := dns.Dial("udp", t.udp)
+			if err != nil {
+				fail(err)
+			}
+			defer c.Close()
+			conns[i] = c
+		}
+		ask = func(c int, q *dns.Msg) error {
+			conn := conns[c]
+			_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+			if err := conn.WriteMsg(q); err != nil {
+				return err
+			}
+			_, err := conn.ReadMsg()
+			return err
+		}
+	}
+	if cached { // warm
+		for i := 0; i < *names; i++ {
+			q := new(dns.Msg)
+			q.SetQuestion(name(int64(i)), dns.TypeA)
+			if err := ask(0, q); err != nil {
+				fail(fmt.Errorf("%s warm-up: %w", t.name, err))
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	lats := make([][]time.Duration, *conc)
+	var errs atomic.Int64
+	deadline := time.Now().Add(*duration)
+	start := time.Now()
+	for c := 0; c < *conc; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int64(c); time.Now().Before(deadline); i += int64(*conc) {
+				q := new(dns.Msg)
+				q.SetQuestion(name(i), dns.TypeA)
+				t0 := time.Now()
+				if err := ask(c, q); err != nil {
+					errs.Add(1)
+					continue
+				}
+				lats[c] = append(lats[c], time.Since(t0))
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		fail(fmt.Errorf("%s: no query answered (%d errors)", t.name, errs.Load()))
+	}
+	if e := errs.Load(); e > int64(len(all))/100 {
+		fail(fmt.Errorf("%s: %d of %d queries failed", t.name, e, int64(len(all))+e))
+	}
+	slices.Sort(all)
+	return result{rate: float64(len(all)) / el.Seconds(), p50: all[len(all)/2], p99: all[len(all)*99/100]}
+}
+
+// udpFill asks n new names over UDP (to fill the cache), 16 at a time.
+func udpFill(addr string, n int) {
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dns.Dial("udp", addr)
+			if err != nil {
+				fail(err)
+			}
+			defer c.Close()
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				q := new(dns.Msg)
+				q.SetQuestion(fmt.Sprintf("m%d.bench.", i), dns.TypeA)
+				_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+				if c.WriteMsg(q) == nil {
+					_, _ = c.ReadMsg()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(500 * time.Millisecond)
+}
+
+// rss is a process's resident set in bytes (Linux).
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func startUnbound(dir string, port, dohPort int, cert, key string) func() {
+	conf := filepath.Join(dir, "unbound.conf")
+	c := fmt.Sprintf(`server:
+  interface: 127.0.0.1@%d
+  interface: 127.0.0.1@%d
+  https-port: %d
+  tls-service-pem: %q
+  tls-service-key: %q
+  do-daemonize: no
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  username: ""
+  chroot: ""
+  directory: %q
+  pidfile: ""
+  do-ip6: no
+  access-control: 127.0.0.0/8 allow
+  module-config: "iterator"
+  num-threads: 1
+  so-reuseport: no
+  local-zone: "bench." redirect
+  local-data: "bench. 300 IN A 192.0.2.1"
+remote-control:
+  control-enable: no
+`, port, dohPort, dohPort, cert, key, dir)
+	if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
+		fail(err)
+	}
+	return startProc("unbound", fmt.Sprintf("127.0.0.1:%d", port), "/usr/sbin/unbound", "-d", "-c", conf)
+}
+
+func startDnsdist(dir string, udpPort, dohPort int, upstream, cert, key string) func() {
+	conf := filepath.Join(dir, "dnsdist.conf")
+	c := fmt.Sprintf(`setLocal("127.0.0.1:%d")
+addDOHLocal("127.0.0.1:%d", %q, %q, "/dns-query")
+newServer({address="%s", checkName="n0.bench."})
+pc = newPacketCache(200000, {maxTTL=86400})
+getPool(""):setCache(pc)
+setSecurityPollSuffix("")
+`, udpPort, dohPort, cert, key, upstream)
+	if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
+		fail(err)
+	}
+	return startProc("dnsdist", fmt.Sprintf("127.0.0.1:%d", udpPort), "dnsdist", "--supervised", "--disable-syslog", "-C", conf)
+}
+
+// startProc runs a server and waits until it answers a query on addr.
+func startProc(name, addr, bin string, args ...string) func() {
+	cmd := exec.Command(bin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		fail(fmt.Errorf("%s: %w (apt-get install --no-install-recommends %s)", name, err, name))
+	}
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		q := new(dns.Msg)
+		q.SetQuestion("n0.bench.", dns.TypeA)
+		if r, err := dns.Exchange(q, addr); err == nil && len(r.Answer) == 1 {
+			return stop
+		}
+		if time.Now().After(deadline) {
+			stop()
+			fail(fmt.Errorf("%s did not answer on %s:\n%s", name, addr, out.String()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func startOps(dir string, udpPort, tlsPort int, upstream, cert, key string) (*opsproc.Proc, string) {
+	conf := filepath.Join(dir, "ops.yaml")
+	c := fmt.Sprintf(`dns:
+  upstreams: [udp://%s]
+  allow_plain: true
+  listen: 127.0.0.1:%d
+  cache: {size: 500000}
+proxy:
+  listen: 127.0.0.1:0
+  tls_listen: 127.0.0.1:%d
+  certificates: [{cert: %q, key: %q}]
+  routes: [{name: site, upstreams: ["http://127.0.0.1:9"]}]
+`, upstream, udpPort, tlsPort, cert, key)
+	if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
+		fail(err)
+	}
+	p, err := opsproc.Start(*opsBin, filepath.Join(dir, "ops-data"), "--config", conf)
+	if err != nil {
+		fail(err)
+	}
+	return p, fmt.Sprintf("https://127.0.0.1:%d/_ops/dns-query", tlsPort)
+}
+
+func freePorts(n int) []int {
+	var out []int
+	var ls []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fail(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+// writeCert makes a CA and a certificate for 127.0.0.1, for the three
+// servers' TLS; it returns the cert and key files and a pool with the CA.
+func writeCert(dir string) (string, string, *x509.CertPool) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caT, caT, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	t := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, _ := x509.CreateCertificate(rand.Reader, t, ca, &k.PublicKey, caKey)
+	kd, _ := x509.MarshalPKCS8PrivateKey(k)
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o644)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return certFile, keyFile, pool
+}
