@@ -48,6 +48,8 @@ var (
 	conc     = flag.Int("conc", 32, "concurrent clients")
 	names    = flag.Int("names", 1000, "distinct names in the cached set")
 	memNames = flag.Int("mem-names", 100000, "names put in Ops's cache to measure its memory")
+	profile  = flag.String("cpuprofile", "", "write Ops's CPU profile during the first measurement (DoH cached) to this file")
+	only     = flag.String("only", "", "measure only this server (ops, dnsdist or unbound), e.g. while profiling")
 )
 
 func main() {
@@ -84,7 +86,22 @@ func main() {
 		var cells []string
 		var rates []float64
 		for _, s := range servers {
+			if *only != "" && s.name != *only {
+				rates = append(rates, 1)
+				cells = append(cells, fmt.Sprintf("%12s %8s %8s", "-", "-", "-"))
+				continue
+			}
+			var prof chan error
+			if *profile != "" && s.name == "ops" && m.label == "DoH cached" {
+				prof = make(chan error, 1)
+				go func() { prof <- cpuProfile(ops, *profile) }()
+			}
 			r := s.run(m.doh, m.cached, pool, &seq)
+			if prof != nil {
+				if err := <-prof; err != nil {
+					fail(err)
+				}
+			}
 			rates = append(rates, r.rate)
 			cells = append(cells, fmt.Sprintf("%12.0f %8s %8s", r.rate, ms(r.p50), ms(r.p99)))
 		}
@@ -96,6 +113,23 @@ func main() {
 	fmt.Printf("memory: %d new names cached by Ops: RSS %.1f -> %.1f MiB, %.0f bytes a name (with Go's heap slack)\n",
 		*memNames, float64(before)/(1<<20), float64(after)/(1<<20), float64(after-before)/float64(*memNames))
 	fmt.Println("targets: DoH cached >= dnsdist's rate; p99 <= 2 ms")
+}
+
+// cpuProfile takes Ops's CPU profile for most of one measurement.
+func cpuProfile(p *opsproc.Proc, file string) error {
+	secs := max(1, int(duration.Seconds())-1)
+	req, _ := http.NewRequest("GET", fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.URL, secs), nil)
+	req.Header.Set("Authorization", p.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		return fmt.Errorf("profile: %v %s", err, resp.Status)
+	}
+	return os.WriteFile(file, b, 0o644)
 }
 
 func fail(err error) {

@@ -68,7 +68,7 @@ func newUpstream(raw string, o upstreamOptions) (upstream, error) {
 	}
 	switch u.Scheme {
 	case "udp", "tcp":
-		return &plainUp{addr: hostPort("53"), net: u.Scheme, timeout: o.timeout, dial: o.dial}, nil
+		return &plainUp{addr: hostPort("53"), net: u.Scheme, timeout: o.timeout, dial: o.dial, idle: make(chan *udpConn, 64)}, nil
 	case "tls":
 		return &dotUp{addr: hostPort("853"), tls: &tls.Config{ServerName: u.Hostname(), RootCAs: o.roots, MinVersion: tls.VersionTLS12},
 			timeout: o.timeout, dial: o.dial, idle: make(chan *dns.Conn, 8)}, nil
@@ -82,22 +82,65 @@ func newUpstream(raw string, o upstreamOptions) (upstream, error) {
 }
 
 // plainUp is DNS over UDP (falling back to TCP when truncated) or TCP.
+// UDP sockets are kept for reuse (a socket a query costs more than the
+// query), each for at most udpReuse queries, so source ports keep
+// changing (RFC 5452: an off-path forger must guess port and id).
 type plainUp struct {
 	addr, net string
 	timeout   time.Duration
 	dial      *dialer
+	idle      chan *udpConn
 }
+
+type udpConn struct {
+	*dns.Conn
+	used int
+}
+
+const udpReuse = 100
 
 func (p *plainUp) String() string { return p.net + "://" + p.addr }
 
 func (p *plainUp) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
-	c := &dns.Client{Net: p.net, Timeout: p.timeout, Dialer: &net.Dialer{Timeout: p.timeout}}
-	r, _, err := c.ExchangeContext(ctx, m, p.addr)
-	if err == nil && r.Truncated && p.net == "udp" {
-		c.Net = "tcp"
-		r, _, err = c.ExchangeContext(ctx, m, p.addr)
+	if p.net == "udp" {
+		r, err := p.udp(ctx, m)
+		if err != nil || !r.Truncated {
+			return r, err
+		}
 	}
+	c := &dns.Client{Net: "tcp", Timeout: p.timeout, Dialer: &net.Dialer{Timeout: p.timeout}}
+	r, _, err := c.ExchangeContext(ctx, m, p.addr)
 	return r, err
+}
+
+func (p *plainUp) udp(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	var c *udpConn
+	select {
+	case c = <-p.idle:
+	default:
+		raw, err := p.dial.DialContext(ctx, "udp", p.addr)
+		if err != nil {
+			return nil, err
+		}
+		c = &udpConn{Conn: &dns.Conn{Conn: raw, UDPSize: dns.MaxMsgSize}}
+	}
+	deadline := time.Now().Add(p.timeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	_ = c.SetDeadline(deadline)
+	r, err := roundTrip(c.Conn, m)
+	c.used++
+	if err != nil || c.used >= udpReuse {
+		c.Close()
+		return r, err
+	}
+	select {
+	case p.idle <- c:
+	default:
+		c.Close()
+	}
+	return r, nil
 }
 
 // dotUp is DNS over TLS (RFC 7858), reusing connections.

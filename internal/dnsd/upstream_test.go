@@ -26,7 +26,7 @@ func TestAnswerToAnotherQuestionRefused(t *testing.T) {
 	})}
 	go srv.ActivateAndServe()
 	defer srv.Shutdown()
-	g := &group{strategy: "failover", ups: []upstream{&plainUp{addr: pc.LocalAddr().String(), net: "udp", timeout: time.Second, dial: &dialer{}}}}
+	g := &group{strategy: "failover", ups: []upstream{&plainUp{addr: pc.LocalAddr().String(), net: "udp", timeout: time.Second, dial: &dialer{}, idle: make(chan *udpConn, 1)}}}
 	q := new(dns.Msg)
 	q.SetQuestion("www.test.", dns.TypeA)
 	if r, _, err := g.exchange(context.Background(), q); err == nil {
