@@ -74,8 +74,14 @@ func readDoH(r *http.Request) (m *dns.Msg, asJSON bool, field string, err error)
 		if ct != "application/dns-message" {
 			return nil, false, "Content-Type", fmt.Errorf("Content-Type: want application/dns-message, got %q", r.Header.Get("Content-Type"))
 		}
-		wire, err = io.ReadAll(io.LimitReader(r.Body, dns.MaxMsgSize+1))
-		if err != nil {
+		if n := r.ContentLength; n > dns.MaxMsgSize {
+			return nil, false, "body", fmt.Errorf("body: a DNS message is at most %d bytes", dns.MaxMsgSize)
+		} else if n > 0 {
+			wire = make([]byte, n) // the usual case: one read of a known size
+			if _, err = io.ReadFull(r.Body, wire); err != nil {
+				return nil, false, "body", fmt.Errorf("body: %v", err)
+			}
+		} else if wire, err = io.ReadAll(io.LimitReader(r.Body, dns.MaxMsgSize+1)); err != nil {
 			return nil, false, "body", err
 		}
 		if len(wire) > dns.MaxMsgSize {

@@ -3,6 +3,8 @@ package dnsd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"math"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -107,5 +109,27 @@ func FuzzList(f *testing.F) {
 			}
 		}
 		fl.match("a.b.example")
+	})
+}
+
+// FuzzQueryDataJSON: the hand-written event encoder writes what
+// encoding/json writes, for any name and rule.
+func FuzzQueryDataJSON(f *testing.F) {
+	f.Add("www.example.com", "block.txt:3", "tls://1.1.1.1:853", 1.25, true)
+	f.Add("a\\000b.\"x\".<&>", "policy:x (a \u2028 b)", "", 0.0, false)
+	f.Add("\xff\xfe", "\x00\x1f", "é", 1e-7, true)
+	f.Fuzz(func(t *testing.T, name, rule, up string, ms float64, blocked bool) {
+		if math.IsNaN(ms) || math.IsInf(ms, 0) {
+			return
+		}
+		d := queryData{Client: "192.0.2.0", Name: name, Type: "A", Rcode: "NOERROR", Answers: 2, Blocked: blocked, Rule: rule, Upstream: up,
+			Transport: "doh", DurationMS: ms}
+		want, err := json.Marshal(d)
+		if err != nil {
+			t.Skip()
+		}
+		if got := d.appendJSON(nil); string(got) != string(want) {
+			t.Fatalf("\ngot  %s\nwant %s", got, want)
+		}
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,35 @@ type metrics struct {
 	cache   *prometheus.CounterVec
 	blocked prometheus.Counter
 	latency *prometheus.HistogramVec
+	// Resolved once: a query touches them without hashing labels.
+	hit, miss, stale prometheus.Counter
+	latencyOf        map[string]prometheus.Observer
+	byRcode          map[string]*[6]prometheus.Counter // transport -> rcode
+}
+
+// query is the counter of a transport and response code.
+func (m *metrics) query(via string, rcode int, name string) prometheus.Counter {
+	if t := m.byRcode[via]; t != nil && rcode >= 0 && rcode < len(t) {
+		return t[rcode]
+	}
+	return m.queries.WithLabelValues(via, name)
+}
+
+func (m *metrics) resolve() {
+	m.hit, m.miss, m.stale = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss"), m.cache.WithLabelValues("stale")
+	m.latencyOf, m.byRcode = map[string]prometheus.Observer{}, map[string]*[6]prometheus.Counter{}
+	for _, via := range []string{viaUDP, viaTCP, viaDoT, viaDoH} {
+		m.latencyOf[via] = m.latency.WithLabelValues(via)
+		t := &[6]prometheus.Counter{} // NOERROR to REFUSED; the rarer codes are resolved when seen
+		for rc := range t {
+			name, ok := dns.RcodeToString[rc]
+			if !ok {
+				name = strconv.Itoa(rc)
+			}
+			t[rc] = m.queries.WithLabelValues(via, name)
+		}
+		m.byRcode[via] = t
+	}
 }
 
 // New builds the resolver: upstreams, cache, block lists and the DoH
@@ -113,6 +143,7 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ops_dns_query_seconds", Help: "Time to answer a query, by transport.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}, []string{"transport"}),
 	}
+	s.metrics.resolve()
 	cached := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_dns_cache_entries", Help: "Answers in the cache."}, func() float64 { return float64(s.cache.len()) })
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(s.metrics.queries, s.metrics.cache, s.metrics.blocked, s.metrics.latency, cached)

@@ -2,10 +2,11 @@ package dnsd
 
 import (
 	"context"
-	"encoding/json"
+	"math"
 	"net/netip"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/miekg/dns"
 
@@ -80,10 +81,10 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 	key := keyOf(req, name)
 	if m, stale := s.cache.get(key); m != nil && !stale {
 		o.cached = "hit"
-		s.metrics.cache.WithLabelValues("hit").Inc()
+		s.metrics.hit.Inc()
 		return m
 	}
-	s.metrics.cache.WithLabelValues("miss").Inc()
+	s.metrics.miss.Inc()
 	g := s.router.pick(name)
 	v, err, _ := s.flight.Do(flightKey(key), func() (any, error) {
 		up := upstreamQuery(req, s.cfg.StripECS)
@@ -98,7 +99,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 		s.log.Debug("upstreams failed", "name", name, "err", err)
 		if m, stale := s.cache.get(key); m != nil && stale {
 			o.cached = "stale"
-			s.metrics.cache.WithLabelValues("stale").Inc()
+			s.metrics.stale.Inc()
 			return m
 		}
 		return rcodeReply(req, dns.RcodeServerFailure)
@@ -254,15 +255,99 @@ type queryData struct {
 	DurationMS float64 `json:"duration_ms"`
 }
 
+// appendJSON encodes d as encoding/json would (TestQueryDataJSON holds it
+// to that), without reflection: an event is made per query.
+func (d *queryData) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	str := func(k, v string, omitEmpty bool) {
+		if omitEmpty && v == "" {
+			return
+		}
+		if len(b) > 1 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, '"', ':')
+		b = appendJSONString(b, v)
+	}
+	str("client", d.Client, true)
+	str("name", d.Name, false)
+	str("type", d.Type, false)
+	str("rcode", d.Rcode, false)
+	b = strconv.AppendInt(append(b, `,"answers":`...), int64(d.Answers), 10)
+	if d.Blocked {
+		b = append(b, `,"blocked":true`...)
+	}
+	str("rule", d.Rule, true)
+	str("upstream", d.Upstream, true)
+	str("cached", d.Cached, true)
+	str("transport", d.Transport, false)
+	b = appendJSONFloat(append(b, `,"duration_ms":`...), d.DurationMS)
+	return append(b, '}')
+}
+
+// appendJSONString quotes s as JSON: quotes, backslashes and control
+// characters escaped (DNS names may hold any byte, escaped \DDD by
+// miekg/dns), invalid UTF-8 as U+FFFD as encoding/json does.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		i += size
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r == '\n':
+			b = append(b, '\\', 'n')
+		case r == '\r':
+			b = append(b, '\\', 'r')
+		case r == '\t':
+			b = append(b, '\\', 't')
+		case r == '\b':
+			b = append(b, '\\', 'b')
+		case r == '\f':
+			b = append(b, '\\', 'f')
+		case r < 0x20 || r == '<' || r == '>' || r == '&' || r == 0x2028 || r == 0x2029:
+			b = append(b, '\\', 'u', '0', '0', hex[r>>4&0xf], hex[r&0xf])
+			if r >= 0x100 {
+				b = b[:len(b)-4]
+				b = append(b, hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+			}
+		default:
+			b = utf8.AppendRune(b, r)
+		}
+	}
+	return append(b, '"')
+}
+
+// appendJSONFloat formats f as encoding/json does (exponents only below
+// 1e-6 and from 1e21, without a leading zero in them).
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if n := len(b); format == 'e' && n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+		b[n-2] = b[n-1]
+		b = b[:n-1]
+	}
+	return b
+}
+
 // record counts the query and makes its event.
 func (s *Server) record(start time.Time, req, resp *dns.Msg, client netip.Addr, via string, o *outcome) {
 	d := time.Since(start)
 	rcode := dns.RcodeToString[resp.Rcode]
-	s.metrics.queries.WithLabelValues(via, rcode).Inc()
+	s.metrics.query(via, resp.Rcode, rcode).Inc()
 	if o.blocked {
 		s.metrics.blocked.Inc()
 	}
-	s.metrics.latency.WithLabelValues(via).Observe(d.Seconds())
+	s.metrics.latencyOf[via].Observe(d.Seconds())
 	if s.events == nil || o.name == "" {
 		return
 	}
@@ -271,8 +356,7 @@ func (s *Server) record(start time.Time, req, resp *dns.Msg, client netip.Addr, 
 	if client.IsValid() {
 		data.Client = clientip.Anonymize(client).String()
 	}
-	b, _ := json.Marshal(data)
-	ev := event.NewJSON("ops/dns", "dns.query", b)
+	ev := event.NewJSON("ops/dns", "dns.query", data.appendJSON(make([]byte, 0, 256)))
 	ev.Time = start.UTC()
 	s.events.Add(ev)
 }
