@@ -55,7 +55,7 @@ type DNSBlock struct {
 
 func defaultDNS() DNS {
 	return DNS{Strategy: "parallel", Timeout: Duration(3 * time.Second), DoH: true, StripECS: true, Events: true,
-		Cache: DNSCache{Size: 100_000, MinTTL: 0, MaxTTL: Duration(24 * time.Hour), NegativeTTL: Duration(time.Hour), ServeStale: Duration(24 * time.Hour)},
+		Cache: DNSCache{Size: 10_000, MinTTL: 0, MaxTTL: Duration(24 * time.Hour), NegativeTTL: Duration(time.Hour), ServeStale: Duration(24 * time.Hour)},
 		Block: DNSBlock{Mode: "nxdomain", Refresh: Duration(24 * time.Hour)}}
 }
 

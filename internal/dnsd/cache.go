@@ -13,8 +13,9 @@ import (
 // max_ttl), negative answers for the SOA's minimum (RFC 2308, capped by
 // negative_ttl), and expired answers for serve_stale more, which are used
 // only when every upstream fails (RFC 8767, with a TTL of 30 s). It is an
-// LRU of at most cache.size answers, kept packed (wire form), which is
-// about a third of the memory of the parsed message.
+// LRU of at most cache.size answers, kept parsed: a hit is a copy with
+// its TTLs counted down (unpacking the wire form again cost a fifth of a
+// cached query's time).
 type cache struct {
 	cfg config.DNSCache
 	lru *lru.Cache[cacheKey, *cached]
@@ -29,7 +30,7 @@ type cacheKey struct {
 }
 
 type cached struct {
-	wire    []byte
+	msg     *dns.Msg // never changed once stored; hits copy it
 	stored  time.Time
 	expires time.Time
 }
@@ -71,11 +72,7 @@ func (c *cache) get(k cacheKey) (m *dns.Msg, stale bool) {
 		}
 		stale = true
 	}
-	m = new(dns.Msg)
-	if m.Unpack(e.wire) != nil {
-		c.lru.Remove(k)
-		return nil, false
-	}
+	m = e.msg.Copy()
 	age := uint32(now.Sub(e.stored) / time.Second)
 	for _, sec := range [][]dns.RR{m.Answer, m.Ns, m.Extra} {
 		for _, rr := range sec {
@@ -105,12 +102,8 @@ func (c *cache) put(k cacheKey, m *dns.Msg) {
 	if !ok {
 		return
 	}
-	wire, err := m.Pack()
-	if err != nil {
-		return
-	}
 	now := c.now()
-	c.lru.Add(k, &cached{wire: wire, stored: now, expires: now.Add(ttl)})
+	c.lru.Add(k, &cached{msg: m.Copy(), stored: now, expires: now.Add(ttl)})
 }
 
 // ttl is how long m may be kept, and whether it may be at all: answers
