@@ -1,6 +1,8 @@
 package dnsd_test
 
 import (
+	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/dnsd"
 	"github.com/opsgraph/ops/internal/testutil"
 )
 
@@ -366,4 +369,62 @@ func TestPolicyBlocksLive(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCheck: ops dns check's report against Ops itself: plain DNS, DoT
+// and DoH each answer; the certificate chain verifies with the test CA
+// and not without it; a listed name is reported blocked, a name that is
+// not, not blocked; a transport that is not there says why.
+func TestCheck(t *testing.T) {
+	res := startResolver(t, nil)
+	pem, err := os.ReadFile(res.dotCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	ctx := context.Background()
+	for _, u := range []string{"udp://" + res.plain, "tls://" + res.dot, "https://" + res.proxy + "/_ops/dns-query"} {
+		rep, err := dnsd.Check(ctx, u, dnsd.CheckOptions{Name: "www.test", Blocked: "ads.test", Roots: roots, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := rep.Transports[0]
+		if !tr.OK || tr.Answer[0] != "192.0.2.10" || rep.BlockedOK == nil || !*rep.BlockedOK {
+			t.Fatalf("%s: %+v", u, rep)
+		}
+		if strings.HasPrefix(u, "udp") {
+			if rep.Encrypted || len(tr.Chain) != 0 {
+				t.Fatalf("plain DNS reported encrypted: %+v", rep)
+			}
+			continue
+		}
+		if !rep.Encrypted || !tr.Verified || len(tr.Chain) != 1 || tr.Chain[0].Issuer != "CN=ops test CA" {
+			t.Fatalf("%s: %+v", u, rep)
+		}
+		if strings.HasPrefix(u, "https") && tr.Protocol != "HTTP/2.0" {
+			t.Fatalf("DoH over %s, want HTTP/2", tr.Protocol)
+		}
+		// Without the CA: it answers, the chain does not verify, not encrypted.
+		rep, err = dnsd.Check(ctx, u, dnsd.CheckOptions{Name: "www.test", ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Encrypted || rep.Transports[0].Verified || !strings.Contains(rep.Transports[0].VerifyErr, "unknown authority") {
+			t.Fatalf("%s without the CA: %+v", u, rep.Transports[0])
+		}
+	}
+	rep, err := dnsd.Check(ctx, "udp://"+res.plain, dnsd.CheckOptions{Name: "www.test", Blocked: "www.test"})
+	if err != nil || rep.BlockedOK == nil || *rep.BlockedOK {
+		t.Fatalf("a name that is not blocked: %+v %v", rep, err)
+	}
+	// A bare address: plain, DoT on 853 and DoH tried; nothing listens on
+	// 853 or 443 here.
+	rep, err = dnsd.Check(ctx, "127.0.0.1", dnsd.CheckOptions{Name: "www.test", Timeout: time.Second})
+	if err != nil || len(rep.Transports) != 3 || rep.Transports[1].OK || rep.Transports[1].Error == "" {
+		t.Fatalf("bare address: %+v %v", rep, err)
+	}
+	if _, err := dnsd.Check(ctx, "sdns://AgcAAAAAAAAABzEuMC4wLjEAEmRucy5jbG91ZGZsYXJlLmNvbQovZG5zLXF1ZXJ5", dnsd.CheckOptions{}); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("a stamp: %v", err)
+	}
 }
