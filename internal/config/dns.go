@@ -11,23 +11,25 @@ import (
 // DNS configures the resolver (docs/dns.md). It runs when upstreams are
 // set.
 type DNS struct {
-	Upstreams  Strings      `yaml:"upstreams" doc:"where queries go: https://host/dns-query (DoH), tls://host[:853] (DoT); udp://host[:53] and tcp://host[:53] only with allow_plain; empty: no resolver (the module is off)"`
-	AllowPlain bool         `yaml:"allow_plain" doc:"allow unencrypted upstreams (udp://, tcp://), e.g. a LAN's own resolver"`
-	Strategy   string       `yaml:"strategy" doc:"parallel (ask all, take the first good answer), round_robin, or failover (in order, the next on error)"`
-	Forward    []DNSForward `yaml:"forward" doc:"conditional forwarding: names under a domain go to their own upstreams, e.g. {domain: corp.example, upstreams: [udp://10.0.0.2]}"`
-	Bootstrap  Strings      `yaml:"bootstrap" doc:"addresses of upstream hosts given by name, as host=ip (e.g. dns.google=8.8.8.8): upstream names are never looked up in plain DNS"`
-	Timeout    Duration     `yaml:"timeout" doc:"how long an upstream has to answer"`
-	UpstreamCA string       `yaml:"upstream_ca" doc:"CA certificates (PEM) that DoH and DoT upstreams' certificates are checked against instead of the system's (a private resolver)"`
-	Listen     string       `yaml:"listen" doc:"plain DNS over UDP and TCP (a LAN's port 53); empty: off"`
-	DoTListen  string       `yaml:"dot_listen" doc:"DNS over TLS (RFC 7858), e.g. :853; needs tls_cert and tls_key; empty: off"`
-	TLSCert    string       `yaml:"tls_cert" doc:"certificate chain (PEM) for dot_listen"`
-	TLSKey     string       `yaml:"tls_key" doc:"its key (PEM)"`
-	DoH        bool         `yaml:"doh" doc:"serve DNS over HTTPS (RFC 8484, and JSON like Google's) at /dns-query on the main listener"`
-	SafeSearch bool         `yaml:"safe_search" doc:"answer Google, Bing, DuckDuckGo and YouTube with their safe-search hosts (forcesafesearch.google.com, strict.bing.com, safe.duckduckgo.com, restrict.youtube.com)"`
-	StripECS   bool         `yaml:"strip_ecs" doc:"remove EDNS Client Subnet from queries before they go upstream"`
-	Events     bool         `yaml:"events" doc:"record every query as an ev.dns.query event (client address anonymised to its /24 or /48)"`
-	Cache      DNSCache     `yaml:"cache"`
-	Block      DNSBlock     `yaml:"block"`
+	Upstreams    Strings      `yaml:"upstreams" doc:"where queries go: https://host/dns-query (DoH), tls://host[:853] (DoT); udp://host[:53] and tcp://host[:53] only with allow_plain; empty: no resolver (the module is off)"`
+	AllowPlain   bool         `yaml:"allow_plain" doc:"allow unencrypted upstreams (udp://, tcp://), e.g. a LAN's own resolver"`
+	Strategy     string       `yaml:"strategy" doc:"parallel (ask all, take the first good answer), round_robin, or failover (in order, the next on error)"`
+	Forward      []DNSForward `yaml:"forward" doc:"conditional forwarding: names under a domain go to their own upstreams, e.g. {domain: corp.example, upstreams: [udp://10.0.0.2]}"`
+	Bootstrap    Strings      `yaml:"bootstrap" doc:"addresses of upstream hosts given by name, as host=ip (e.g. dns.google=8.8.8.8): upstream names are never looked up in plain DNS"`
+	Timeout      Duration     `yaml:"timeout" doc:"how long an upstream has to answer"`
+	UpstreamCA   string       `yaml:"upstream_ca" doc:"CA certificates (PEM) that DoH and DoT upstreams' certificates are checked against instead of the system's (a private resolver)"`
+	Listen       string       `yaml:"listen" doc:"plain DNS over UDP and TCP (a LAN's port 53); empty: off"`
+	DoTListen    string       `yaml:"dot_listen" doc:"DNS over TLS (RFC 7858), e.g. :853; needs tls_cert and tls_key; empty: off"`
+	TLSCert      string       `yaml:"tls_cert" doc:"certificate chain (PEM) for dot_listen"`
+	TLSKey       string       `yaml:"tls_key" doc:"its key (PEM)"`
+	DoH          bool         `yaml:"doh" doc:"serve DNS over HTTPS (RFC 8484, and JSON like Google's) at /dns-query on the main listener"`
+	SafeSearch   bool         `yaml:"safe_search" doc:"answer Google, Bing, DuckDuckGo and YouTube with their safe-search hosts (forcesafesearch.google.com, strict.bing.com, safe.duckduckgo.com, restrict.youtube.com)"`
+	StripECS     bool         `yaml:"strip_ecs" doc:"remove EDNS Client Subnet from queries before they go upstream"`
+	Events       bool         `yaml:"events" doc:"record every query as an ev.dns.query event (client address anonymised to its /24 or /48)"`
+	CheckDomain  string       `yaml:"check_domain" doc:"a domain whose names the resolver answers itself, for the client check page /_ops/dns-check (e.g. dnscheck.example.com, with no other DNS of its own); empty: no client check"`
+	CheckAddress string       `yaml:"check_address" doc:"the address names under check_domain resolve to: where browsers reach Ops (its proxy's public IP)"`
+	Cache        DNSCache     `yaml:"cache"`
+	Block        DNSBlock     `yaml:"block"`
 }
 
 // DNSForward sends the names under a domain to their own upstreams.
@@ -125,6 +127,14 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 	}
 	if d.DoTListen != "" && (d.TLSCert == "" || d.TLSKey == "") {
 		add("dns.dot_listen", "needs dns.tls_cert and dns.tls_key")
+	}
+	if d.CheckDomain != "" {
+		if _, err := netip.ParseAddr(d.CheckAddress); err != nil {
+			add("dns.check_address", "want the IP address browsers reach Ops at, for dns.check_domain; got %q", d.CheckAddress)
+		}
+		if strings.Count(strings.Trim(d.CheckDomain, "."), ".") < 1 {
+			add("dns.check_domain", "want a domain of yours such as dnscheck.example.com, got %q", d.CheckDomain)
+		}
 	}
 	if d.Cache.Size < 0 {
 		add("dns.cache.size", "must not be negative")

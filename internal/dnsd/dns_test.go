@@ -2,6 +2,7 @@ package dnsd_test
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -427,4 +429,87 @@ func TestCheck(t *testing.T) {
 	if _, err := dnsd.Check(ctx, "sdns://AgcAAAAAAAAABzEuMC4wLjEAEmRucy5jbG91ZGZsYXJlLmNvbQovZG5zLXF1ZXJ5", dnsd.CheckOptions{}); err == nil || !strings.Contains(err.Error(), "not supported") {
 		t.Fatalf("a stamp: %v", err)
 	}
+}
+
+// TestClientCheck: the check page's token, resolved by a browser's DNS
+// through Ops's DoH (TLS on the proxy), is reported as through Ops,
+// encrypted; resolved over plain UDP, through Ops but not encrypted; a
+// token nobody resolved, not through Ops. The final answer is an event.
+func TestClientCheck(t *testing.T) {
+	res := startResolver(t, func(d *config.DNS) { d.CheckDomain, d.CheckAddress = "dnscheck.test", "127.0.0.1" })
+	pem, _ := os.ReadFile(res.dotCA)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}, ForceAttemptHTTP2: true}}
+	base := "https://" + res.proxy + "/_ops/dns-check"
+	token := func() string {
+		resp, err := client.Get(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := regexp.MustCompile(`var token = "([0-9a-f]+)"`).FindSubmatch(b)
+		if resp.StatusCode != 200 || m == nil || !strings.Contains(string(b), ".dnscheck.test/") {
+			t.Fatalf("check page: %d %s", resp.StatusCode, b)
+		}
+		return string(m[1])
+	}
+	result := func(tok string, final bool) map[string]any {
+		u := base + "/result?token=" + tok
+		if final {
+			u += "&final=1"
+		}
+		resp, err := client.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return out
+	}
+	// The browser's secure DNS: a DoH query on the proxy's TLS listener.
+	tok := token()
+	if got := result(tok, false); got["through_ops"] != false {
+		t.Fatalf("before any query: %v", got)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion(tok+".dnscheck.test.", dns.TypeA)
+	wire, _ := q.Pack()
+	resp, err := client.Post("https://"+res.proxy+"/_ops/dns-query", "application/dns-message", strings.NewReader(string(wire)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var a dns.Msg
+	if err := a.Unpack(b); err != nil || answerA(&a) != "127.0.0.1" {
+		t.Fatalf("the check name over DoH: %v %v", err, a)
+	}
+	if got := result(tok, true); got["through_ops"] != true || got["transport"] != "doh" || got["encrypted"] != true {
+		t.Fatalf("after DoH: %v", got)
+	}
+	// Plain DNS: through Ops, not encrypted.
+	tok2 := token()
+	if got := answerA(exchange(t, res.plain, tok2+".dnscheck.test", dns.TypeA)); got != "127.0.0.1" {
+		t.Fatalf("the check name over UDP: %s", got)
+	}
+	if got := result(tok2, false); got["through_ops"] != true || got["transport"] != "udp" || got["encrypted"] != false {
+		t.Fatalf("after UDP: %v", got)
+	}
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		req, _ := http.NewRequest("GET", res.r.URL+"/api/v1/events?subject=ev.dns.client_check", nil)
+		req.Header.Set("Authorization", "Bearer "+res.r.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `"encrypted":true`) || !strings.Contains(string(b), `"transport":"doh"`) {
+			return fmt.Errorf("no client check event: %s", b)
+		}
+		return nil
+	})
 }

@@ -42,7 +42,7 @@ func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request) {
 	if s.deps.ClientIP != nil {
 		client = s.deps.ClientIP(r)
 	}
-	resp := s.resolve(r.Context(), req, client, viaDoH)
+	resp := s.resolve(r.Context(), req, client, viaDoH, r.TLS != nil)
 	if ttl, ok := minTTL(resp); ok {
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(ttl)))
 	} else {

@@ -66,9 +66,11 @@ func FuzzResolve(f *testing.F) {
 	f.Add(seedQuery("www.test.", dns.TypeA, false))
 	f.Add(seedQuery("ads.test.", dns.TypeAAAA, true))
 	f.Add(seedQuery(".", dns.TypeANY, true))
+	f.Add(seedQuery("0123abcd.check.example.", dns.TypeAAAA, false))
 	f.Add([]byte{0, 1, 0x80, 0, 0, 2, 0, 0, 0, 0, 0, 0})
 	cfg := config.Default().DNS
 	cfg.Block.Mode = "null"
+	cfg.CheckDomain, cfg.CheckAddress = "check.example", "192.0.2.9"
 	s, err := New(cfg, Deps{})
 	if err != nil {
 		f.Fatal(err)
@@ -80,7 +82,7 @@ func FuzzResolve(f *testing.F) {
 			return
 		}
 		for _, via := range []string{viaUDP, viaDoH} {
-			resp := s.resolve(context.Background(), req.Copy(), netip.MustParseAddr("192.0.2.1"), via)
+			resp := s.resolve(context.Background(), req.Copy(), netip.MustParseAddr("192.0.2.1"), via, false)
 			if resp.Id != req.Id || !resp.Response {
 				t.Fatalf("answer id %d response %v for query %d", resp.Id, resp.Response, req.Id)
 			}

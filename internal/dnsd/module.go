@@ -49,17 +49,21 @@ type Deps struct {
 
 // Server is the dns module.
 type Server struct {
-	cfg     config.DNS
-	deps    Deps
-	log     *slog.Logger
-	router  *router
-	cache   *cache
-	flight  singleflight.Group
-	filt    atomic.Pointer[filter]
-	live    *livePolicy // domain blocks from the POLICY bucket
-	lists   *lists
-	events  *evqueue.Queue
-	metrics metrics
+	cfg    config.DNS
+	deps   Deps
+	log    *slog.Logger
+	router *router
+	cache  *cache
+	flight singleflight.Group
+	filt   atomic.Pointer[filter]
+	live   *livePolicy // domain blocks from the POLICY bucket
+	// The client check: names under checkDomain answer checkAddr.
+	checkDomain string
+	checkAddr   netip.Addr
+	checks      checkSeen
+	lists       *lists
+	events      *evqueue.Queue
+	metrics     metrics
 
 	mu    sync.Mutex
 	addrs map[string]net.Addr // "udp", "tcp", "dot": bound addresses
@@ -157,6 +161,15 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 	if cfg.DoH && deps.Handle != nil {
 		deps.Handle("GET /dns-query", "public", http.HandlerFunc(s.serveDoH))
 		deps.Handle("POST /dns-query", "public", http.HandlerFunc(s.serveDoH))
+	}
+	if cfg.CheckDomain != "" {
+		s.checkDomain, s.checkAddr = canonName(cfg.CheckDomain), netip.MustParseAddr(cfg.CheckAddress)
+		s.checks.seen = map[string]seenQuery{}
+		if deps.Handle != nil {
+			deps.Handle("GET /dns-check", "public", http.HandlerFunc(s.checkPage))
+			deps.Handle("GET /dns-check/result", "public", http.HandlerFunc(s.checkResult))
+			deps.Handle("GET /dns-check/ping", "public", http.HandlerFunc(s.checkPing))
+		}
 	}
 	return s, nil
 }
@@ -292,7 +305,7 @@ func (s *Server) wireHandler(via string) dns.Handler {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout.D()+time.Second)
 		defer cancel()
-		resp := s.resolve(ctx, req, client, via)
+		resp := s.resolve(ctx, req, client, via, via == viaDoT)
 		if via == viaUDP {
 			size := dns.MinMsgSize
 			if o := req.IsEdns0(); o != nil {

@@ -34,15 +34,18 @@ type outcome struct {
 	rule        string
 	upstream    string
 	cached      string // "", "hit", "stale"
+	// via and encrypted: how the query came (for the client check).
+	via       string
+	encrypted bool
 }
 
 // resolve answers one query from a client over a transport: checks it,
 // applies the block lists, answers from the cache or the upstreams
 // (identical queries in flight are asked once), and serves a stale answer
 // when every upstream fails. It never returns nil.
-func (s *Server) resolve(ctx context.Context, req *dns.Msg, client netip.Addr, via string) *dns.Msg {
+func (s *Server) resolve(ctx context.Context, req *dns.Msg, client netip.Addr, via string, encrypted bool) *dns.Msg {
 	start := time.Now()
-	var o outcome
+	o := outcome{via: via, encrypted: encrypted}
 	resp := s.answer(ctx, req, &o)
 	finish(req, resp, via)
 	s.record(start, req, resp, client, via, &o)
@@ -64,6 +67,10 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 	}
 	if q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY {
 		return rcodeReply(req, dns.RcodeNotImplemented)
+	}
+	if tok, ok := s.checkToken(name); ok {
+		o.rule = "client_check"
+		return s.checkAnswer(req, tok, o.via, o.encrypted)
 	}
 	if by, blocked := s.live.match(name); blocked {
 		o.blocked, o.rule = true, by

@@ -31,9 +31,10 @@ import (
 const OpsPrefix = "/_ops"
 
 // firstParty are the paths under /_ops/ that reach Ops: the tracker, the
-// collector, links, sign-in and DNS over HTTPS (when the dns module runs);
+// collector, links, sign-in, DNS over HTTPS and the DNS client check (when
+// the dns module runs);
 // never the rest of the API.
-var firstParty = []string{"/ops.js", "/v1/", "/beacon/", "/pixel/", "/c/", "/o/", "/out/", "/cluster-info", "/login", "/api/v1/login", "/api/v1/logout", "/api/v1/me", "/dns-query"}
+var firstParty = []string{"/ops.js", "/v1/", "/beacon/", "/pixel/", "/c/", "/o/", "/out/", "/cluster-info", "/login", "/api/v1/login", "/api/v1/logout", "/api/v1/me", "/dns-query", "/dns-check"}
 
 // pass is what one request carries from ServeHTTP to the reverse proxy.
 type pass struct {
