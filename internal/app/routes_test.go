@@ -30,6 +30,7 @@ func TestPermissionTable(t *testing.T) {
 		c.Proxy.Routes = []config.Route{{Name: "site", Upstreams: config.Strings{"http://127.0.0.1:1"}}}
 		c.DNS.Upstreams = config.Strings{"tls://127.0.0.1:1"}
 		c.DNS.CheckDomain, c.DNS.CheckAddress = "dnscheck.example.com", "192.0.2.1"
+		c.DNS.Clients = []config.DNSClient{{Name: "kids", DoHToken: "kids"}}
 	})
 	byPerm := map[string][]string{}
 	for _, rt := range r.App.Routes() {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"regexp"
+	"sort"
 	"strings"
 	"time"
 )
@@ -30,6 +32,32 @@ type DNS struct {
 	CheckAddress string       `yaml:"check_address" doc:"the address names under check_domain resolve to: where browsers reach Ops (its proxy's public IP)"`
 	Cache        DNSCache     `yaml:"cache"`
 	Block        DNSBlock     `yaml:"block"`
+	Clients      []DNSClient  `yaml:"clients" doc:"settings for groups of clients, matched by DoH path token, DoT name or address; see docs/dns.md"`
+}
+
+// DNSClient is the settings of one client or group of clients.
+type DNSClient struct {
+	Name string `yaml:"name"`
+	// Matched by the first that applies: a DoH path token
+	// (/dns-query/<token>), a DoT server-name label (<label>.dns.example.com),
+	// the longest address prefix.
+	Addresses       Strings     `yaml:"addresses"`
+	DoHToken        string      `yaml:"doh_token"`
+	DoTName         string      `yaml:"dot_name"`
+	Lists           Strings     `yaml:"lists"`
+	Allow           Strings     `yaml:"allow"`
+	SafeSearch      bool        `yaml:"safe_search"`
+	BlockedServices Strings     `yaml:"blocked_services"`
+	Schedule        DNSSchedule `yaml:"schedule"`
+}
+
+// DNSSchedule blocks services at set times.
+type DNSSchedule struct {
+	Services Strings `yaml:"services"`
+	Days     Strings `yaml:"days"` // mon..sun; empty: every day
+	From     string  `yaml:"from"` // 15:04
+	To       string  `yaml:"to"`
+	Timezone string  `yaml:"timezone"`
 }
 
 // DNSForward sends the names under a domain to their own upstreams.
@@ -53,6 +81,42 @@ type DNSBlock struct {
 	Refresh Duration `yaml:"refresh" doc:"how often lists given by URL are fetched again (with If-None-Match); a failed fetch keeps the list held"`
 	Allow   Strings  `yaml:"allow" doc:"domains never blocked (and their subdomains), whatever the lists say"`
 	Mode    string   `yaml:"mode" doc:"the answer to a blocked name: nxdomain, refused, null (0.0.0.0 and ::), or an address (a block page the proxy serves)"`
+}
+
+var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// dnsServices are the domains of the services clients can block by name
+// (AdGuard Home's "blocked services" idea): each blocks the domains and
+// their subdomains.
+var dnsServices = map[string][]string{
+	"facebook":  {"facebook.com", "facebook.net", "fb.com", "fbcdn.net", "fbsbx.com", "messenger.com"},
+	"instagram": {"instagram.com", "cdninstagram.com", "ig.me"},
+	"tiktok":    {"tiktok.com", "tiktokcdn.com", "tiktokv.com", "tiktokcdn-us.com", "byteoversea.com", "ibytedtos.com", "musical.ly"},
+	"youtube":   {"youtube.com", "youtu.be", "ytimg.com", "googlevideo.com", "youtube-nocookie.com", "youtubei.googleapis.com"},
+	"twitter":   {"twitter.com", "x.com", "twimg.com", "t.co"},
+	"reddit":    {"reddit.com", "redd.it", "redditmedia.com", "redditstatic.com"},
+	"snapchat":  {"snapchat.com", "snap.com", "sc-cdn.net", "snapkit.co"},
+	"whatsapp":  {"whatsapp.com", "whatsapp.net", "wa.me"},
+	"discord":   {"discord.com", "discord.gg", "discordapp.com", "discordapp.net", "discord.media"},
+	"netflix":   {"netflix.com", "nflxvideo.net", "nflximg.net", "nflxext.com", "nflxso.net"},
+	"twitch":    {"twitch.tv", "ttvnw.net", "jtvnw.net", "twitchcdn.net"},
+	"steam":     {"steampowered.com", "steamcommunity.com", "steamstatic.com", "steamcontent.com"},
+}
+
+// KnownDNSService reports whether name is a service clients can block.
+func KnownDNSService(name string) bool { _, ok := dnsServices[name]; return ok }
+
+// DNSServiceDomains are a service's domains.
+func DNSServiceDomains(name string) []string { return dnsServices[name] }
+
+// DNSServiceNames lists the services, sorted.
+func DNSServiceNames() []string {
+	out := make([]string, 0, len(dnsServices))
+	for n := range dnsServices {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func defaultDNS() DNS {
@@ -151,6 +215,52 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 	}
 	if d.Block.Refresh < Duration(time.Minute) {
 		add("dns.block.refresh", "want at least 1m, got %s", d.Block.Refresh)
+	}
+	names := map[string]bool{}
+	for i, c := range d.Clients {
+		path := fmt.Sprintf("dns.clients[%d]", i)
+		if c.Name == "" || names[c.Name] {
+			add(path+".name", "want a name of its own, got %q", c.Name)
+		}
+		names[c.Name] = true
+		if len(c.Addresses) == 0 && c.DoHToken == "" && c.DoTName == "" {
+			add(path, "matches nothing: give addresses, doh_token or dot_name")
+		}
+		for _, a := range c.Addresses {
+			if _, err := netip.ParsePrefix(a); err != nil {
+				if _, err := netip.ParseAddr(a); err != nil {
+					add(path+".addresses", "want an address or a CIDR, got %q", a)
+				}
+			}
+		}
+		if t := c.DoHToken; t != "" && !tokenRE.MatchString(t) {
+			add(path+".doh_token", "want 1 to 64 letters, digits, - or _, got %q", t)
+		}
+		if t := c.DoTName; t != "" && !tokenRE.MatchString(t) {
+			add(path+".dot_name", "want one DNS label, got %q", t)
+		}
+		for _, sv := range append(append(Strings{}, c.BlockedServices...), c.Schedule.Services...) {
+			if !KnownDNSService(sv) {
+				add(path+".blocked_services", "unknown service %q (known: %s)", sv, strings.Join(DNSServiceNames(), ", "))
+			}
+		}
+		if sc := c.Schedule; len(sc.Services) > 0 {
+			for _, hm := range []string{sc.From, sc.To} {
+				if _, err := time.Parse("15:04", hm); err != nil {
+					add(path+".schedule", "from and to: want HH:MM, got %q", hm)
+				}
+			}
+			for _, day := range sc.Days {
+				if !strings.Contains("mon tue wed thu fri sat sun", strings.ToLower(day)) || len(day) != 3 {
+					add(path+".schedule.days", "want mon, tue, ... sun, got %q", day)
+				}
+			}
+			if sc.Timezone != "" {
+				if _, err := time.LoadLocation(sc.Timezone); err != nil {
+					add(path+".schedule.timezone", "%v", err)
+				}
+			}
+		}
 	}
 	switch m := d.Block.Mode; m {
 	case "nxdomain", "refused", "null":

@@ -7,7 +7,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 
@@ -38,11 +37,15 @@ func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, code, field, err.Error())
 		return
 	}
-	var client netip.Addr
-	if s.deps.ClientIP != nil {
-		client = s.deps.ClientIP(r)
+	c := caller{via: viaDoH, encrypted: r.TLS != nil, token: r.PathValue("client")}
+	if c.token != "" && s.byToken[c.token] == nil {
+		reply.Error(w, http.StatusNotFound, "client", "client: no dns.clients entry has this doh_token")
+		return
 	}
-	resp := s.resolve(r.Context(), req, client, viaDoH, r.TLS != nil)
+	if s.deps.ClientIP != nil {
+		c.addr = s.deps.ClientIP(r)
+	}
+	resp := s.resolve(r.Context(), req, c)
 	if ttl, ok := minTTL(resp); ok {
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(ttl)))
 	} else {

@@ -231,6 +231,31 @@ func hostName(n string) bool {
 	return true
 }
 
+// allows reports whether an exception (@@ or an allow entry) covers name.
+func (f *filter) allows(name string) bool {
+	if f == nil {
+		return false
+	}
+	for d := name; d != ""; {
+		for _, r := range f.rules[d] {
+			if r.kind == ruleAllow {
+				return true
+			}
+		}
+		i := strings.IndexByte(d, '.')
+		if i < 0 {
+			break
+		}
+		d = d[i+1:]
+	}
+	for _, r := range f.regexes {
+		if r.allow && r.re.MatchString(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // canonName is a name as rules and the cache see it: lower case, no
 // trailing dot.
 func canonName(s string) string {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opsgraph/ops/internal/config"
 )
@@ -127,6 +128,31 @@ func TestSafeTargets(t *testing.T) {
 	} {
 		if got := safeTarget(name); got != want {
 			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	loc, _ := time.LoadLocation("Europe/Berlin")
+	work := &schedule{days: map[time.Weekday]bool{time.Monday: true, time.Friday: true}, from: 9 * 60, to: 17 * 60, loc: loc}
+	night := &schedule{from: 22 * 60, to: 6 * 60, loc: time.UTC}
+	at := func(s string) time.Time { tm, _ := time.Parse(time.RFC3339, s); return tm }
+	for _, c := range []struct {
+		s    *schedule
+		when string
+		want bool
+	}{
+		{work, "2026-12-07T08:30:00Z", true},  // Monday 09:30 in Berlin
+		{work, "2026-12-07T07:30:00Z", false}, // 08:30 in Berlin
+		{work, "2026-12-07T16:00:00Z", false}, // 17:00 in Berlin: the end is open
+		{work, "2026-12-08T10:00:00Z", false}, // Tuesday
+		{night, "2026-12-07T23:00:00Z", true},
+		{night, "2026-12-07T05:59:00Z", true},
+		{night, "2026-12-07T06:00:00Z", false},
+		{nil, "2026-12-07T12:00:00Z", false},
+	} {
+		if got := c.s.active(at(c.when)); got != c.want {
+			t.Errorf("%+v at %s: %v, want %v", c.s, c.when, got, c.want)
 		}
 	}
 }

@@ -82,7 +82,7 @@ func FuzzResolve(f *testing.F) {
 			return
 		}
 		for _, via := range []string{viaUDP, viaDoH} {
-			resp := s.resolve(context.Background(), req.Copy(), netip.MustParseAddr("192.0.2.1"), via, false)
+			resp := s.resolve(context.Background(), req.Copy(), caller{addr: netip.MustParseAddr("192.0.2.1"), via: via})
 			if resp.Id != req.Id || !resp.Response {
 				t.Fatalf("answer id %d response %v for query %d", resp.Id, resp.Response, req.Id)
 			}
@@ -124,7 +124,7 @@ func FuzzQueryDataJSON(f *testing.F) {
 		if math.IsNaN(ms) || math.IsInf(ms, 0) {
 			return
 		}
-		d := queryData{Client: "192.0.2.0", Name: name, Type: "A", Rcode: "NOERROR", Answers: 2, Blocked: blocked, Rule: rule, Upstream: up,
+		d := queryData{Client: "192.0.2.0", ClientName: rule, Name: name, Type: "A", Rcode: "NOERROR", Answers: 2, Blocked: blocked, Rule: rule, Upstream: up,
 			Transport: "doh", DurationMS: ms}
 		want, err := json.Marshal(d)
 		if err != nil {

@@ -62,8 +62,11 @@ type Server struct {
 	checkAddr   netip.Addr
 	checks      checkSeen
 	lists       *lists
-	events      *evqueue.Queue
-	metrics     metrics
+	// clients: dns.clients, and the same by DoH token and DoT label.
+	clients        []*dnsClient
+	byToken, byDoT map[string]*dnsClient
+	events         *evqueue.Queue
+	metrics        metrics
 
 	mu    sync.Mutex
 	addrs map[string]net.Addr // "udp", "tcp", "dot": bound addresses
@@ -140,6 +143,18 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.setFilter(s.lists.build())
+	if s.clients, err = newClients(cfg.Clients, deps.DataDir, s); err != nil {
+		return nil, fmt.Errorf("dns.clients: %w", err)
+	}
+	s.byToken, s.byDoT = map[string]*dnsClient{}, map[string]*dnsClient{}
+	for _, c := range s.clients {
+		if c.cfg.DoHToken != "" {
+			s.byToken[c.cfg.DoHToken] = c
+		}
+		if c.cfg.DoTName != "" {
+			s.byDoT[strings.ToLower(c.cfg.DoTName)] = c
+		}
+	}
 	s.metrics = metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_queries_total", Help: "DNS queries answered, by transport and response code."}, []string{"transport", "rcode"}),
 		cache:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_cache_total", Help: "Cache lookups: hit, miss, or stale (served during an upstream outage)."}, []string{"result"}),
@@ -161,6 +176,10 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 	if cfg.DoH && deps.Handle != nil {
 		deps.Handle("GET /dns-query", "public", http.HandlerFunc(s.serveDoH))
 		deps.Handle("POST /dns-query", "public", http.HandlerFunc(s.serveDoH))
+		if len(cfg.Clients) > 0 {
+			deps.Handle("GET /dns-query/{client}", "public", http.HandlerFunc(s.serveDoH))
+			deps.Handle("POST /dns-query/{client}", "public", http.HandlerFunc(s.serveDoH))
+		}
 	}
 	if cfg.CheckDomain != "" {
 		s.checkDomain, s.checkAddr = canonName(cfg.CheckDomain), netip.MustParseAddr(cfg.CheckAddress)
@@ -191,6 +210,11 @@ func (s *Server) refreshLists(ctx context.Context) {
 		case <-t.C:
 			if s.lists.refresh(ctx) {
 				s.setFilter(s.lists.build())
+			}
+			for _, c := range s.clients {
+				if c.lists.refresh(ctx) {
+					c.rebuild()
+				}
 			}
 		}
 	}
@@ -269,7 +293,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		}
 		go store.Watch(ctx, s.log, s.live.apply)
 	}
-	if len(s.cfg.Block.Lists) > 0 {
+	if len(s.cfg.Block.Lists) > 0 || len(s.clients) > 0 {
 		go s.refreshLists(ctx)
 	}
 	evDone := make(chan struct{})
@@ -305,7 +329,13 @@ func (s *Server) wireHandler(via string) dns.Handler {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout.D()+time.Second)
 		defer cancel()
-		resp := s.resolve(ctx, req, client, via, via == viaDoT)
+		c := caller{addr: client, via: via, encrypted: via == viaDoT}
+		if cs, ok := w.(dns.ConnectionStater); ok {
+			if st := cs.ConnectionState(); st != nil {
+				c.sni = st.ServerName
+			}
+		}
+		resp := s.resolve(ctx, req, c)
 		if via == viaUDP {
 			size := dns.MinMsgSize
 			if o := req.IsEdns0(); o != nil {

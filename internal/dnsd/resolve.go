@@ -34,21 +34,23 @@ type outcome struct {
 	rule        string
 	upstream    string
 	cached      string // "", "hit", "stale"
-	// via and encrypted: how the query came (for the client check).
+	// via and encrypted: how the query came (for the client check);
+	// client: its dns.clients entry, or nil.
 	via       string
 	encrypted bool
+	client    *dnsClient
 }
 
 // resolve answers one query from a client over a transport: checks it,
 // applies the block lists, answers from the cache or the upstreams
 // (identical queries in flight are asked once), and serves a stale answer
 // when every upstream fails. It never returns nil.
-func (s *Server) resolve(ctx context.Context, req *dns.Msg, client netip.Addr, via string, encrypted bool) *dns.Msg {
+func (s *Server) resolve(ctx context.Context, req *dns.Msg, c caller) *dns.Msg {
 	start := time.Now()
-	o := outcome{via: via, encrypted: encrypted}
+	o := outcome{via: c.via, encrypted: c.encrypted, client: s.clientFor(c)}
 	resp := s.answer(ctx, req, &o)
-	finish(req, resp, via)
-	s.record(start, req, resp, client, via, &o)
+	finish(req, resp, c.via)
+	s.record(start, req, resp, c.addr, c.via, &o)
 	return resp
 }
 
@@ -76,11 +78,22 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 		o.blocked, o.rule = true, by
 		return s.blockedAnswer(req)
 	}
-	if blocked, by := s.filter().match(name); blocked {
-		o.blocked, o.rule = true, by
-		return s.blockedAnswer(req)
+	allowed := false
+	if cl := o.client; cl != nil {
+		var by string
+		var blocked bool
+		if blocked, allowed, by = cl.decide(name, time.Now()); blocked {
+			o.blocked, o.rule = true, by
+			return s.blockedAnswer(req)
+		}
 	}
-	if s.cfg.SafeSearch {
+	if !allowed {
+		if blocked, by := s.filter().match(name); blocked {
+			o.blocked, o.rule = true, by
+			return s.blockedAnswer(req)
+		}
+	}
+	if s.cfg.SafeSearch || o.client != nil && o.client.cfg.SafeSearch {
 		if t := safeTarget(name); t != "" {
 			return s.safeAnswer(ctx, req, t, o)
 		}
@@ -249,7 +262,8 @@ func pad(m *dns.Msg, block int) {
 
 // queryData is the data of an ev.dns.query event.
 type queryData struct {
-	Client     string  `json:"client,omitempty"` // anonymised: its /24 or /48
+	Client     string  `json:"client,omitempty"`      // anonymised: its /24 or /48
+	ClientName string  `json:"client_name,omitempty"` // its dns.clients entry
 	Name       string  `json:"name"`
 	Type       string  `json:"type"`
 	Rcode      string  `json:"rcode"`
@@ -260,6 +274,13 @@ type queryData struct {
 	Cached     string  `json:"cached,omitempty"` // hit or stale
 	Transport  string  `json:"transport"`
 	DurationMS float64 `json:"duration_ms"`
+}
+
+func clientName(c *dnsClient) string {
+	if c == nil {
+		return ""
+	}
+	return c.cfg.Name
 }
 
 // appendJSON encodes d as encoding/json would (TestQueryDataJSON holds it
@@ -279,6 +300,7 @@ func (d *queryData) appendJSON(b []byte) []byte {
 		b = appendJSONString(b, v)
 	}
 	str("client", d.Client, true)
+	str("client_name", d.ClientName, true)
 	str("name", d.Name, false)
 	str("type", d.Type, false)
 	str("rcode", d.Rcode, false)
@@ -358,7 +380,7 @@ func (s *Server) record(start time.Time, req, resp *dns.Msg, client netip.Addr, 
 	if s.events == nil || o.name == "" {
 		return
 	}
-	data := queryData{Name: o.name, Type: o.qtype, Rcode: rcode, Blocked: o.blocked, Rule: o.rule, Upstream: o.upstream,
+	data := queryData{ClientName: clientName(o.client), Name: o.name, Type: o.qtype, Rcode: rcode, Blocked: o.blocked, Rule: o.rule, Upstream: o.upstream,
 		Cached: o.cached, Transport: via, DurationMS: float64(d.Microseconds()) / 1000, Answers: len(resp.Answer)}
 	if client.IsValid() {
 		data.Client = clientip.Anonymize(client).String()
