@@ -72,6 +72,7 @@ type DNSCache struct {
 	MinTTL      Duration `yaml:"min_ttl" doc:"answers are kept at least this long, whatever their TTL"`
 	MaxTTL      Duration `yaml:"max_ttl" doc:"and at most this long"`
 	NegativeTTL Duration `yaml:"negative_ttl" doc:"most time NXDOMAIN and empty answers are kept (RFC 2308: the SOA's minimum, capped by this)"`
+	Prefetch    bool     `yaml:"prefetch" doc:"fetch a name asked at least twice again in the background in its last tenth of life (TTLs of 3 s and more), so popular names do not expire in front of clients"`
 	ServeStale  Duration `yaml:"serve_stale" doc:"while upstreams fail, expired answers this young are served with a TTL of 30 s (RFC 8767); 0: never"`
 }
 
@@ -121,7 +122,7 @@ func DNSServiceNames() []string {
 
 func defaultDNS() DNS {
 	return DNS{Strategy: "parallel", Timeout: Duration(3 * time.Second), DoH: true, StripECS: true, Events: true,
-		Cache: DNSCache{Size: 10_000, MinTTL: 0, MaxTTL: Duration(24 * time.Hour), NegativeTTL: Duration(time.Hour), ServeStale: Duration(24 * time.Hour)},
+		Cache: DNSCache{Size: 10_000, MinTTL: 0, MaxTTL: Duration(24 * time.Hour), NegativeTTL: Duration(time.Hour), Prefetch: true, ServeStale: Duration(24 * time.Hour)},
 		Block: DNSBlock{Mode: "nxdomain", Refresh: Duration(24 * time.Hour)}}
 }
 

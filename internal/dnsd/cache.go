@@ -1,6 +1,7 @@
 package dnsd
 
 import (
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -33,7 +34,20 @@ type cached struct {
 	msg     *dns.Msg // never changed once stored; hits copy it
 	stored  time.Time
 	expires time.Time
+	// hits and fetching drive prefetch: a name asked again and again is
+	// fetched anew shortly before it expires, once.
+	hits     atomic.Int32
+	fetching atomic.Bool
 }
+
+// Prefetch (dns.cache.prefetch): an answer asked at least prefetchHits
+// times, with a TTL of at least prefetchMinTTL, is fetched again in the
+// background by the first query in its last tenth of life (at least the
+// last second), so popular names never expire in front of a client.
+const (
+	prefetchHits   = 2
+	prefetchMinTTL = 3 * time.Second
+)
 
 // staleTTL is the TTL of a stale answer (RFC 8767 recommends 30 s).
 const staleTTL = 30
@@ -56,21 +70,27 @@ func keyOf(q *dns.Msg, name string) cacheKey {
 
 // get returns a fresh answer with its TTLs counted down, or an expired
 // one still in the serve-stale window (stale true); nil when neither.
-func (c *cache) get(k cacheKey) (m *dns.Msg, stale bool) {
+// prefetch is true for the one caller that should fetch it anew.
+func (c *cache) get(k cacheKey) (m *dns.Msg, stale, prefetch bool) {
 	if c == nil {
-		return nil, false
+		return nil, false, false
 	}
 	e, ok := c.lru.Get(k)
 	if !ok {
-		return nil, false
+		return nil, false, false
 	}
 	now := c.now()
 	if now.After(e.expires) {
 		if now.Sub(e.expires) > c.cfg.ServeStale.D() {
 			c.lru.Remove(k)
-			return nil, false
+			return nil, false, false
 		}
 		stale = true
+	} else if c.cfg.Prefetch && e.hits.Add(1) >= prefetchHits {
+		life := e.expires.Sub(e.stored)
+		if life >= prefetchMinTTL && e.expires.Sub(now) <= max(life/10, time.Second) {
+			prefetch = e.fetching.CompareAndSwap(false, true)
+		}
 	}
 	m = e.msg.Copy()
 	age := uint32(now.Sub(e.stored) / time.Second)
@@ -90,7 +110,7 @@ func (c *cache) get(k cacheKey) (m *dns.Msg, stale bool) {
 			}
 		}
 	}
-	return m, stale
+	return m, stale, prefetch
 }
 
 // put stores an upstream answer when it can be cached.

@@ -79,6 +79,7 @@ type metrics struct {
 	latency *prometheus.HistogramVec
 	// Resolved once: a query touches them without hashing labels.
 	hit, miss, stale prometheus.Counter
+	prefetch         prometheus.Counter
 	latencyOf        map[string]prometheus.Observer
 	byRcode          map[string]*[6]prometheus.Counter // transport -> rcode
 }
@@ -93,6 +94,7 @@ func (m *metrics) query(via string, rcode int, name string) prometheus.Counter {
 
 func (m *metrics) resolve() {
 	m.hit, m.miss, m.stale = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss"), m.cache.WithLabelValues("stale")
+	m.prefetch = m.cache.WithLabelValues("prefetch")
 	m.latencyOf, m.byRcode = map[string]prometheus.Observer{}, map[string]*[6]prometheus.Counter{}
 	for _, via := range []string{viaUDP, viaTCP, viaDoT, viaDoH} {
 		m.latencyOf[via] = m.latency.WithLabelValues(via)
@@ -157,7 +159,7 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 	}
 	s.metrics = metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_queries_total", Help: "DNS queries answered, by transport and response code."}, []string{"transport", "rcode"}),
-		cache:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_cache_total", Help: "Cache lookups: hit, miss, or stale (served during an upstream outage)."}, []string{"result"}),
+		cache:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_cache_total", Help: "Cache lookups: hit, miss, or stale (served during an upstream outage); prefetch counts hits that fetched a popular name anew before it expired."}, []string{"result"}),
 		blocked: prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_dns_blocked_total", Help: "Queries answered as blocked."}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ops_dns_query_seconds", Help: "Time to answer a query, by transport.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}, []string{"transport"}),

@@ -99,16 +99,41 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 		}
 	}
 	key := keyOf(req, name)
-	if m, stale := s.cache.get(key); m != nil && !stale {
+	if m, stale, prefetch := s.cache.get(key); m != nil && !stale {
 		o.cached = "hit"
 		s.metrics.hit.Inc()
+		if prefetch {
+			s.metrics.prefetch.Inc()
+			q := req.Copy()
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout.D())
+				defer cancel()
+				_, _ = s.fetch(ctx, q, key, name)
+			}()
+		}
 		return m
 	}
 	s.metrics.miss.Inc()
-	g := s.router.pick(name)
+	a, err := s.fetch(ctx, req, key, name)
+	if err != nil {
+		s.log.Debug("upstreams failed", "name", name, "err", err)
+		if m, stale, _ := s.cache.get(key); m != nil && stale {
+			o.cached = "stale"
+			s.metrics.stale.Inc()
+			return m
+		}
+		return rcodeReply(req, dns.RcodeServerFailure)
+	}
+	o.upstream = a.by
+	return a.r.Copy() // shared with every query that waited on it
+}
+
+// fetch asks the upstreams for key (once, however many queries wait on
+// it) and caches the answer.
+func (s *Server) fetch(ctx context.Context, req *dns.Msg, key cacheKey, name string) (answered, error) {
 	v, err, _ := s.flight.Do(flightKey(key), func() (any, error) {
 		up := upstreamQuery(req, s.cfg.StripECS)
-		r, u, err := g.exchange(ctx, up)
+		r, u, err := s.router.pick(name).exchange(ctx, up)
 		if err != nil {
 			return nil, err
 		}
@@ -116,17 +141,9 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 		return answered{r, u.String()}, nil
 	})
 	if err != nil {
-		s.log.Debug("upstreams failed", "name", name, "err", err)
-		if m, stale := s.cache.get(key); m != nil && stale {
-			o.cached = "stale"
-			s.metrics.stale.Inc()
-			return m
-		}
-		return rcodeReply(req, dns.RcodeServerFailure)
+		return answered{}, err
 	}
-	a := v.(answered)
-	o.upstream = a.by
-	return a.r.Copy() // shared with every query that waited on it
+	return v.(answered), nil
 }
 
 type answered struct {
