@@ -244,6 +244,41 @@ func TestBlockLists(t *testing.T) {
 	if !seen {
 		t.Fatalf("no event of the blocked x.ads.test naming its rule: %v", evs.Events)
 	}
+	// The stats API: top domains, blocked and clients; CSV; not public.
+	get := func(path, token string) (int, string) {
+		req, _ := http.NewRequest("GET", res.r.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := testutil.Anonymous.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var st dnsd.Stats
+	code, body := get("/api/v1/dns/stats?since=15m&limit=10", res.r.Token)
+	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil || st.Queries < 8 || st.Blocked != 4 || len(st.TopClients) != 1 || st.TopClients[0].Key != "127.0.0.0" {
+		t.Fatalf("stats: %d %s", code, body)
+	}
+	rules := map[string]string{}
+	for _, b := range st.TopBlocked {
+		rules[b.Key] = b.Rule
+	}
+	if rules["x.ads.test"] != "block.txt:2" || rules["tracker.test"] != "block.txt:4" || len(rules) != 4 {
+		t.Fatalf("top blocked: %+v", st.TopBlocked)
+	}
+	if code, body = get("/api/v1/dns/stats?format=csv", res.r.Token); code != 200 || !strings.HasPrefix(body, "list,key,count,max_error,rule\n") || !strings.Contains(body, "blocked,x.ads.test,1,0,block.txt:2") {
+		t.Fatalf("stats CSV: %d %s", code, body)
+	}
+	if code, body = get("/api/v1/dns/stats?since=2d", res.r.Token); code != 400 || !strings.Contains(body, `"field":"since"`) {
+		t.Fatalf("since=2d: %d %s", code, body)
+	}
+	if code, _ = get("/api/v1/dns/stats", ""); code != 401 {
+		t.Fatalf("stats without a token: %d", code)
+	}
 	res2 := startResolver(t, func(d *config.DNS) { d.Block.Mode = "null"; d.SafeSearch = true })
 	r := exchange(t, res2.plain, "ads.test", dns.TypeA)
 	if got := answerA(r); got != "0.0.0.0" {

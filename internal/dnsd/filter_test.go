@@ -156,3 +156,37 @@ func TestSchedule(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsTopK: counts by domain, blocked domain and client; a bucket
+// full of one-off names keeps the frequent ones (space-saving), with
+// their possible error bounded; older than the window is left out.
+func TestStatsTopK(t *testing.T) {
+	var s stats
+	now := time.Unix(1_700_000_000, 0)
+	for i := 0; i < 1000; i++ {
+		s.add(now, &outcome{name: "www.example.com"}, "kids")
+		if i%2 == 0 {
+			s.add(now, &outcome{name: "ads.example.com", blocked: true, rule: "ads.txt:3"}, "office")
+		}
+		s.add(now, &outcome{name: fmt.Sprintf("scan-%d.example.com", i)}, "192.0.2.0")
+	}
+	s.add(now.Add(-2*time.Hour), &outcome{name: "old.example.com"}, "kids")
+	st := s.top(now.Add(-time.Hour), now.Add(time.Minute), 3)
+	if st.Queries != 2500 || st.Blocked != 500 || len(st.TopDomains) != 3 {
+		t.Fatalf("%+v", st)
+	}
+	if d := st.TopDomains[0]; d.Key != "www.example.com" || d.Count < 1000 || d.Count-d.MaxError > 1000 {
+		t.Fatalf("top domain %+v", d)
+	}
+	if b := st.TopBlocked; len(b) != 1 || b[0].Key != "ads.example.com" || b[0].Count != 500 || b[0].Rule != "ads.txt:3" {
+		t.Fatalf("top blocked %+v", b)
+	}
+	if c := st.TopClients; len(c) != 3 || c[0].Key != "kids" && c[0].Key != "192.0.2.0" {
+		t.Fatalf("top clients %+v", c)
+	}
+	for _, d := range st.TopDomains {
+		if d.Key == "old.example.com" {
+			t.Fatal("a query older than the window counted")
+		}
+	}
+}

@@ -66,6 +66,7 @@ type Server struct {
 	clients        []*dnsClient
 	byToken, byDoT map[string]*dnsClient
 	events         *evqueue.Queue
+	stats          stats
 	metrics        metrics
 
 	mu    sync.Mutex
@@ -182,6 +183,9 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 			deps.Handle("GET /dns-query/{client}", "public", http.HandlerFunc(s.serveDoH))
 			deps.Handle("POST /dns-query/{client}", "public", http.HandlerFunc(s.serveDoH))
 		}
+	}
+	if deps.Handle != nil {
+		deps.Handle("GET /api/v1/dns/stats", "dns:read", http.HandlerFunc(s.statsHandler))
 	}
 	if cfg.CheckDomain != "" {
 		s.checkDomain, s.checkAddr = canonName(cfg.CheckDomain), netip.MustParseAddr(cfg.CheckAddress)

@@ -394,14 +394,23 @@ func (s *Server) record(start time.Time, req, resp *dns.Msg, client netip.Addr, 
 		s.metrics.blocked.Inc()
 	}
 	s.metrics.latencyOf[via].Observe(d.Seconds())
-	if s.events == nil || o.name == "" {
+	if o.name == "" {
 		return
 	}
-	data := queryData{ClientName: clientName(o.client), Name: o.name, Type: o.qtype, Rcode: rcode, Blocked: o.blocked, Rule: o.rule, Upstream: o.upstream,
-		Cached: o.cached, Transport: via, DurationMS: float64(d.Microseconds()) / 1000, Answers: len(resp.Answer)}
+	anon := ""
 	if client.IsValid() {
-		data.Client = clientip.Anonymize(client).String()
+		anon = clientip.Anonymize(client).String()
 	}
+	who := clientName(o.client)
+	if who == "" {
+		who = anon
+	}
+	s.stats.add(start, o, who)
+	if s.events == nil {
+		return
+	}
+	data := queryData{ClientName: clientName(o.client), Client: anon, Name: o.name, Type: o.qtype, Rcode: rcode, Blocked: o.blocked, Rule: o.rule, Upstream: o.upstream,
+		Cached: o.cached, Transport: via, DurationMS: float64(d.Microseconds()) / 1000, Answers: len(resp.Answer)}
 	ev := event.NewJSON("ops/dns", "dns.query", data.appendJSON(make([]byte, 0, 256)))
 	ev.Time = start.UTC()
 	s.events.Add(ev)
