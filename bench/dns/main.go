@@ -111,10 +111,10 @@ func main() {
 		fmt.Printf("%-18s %s %9.2fx\n", m.label, strings.Join(cells, " "), rates[0]/rates[1])
 	}
 	heap0, n0 := opsMetric(ops, "go_memstats_heap_inuse_bytes"), opsMetric(ops, "ops_dns_cache_entries")
-	rss0 := rss(ops.Cmd.Process.Pid)
+	rss0 := opsproc.RSS(ops.Cmd.Process.Pid)
 	udpFill(servers[0].udp, *memNames)
 	heap1, n1 := opsMetric(ops, "go_memstats_heap_inuse_bytes"), opsMetric(ops, "ops_dns_cache_entries")
-	rss1 := rss(ops.Cmd.Process.Pid)
+	rss1 := opsproc.RSS(ops.Cmd.Process.Pid)
 	fmt.Printf("memory: %d new names asked, %.0f more in Ops's cache: heap in use +%.1f MiB (%.0f bytes a cached name, with the query events in flight), RSS +%.1f MiB\n",
 		*memNames, n1-n0, (heap1-heap0)/(1<<20), (heap1-heap0)/max(1, n1-n0), float64(rss1-rss0)/(1<<20))
 	fmt.Println("targets: DoH cached >= dnsdist's rate; p99 <= 2 ms (read at 1 client: with 32 the queue on 2 cores sets the p99)")
@@ -291,21 +291,6 @@ func opsMetric(p *opsproc.Proc, name string) float64 {
 		}
 	}
 	fail(fmt.Errorf("no %s in Ops's /metrics", name))
-	return 0
-}
-
-// rss is a process's resident set in bytes (Linux).
-func rss(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
 	return 0
 }
 

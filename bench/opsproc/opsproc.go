@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -101,4 +102,19 @@ func (p *Proc) waitReady(limit time.Duration) error {
 func (p *Proc) Stop() {
 	_ = p.Cmd.Process.Signal(os.Interrupt)
 	_ = p.Cmd.Wait()
+}
+
+// RSS is a process's resident set size in bytes (Linux; 0 elsewhere).
+func RSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }

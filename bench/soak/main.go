@@ -46,7 +46,7 @@ func main() {
 	defer p.Stop()
 	base, token, pid := p.URL, p.Token, p.Cmd.Process.Pid
 	time.Sleep(2 * time.Second)
-	g0, rss0 := goroutines(base, token), rss(pid)
+	g0, rss0 := goroutines(base, token), opsproc.RSS(pid)
 
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
@@ -79,7 +79,7 @@ func main() {
 	defer sampler.Stop()
 	go func() {
 		for range sampler.C {
-			if r := rss(pid); r > peakRSS.Load() {
+			if r := opsproc.RSS(pid); r > peakRSS.Load() {
 				peakRSS.Store(r)
 			}
 			if g := goroutines(base, token); g > peakG.Load() {
@@ -125,7 +125,7 @@ loop:
 	tick.Stop()
 	wg.Wait()
 	time.Sleep(*settle)
-	g1, rss1 := goroutines(base, token), rss(pid)
+	g1, rss1 := goroutines(base, token), opsproc.RSS(pid)
 	fmt.Printf("\nSoak: %v at %d events/s (batches of %d) with 2 live tails, then %v idle\n", *duration, *rate, batch, *settle)
 	fmt.Printf("%-12s %12s %12s %12s\n", "", "start", "peak", "end")
 	fmt.Printf("%-12s %12d %12d %12d\n", "goroutines", g0, max(peakG.Load(), g0), g1)
@@ -169,21 +169,6 @@ func goroutines(base, token string) int64 {
 		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
 			n, _ := strconv.ParseFloat(v, 64)
 			return int64(n)
-		}
-	}
-	return 0
-}
-
-// rss is a process's resident set size in bytes.
-func rss(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
 		}
 	}
 	return 0

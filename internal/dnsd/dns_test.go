@@ -102,6 +102,26 @@ func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
 	return res
 }
 
+// api calls Ops's API as the admin (token "" for none) and returns the
+// status and body.
+func (res *resolver) api(t *testing.T, method, path, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, res.r.URL+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := testutil.Anonymous.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 func httpUpstream(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -216,14 +236,8 @@ func TestBlockLists(t *testing.T) {
 		}
 	}
 	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		req, _ := http.NewRequest("GET", res.r.URL+"/api/v1/events?subject=ev.dns.query&limit=100", nil)
-		req.Header.Set("Authorization", "Bearer "+res.r.Token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(&evs); err != nil {
+		_, b := res.api(t, "GET", "/api/v1/events?subject=ev.dns.query&limit=100", res.r.Token, "")
+		if err := json.Unmarshal([]byte(b), &evs); err != nil {
 			return err
 		}
 		if len(evs.Events) < 8 {
@@ -245,19 +259,7 @@ func TestBlockLists(t *testing.T) {
 		t.Fatalf("no event of the blocked x.ads.test naming its rule: %v", evs.Events)
 	}
 	// The stats API: top domains, blocked and clients; CSV; not public.
-	get := func(path, token string) (int, string) {
-		req, _ := http.NewRequest("GET", res.r.URL+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := testutil.Anonymous.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path, token string) (int, string) { return res.api(t, "GET", path, token, "") }
 	var st dnsd.Stats
 	code, body := get("/api/v1/dns/stats?since=15m&limit=10", res.r.Token)
 	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil || st.Queries < 8 || st.Blocked != 4 || len(st.TopClients) != 1 || st.TopClients[0].Key != "127.0.0.0" {
@@ -379,17 +381,8 @@ func TestPolicyBlocksLive(t *testing.T) {
 		t.Fatalf("before: %s", got)
 	}
 	call := func(method, path, body string) {
-		req, _ := http.NewRequest(method, res.r.URL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+res.r.Token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		if code, b := res.api(t, method, path, res.r.Token, body); code/100 != 2 {
+			t.Fatalf("%s %s: %d %s", method, path, code, b)
 		}
 	}
 	call("PUT", "/api/v1/policy/domain/WWW.Test.", `{"reason":"phishing"}`)
@@ -537,15 +530,8 @@ func TestClientCheck(t *testing.T) {
 		t.Fatalf("after UDP: %v", got)
 	}
 	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		req, _ := http.NewRequest("GET", res.r.URL+"/api/v1/events?subject=ev.dns.client_check", nil)
-		req.Header.Set("Authorization", "Bearer "+res.r.Token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if !strings.Contains(string(b), `"encrypted":true`) || !strings.Contains(string(b), `"transport":"doh"`) {
+		_, b := res.api(t, "GET", "/api/v1/events?subject=ev.dns.client_check", res.r.Token, "")
+		if !strings.Contains(b, `"encrypted":true`) || !strings.Contains(b, `"transport":"doh"`) {
 			return fmt.Errorf("no client check event: %s", b)
 		}
 		return nil
@@ -599,15 +585,8 @@ func TestClients(t *testing.T) {
 		t.Errorf("unknown token: %d %s", code, body)
 	}
 	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		req, _ := http.NewRequest("GET", res.r.URL+"/api/v1/events?subject=ev.dns.query&limit=100", nil)
-		req.Header.Set("Authorization", "Bearer "+res.r.Token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if !strings.Contains(string(b), `"client_name":"kids"`) || !strings.Contains(string(b), `"rule":"service:youtube"`) || !strings.Contains(string(b), `"rule":"schedule:facebook"`) {
+		_, b := res.api(t, "GET", "/api/v1/events?subject=ev.dns.query&limit=100", res.r.Token, "")
+		if !strings.Contains(b, `"client_name":"kids"`) || !strings.Contains(b, `"rule":"service:youtube"`) || !strings.Contains(b, `"rule":"schedule:facebook"`) {
 			return fmt.Errorf("events without the client's name or rules: %.2000s", b)
 		}
 		return nil
