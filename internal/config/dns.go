@@ -13,7 +13,7 @@ import (
 // DNS configures the resolver (docs/dns.md). It runs when upstreams are
 // set.
 type DNS struct {
-	Upstreams    Strings      `yaml:"upstreams" doc:"where queries go: https://host/dns-query (DoH), tls://host[:853] (DoT); udp://host[:53] and tcp://host[:53] only with allow_plain; empty: no resolver (the module is off)"`
+	Upstreams    Strings      `yaml:"upstreams" doc:"where queries go: https://host/dns-query (DoH), tls://host[:853] (DoT), sdns://... (a DNSCrypt stamp); udp://host[:53] and tcp://host[:53] only with allow_plain; empty: no resolver (the module is off)"`
 	AllowPlain   bool         `yaml:"allow_plain" doc:"allow unencrypted upstreams (udp://, tcp://), e.g. a LAN's own resolver"`
 	Strategy     string       `yaml:"strategy" doc:"parallel (ask all, take the first good answer), round_robin, or failover (in order, the next on error)"`
 	Forward      []DNSForward `yaml:"forward" doc:"conditional forwarding: names under a domain go to their own upstreams, e.g. {domain: corp.example, upstreams: [udp://10.0.0.2]}"`
@@ -141,9 +141,12 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 		boot[strings.ToLower(host)] = true
 	}
 	checkUp := func(path, u string) {
+		if strings.HasPrefix(u, "sdns://") {
+			return // a DNSCrypt stamp, with the resolver's address in it: read by the dns module
+		}
 		p, err := url.Parse(u)
 		if err != nil || p.Host == "" {
-			add(path, "invalid upstream %q (examples: https://dns.google/dns-query, tls://1.1.1.1, udp://10.0.0.2)", u)
+			add(path, "invalid upstream %q (examples: https://dns.google/dns-query, tls://1.1.1.1, sdns://... (DNSCrypt), udp://10.0.0.2)", u)
 			return
 		}
 		switch p.Scheme {
@@ -153,7 +156,7 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 				add(path, "%s is plain DNS, which anyone on the path can read and change; set dns.allow_plain: true to allow it", u)
 			}
 		default:
-			add(path, "scheme %q of %s: want https, tls, udp or tcp", p.Scheme, u)
+			add(path, "scheme %q of %s: want https, tls, sdns (a DNSCrypt stamp), udp or tcp", p.Scheme, u)
 			return
 		}
 		if _, err := netip.ParseAddr(p.Hostname()); err != nil && !boot[strings.ToLower(p.Hostname())] {

@@ -64,9 +64,9 @@ type CheckReport struct {
 }
 
 // Check checks target: a URL (https:// for DoH, tls:// for DoT, udp://
-// or tcp:// for plain) or a bare host or address, for which plain DNS on
-// 53, DoT on 853 and DoH at /dns-query are each tried. DNSCrypt stamps
-// (sdns://) are refused: not supported yet.
+// or tcp:// for plain), a DNSCrypt stamp (sdns://), or a bare host or
+// address, for which plain DNS on 53, DoT on 853 and DoH at /dns-query
+// are each tried.
 func Check(ctx context.Context, target string, o CheckOptions) (*CheckReport, error) {
 	if o.Name == "" {
 		o.Name = "example.com"
@@ -77,7 +77,10 @@ func Check(ctx context.Context, target string, o CheckOptions) (*CheckReport, er
 	var urls []string
 	switch {
 	case strings.HasPrefix(target, "sdns://"):
-		return nil, fmt.Errorf("target: DNSCrypt stamps (sdns://) are not supported yet")
+		if _, err := newDNSCrypt(target, o.Timeout); err != nil {
+			return nil, fmt.Errorf("target: %w", err)
+		}
+		urls = []string{target}
 	case strings.Contains(target, "://"):
 		u, err := url.Parse(target)
 		if err != nil || u.Host == "" {
@@ -101,7 +104,7 @@ func Check(ctx context.Context, target string, o CheckOptions) (*CheckReport, er
 	for _, u := range urls {
 		r := checkOne(ctx, u, o)
 		rep.Transports = append(rep.Transports, r)
-		if r.OK && (strings.HasPrefix(u, "tls") || strings.HasPrefix(u, "https")) && r.Verified {
+		if r.OK && (strings.HasPrefix(u, "tls") || strings.HasPrefix(u, "https") || strings.HasPrefix(u, "sdns")) && r.Verified {
 			rep.Encrypted = true
 		}
 		if r.OK && first == nil {
@@ -228,6 +231,9 @@ func verify(state *tls.ConnectionState, o CheckOptions, u string) string {
 // exchangeURL asks one resolver URL; for TLS transports it returns the
 // connection state (verified chains filled when the chain verifies).
 func exchangeURL(ctx context.Context, u string, q *dns.Msg, o CheckOptions) (*dns.Msg, *tls.ConnectionState, string, error) {
+	if strings.HasPrefix(u, "sdns://") {
+		return exchangeDNSCrypt(u, q, o)
+	}
 	p, err := url.Parse(u)
 	if err != nil {
 		return nil, nil, "", err
@@ -312,4 +318,27 @@ func exchangeURL(ctx context.Context, u string, q *dns.Msg, o CheckOptions) (*dn
 		return r, st, resp.Proto, nil
 	}
 	return nil, nil, "", fmt.Errorf("scheme %q", p.Scheme)
+}
+
+// exchangeDNSCrypt asks a DNSCrypt resolver; its certificate (signed by
+// the provider key in the stamp, which Dial checks) is reported as a
+// one-certificate chain, verified.
+func exchangeDNSCrypt(stamp string, q *dns.Msg, o CheckOptions) (*dns.Msg, *tls.ConnectionState, string, error) {
+	d, err := newDNSCrypt(stamp, o.Timeout)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	info, err := d.resolver()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	r, err := d.udp.Exchange(q, info)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cert := &x509.Certificate{NotAfter: time.Unix(int64(info.ResolverCert.NotAfter), 0)}
+	cert.Subject.CommonName = info.ProviderName
+	cert.Issuer.CommonName = "the provider key in the stamp"
+	st := &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}, VerifiedChains: [][]*x509.Certificate{{cert}}}
+	return r, st, fmt.Sprintf("DNSCrypt (%s)", info.ResolverCert.EsVersion), nil
 }

@@ -2,12 +2,15 @@ package dnsd_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ameshkov/dnscrypt/v2"
+	"github.com/ameshkov/dnsstamps"
 	"github.com/miekg/dns"
 
 	"github.com/opsgraph/ops/internal/config"
@@ -405,7 +410,7 @@ func TestPolicyBlocksLive(t *testing.T) {
 }
 
 // TestCheck: ops dns check's report against Ops itself: plain DNS, DoT
-// and DoH each answer; the certificate chain verifies with the test CA
+// and DoH each answer, and against a DNSCrypt server by its stamp; the certificate chain verifies with the test CA
 // and not without it; a listed name is reported blocked, a name that is
 // not, not blocked; a transport that is not there says why.
 func TestCheck(t *testing.T) {
@@ -457,8 +462,13 @@ func TestCheck(t *testing.T) {
 	if err != nil || len(rep.Transports) != 3 || rep.Transports[1].OK || rep.Transports[1].Error == "" {
 		t.Fatalf("bare address: %+v %v", rep, err)
 	}
-	if _, err := dnsd.Check(ctx, "sdns://AgcAAAAAAAAABzEuMC4wLjEAEmRucy5jbG91ZGZsYXJlLmNvbQovZG5zLXF1ZXJ5", dnsd.CheckOptions{}); err == nil || !strings.Contains(err.Error(), "not supported") {
-		t.Fatalf("a stamp: %v", err)
+	// A DoH stamp: its URL is the way; a DNSCrypt stamp: checked.
+	if _, err := dnsd.Check(ctx, "sdns://AgcAAAAAAAAABzEuMC4wLjEAEmRucy5jbG91ZGZsYXJlLmNvbQovZG5zLXF1ZXJ5", dnsd.CheckOptions{}); err == nil || !strings.Contains(err.Error(), "https:// or tls:// URL") {
+		t.Fatalf("a DoH stamp: %v", err)
+	}
+	rep, err = dnsd.Check(ctx, startDNSCrypt(t), dnsd.CheckOptions{Name: "www.crypt.test"})
+	if err != nil || !rep.Encrypted || rep.Transports[0].Answer[0] != "192.0.2.77" || rep.Transports[0].Chain[0].Subject != "CN=2.dnscrypt-cert.ops.test" {
+		t.Fatalf("a DNSCrypt stamp: %+v %v", rep, err)
 	}
 }
 
@@ -591,4 +601,86 @@ func TestClients(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// cryptHandler answers names under crypt.test with 192.0.2.77, as a
+// DNSCrypt resolver.
+type cryptHandler struct{}
+
+func (cryptHandler) ServeDNS(rw dnscrypt.ResponseWriter, r *dns.Msg) error {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	if q := r.Question[0]; strings.HasSuffix(q.Name, "crypt.test.") && q.Qtype == dns.TypeA {
+		m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 77)}}
+	} else {
+		m.Rcode = dns.RcodeNameError
+	}
+	return rw.WriteMsg(m)
+}
+
+// startDNSCrypt runs dnscrypt/v2's own server (UDP and TCP) with a fresh
+// provider key and certificate, and returns its stamp.
+func startDNSCrypt(t *testing.T) string {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := dnscrypt.GenerateResolverConfig("2.dnscrypt-cert.ops.test", priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := rc.CreateCert()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := net.Listen("tcp", uc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dnscrypt.Server{ProviderName: rc.ProviderName, ResolverCert: cert, Handler: cryptHandler{}, Logger: slog.New(slog.DiscardHandler)}
+	go func() { _ = srv.ServeUDP(uc) }()
+	go func() { _ = srv.ServeTCP(tl) }()
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	st, err := rc.CreateStamp(uc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.String()
+}
+
+// TestDNSCryptUpstream: a DNSCrypt upstream given by its stamp answers
+// through Ops (the certificate fetched and checked against the stamp's
+// key), beside the DoT one for other names; a stamp of a key that did not
+// sign the certificate gets nothing.
+func TestDNSCryptUpstream(t *testing.T) {
+	stamp := startDNSCrypt(t)
+	res := startResolver(t, func(d *config.DNS) {
+		d.Forward = []config.DNSForward{{Domain: "crypt.test", Upstreams: config.Strings{stamp}}}
+	})
+	if got := answerA(exchange(t, res.plain, "www.crypt.test", dns.TypeA)); got != "192.0.2.77" {
+		t.Fatalf("through DNSCrypt: %s", got)
+	}
+	if got := answerA(exchange(t, res.plain, "www.test", dns.TypeA)); got != "192.0.2.10" {
+		t.Fatalf("through DoT beside it: %s", got)
+	}
+	// A stamp with another provider key: the certificate does not verify.
+	st, err := dnsstamps.NewServerStampFromString(stamp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	st.ServerPk = other
+	bad, err := dnsd.NewTestUpstream(st.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion("www.crypt.test.", dns.TypeA)
+	if _, err := bad.Exchange(q); err == nil {
+		t.Fatal("an answer through a stamp whose key did not sign the certificate")
+	}
 }

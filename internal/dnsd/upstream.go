@@ -8,14 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ameshkov/dnscrypt/v2"
+	"github.com/ameshkov/dnsstamps"
 	"github.com/miekg/dns"
 
 	"github.com/opsgraph/ops/internal/config"
@@ -56,6 +60,9 @@ type upstreamOptions struct {
 }
 
 func newUpstream(raw string, o upstreamOptions) (upstream, error) {
+	if strings.HasPrefix(raw, "sdns://") {
+		return newDNSCrypt(raw, o.timeout)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
@@ -216,6 +223,67 @@ func roundTrip(c *dns.Conn, m *dns.Msg) (*dns.Msg, error) {
 			return r, nil
 		}
 	}
+}
+
+// dnscryptUp is a DNSCrypt upstream, given by its stamp (sdns://): the
+// resolver's certificate is fetched and checked against the provider's
+// public key in the stamp, then each query is encrypted to it
+// (github.com/ameshkov/dnscrypt/v2). The certificate is fetched again
+// when it expires or a query fails; a truncated answer is asked again
+// over TCP.
+type dnscryptUp struct {
+	stamp, name string
+	udp, tcp    *dnscrypt.Client
+	mu          sync.Mutex
+	info        *dnscrypt.ResolverInfo
+}
+
+func newDNSCrypt(stamp string, timeout time.Duration) (*dnscryptUp, error) {
+	st, err := dnsstamps.NewServerStampFromString(stamp)
+	if err != nil {
+		return nil, fmt.Errorf("dns.upstreams: %s: %w", stamp, err)
+	}
+	if st.Proto != dnsstamps.StampProtoTypeDNSCrypt {
+		return nil, fmt.Errorf("dns.upstreams: %s is a %s stamp; give its https:// or tls:// URL", stamp, st.Proto.String())
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	return &dnscryptUp{stamp: stamp, name: "sdns://" + st.ProviderName + "@" + st.ServerAddrStr,
+		udp: &dnscrypt.Client{Net: "udp", Timeout: timeout, UDPSize: ednsSize, Logger: quiet},
+		tcp: &dnscrypt.Client{Net: "tcp", Timeout: timeout, Logger: quiet}}, nil
+}
+
+func (d *dnscryptUp) String() string { return d.name }
+
+func (d *dnscryptUp) resolver() (*dnscrypt.ResolverInfo, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.info != nil && time.Now().Before(time.Unix(int64(d.info.ResolverCert.NotAfter), 0)) {
+		return d.info, nil
+	}
+	info, err := d.udp.Dial(d.stamp)
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	d.info = info
+	return info, nil
+}
+
+func (d *dnscryptUp) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	info, err := d.resolver()
+	if err != nil {
+		return nil, err
+	}
+	r, err := d.udp.Exchange(m, info)
+	if err == nil && r.Truncated {
+		r, err = d.tcp.Exchange(m, info)
+	}
+	if err != nil {
+		d.mu.Lock()
+		d.info = nil // fetch the certificate again next time
+		d.mu.Unlock()
+		return nil, err
+	}
+	return r, nil
 }
 
 // dohUp is DNS over HTTPS (RFC 8484), POST, HTTP/2 when the server has it.
