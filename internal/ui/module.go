@@ -109,7 +109,7 @@ var uiPerms = []string{
 	"analytics:read", "events:read", "views:read", "views:write", "graph:read", "graph:write",
 	"series:read", "policy:read", "policy:write", "users:read", "users:write", "tokens:read",
 	"tokens:write", "keys:read", "keys:write", "system:read", "cache:write", "campaigns:write", "analytics:write",
-	"deploy:read", "alert:read", "alert:write",
+	"deploy:read", "alert:read", "alert:write", "dns:read",
 }
 
 func permList(can map[string]bool) string {

@@ -27,6 +27,7 @@ var pages = []pageDef{
 	{"policy", "Policy", "/ui/policy", "policy:read", "policy"},
 	{"deploys", "Deploys", "/ui/deploys", "deploy:read", "deploy"},
 	{"alerts", "Alerts", "/ui/alerts", "alert:read", "alert"},
+	{"dns", "DNS", "/ui/dns", "dns:read", "dns"},
 	{"access", "Access", "/ui/access", "users:read", ""},
 	{"status", "Status", "/ui/status", "system:read", ""},
 }
@@ -286,6 +287,16 @@ const bodies = `
 <label>Matchers <input name="matchers" required placeholder='alertname="HighLatency"'></label><label>For <input name="for" value="2h" required size="6"></label>
 <label>Comment <input name="comment"></label><button type="submit">Silence</button></form>{{end}}</section>
 <section class="card"><div class="cardhead"><h2>Rules</h2></div><div id="rules"></div></section>
+{{template "bottom" .}}{{end}}
+
+{{define "dns"}}{{template "top" .}}
+<h1>DNS</h1>
+<div class="controls"><label>Range <select id="dnsrange"><option value="15m">15 minutes</option><option value="1h" selected>1 hour</option><option value="24h">24 hours</option></select></label></div>
+<section class="card"><div class="cardhead"><h2>Queries</h2></div><div id="dnstotals"></div></section>
+<section class="card"><div class="cardhead"><h2>Top domains</h2><a class="csv" href="/api/v1/dns/stats?format=csv&amp;limit=300&amp;since=24h" download="dns-top.csv">CSV</a></div><div id="topdomains"></div></section>
+<section class="card"><div class="cardhead"><h2>Blocked</h2></div><div id="topblocked"></div></section>
+<section class="card"><div class="cardhead"><h2>Clients</h2></div><div id="topclients"></div></section>
+{{if index .Can "events:read"}}<section class="card"><div class="cardhead"><h2>Query log (last 5 minutes)</h2><a class="csv" href="/api/v1/events?subject=ev.dns.query&amp;limit=10000&amp;format=csv" download="dns-queries.csv">CSV</a></div><div id="querylog"></div></section>{{end}}
 {{template "bottom" .}}{{end}}
 
 {{define "access"}}{{template "top" .}}

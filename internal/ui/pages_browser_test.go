@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/miekg/dns"
 
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/testutil"
@@ -359,4 +360,57 @@ func TestAlertsPageInChromium(t *testing.T) {
 	}
 	noError("alerts")
 	shot("alerts.png")
+}
+
+// TestDNSPageInChromium: the DNS page shows the resolver's totals, top
+// domains, blocked names with their rule, clients, and the query log,
+// for queries asked over UDP a moment before.
+func TestDNSPageInChromium(t *testing.T) {
+	ub := testutil.StartUnbound(t, `local-zone: "ui.test." static
+local-data: "www.ui.test. 300 IN A 192.0.2.10"
+local-data: "ads.ui.test. 300 IN A 192.0.2.66"`)
+	list := filepath.Join(t.TempDir(), "ads.txt")
+	if err := os.WriteFile(list, []byte("||ads.ui.test^\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.DNS.Upstreams, c.DNS.UpstreamCA = config.Strings{"tls://" + ub.TLS}, ub.CAFile
+		c.DNS.Listen = "127.0.0.1:0"
+		c.DNS.Block.Lists = config.Strings{list}
+	})
+	addr := r.App.DNS().Addr("udp").String()
+	for _, name := range []string{"www.ui.test.", "www.ui.test.", "ads.ui.test."} {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		if _, err := dns.Exchange(q, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addUser(t, r.URL, "ada", "admin-password", "admin")
+	ctx := testutil.Browser(t)
+	if err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(1280, 900),
+		chromedp.Navigate(r.URL+"/login?next=/ui/dns"),
+		chromedp.SendKeys(chromedp.CSS(`#user`), "ada"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "admin-password"),
+		chromedp.Submit(chromedp.CSS(`#password`)),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-page=dns]`)),
+		poll(`document.querySelector('#topdomains').textContent.includes('www.ui.test')`+
+			` && document.querySelector('#topblocked').textContent.includes('ads.txt:1')`+
+			` && document.querySelector('#topclients').textContent.includes('127.0.0.0')`+
+			` && document.querySelector('#querylog').textContent.includes('blocked')`+
+			` && document.querySelector('nav').textContent.includes('DNS')`, 15*time.Second),
+	); err != nil {
+		txt, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.textContent`))
+		t.Fatal("dns page: ", err, txt)
+	}
+	msg, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(e => e && !e.hidden ? e.textContent : '')(document.querySelector('#error'))`))
+	if msg != "" {
+		t.Fatalf("the DNS page shows an error: %s", msg)
+	}
+	if artifacts := os.Getenv("OPS_ARTIFACTS"); artifacts != "" {
+		if b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+			_ = os.WriteFile(filepath.Join(artifacts, "dns.png"), b, 0o644)
+		}
+	}
 }

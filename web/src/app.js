@@ -866,6 +866,33 @@ function alerts() {
   setInterval(() => { if (!document.hidden) load(); }, 15000);
 }
 
+// ---------------------------------------------------------------- dns
+
+function dns() {
+  const load = guard(async () => {
+    const st = await api('/api/v1/dns/stats?limit=20&since=' + $('#dnsrange').value);
+    $('#dnstotals').replaceChildren(table([{key: 'queries', label: 'Queries', num: true}, {key: 'blocked', label: 'Blocked', num: true},
+      {key: 'cached', label: 'From the cache', num: true}], [st], {name: 'totals'}));
+    $('#topdomains').replaceChildren(table([{key: 'key', label: 'Domain'}, {key: 'count', label: 'Queries', num: true}],
+      st.top_domains || [], {name: 'domains', empty: 'No queries in this range.'}));
+    $('#topblocked').replaceChildren(table([{key: 'key', label: 'Domain'}, {key: 'count', label: 'Queries', num: true}, {key: 'rule', label: 'Rule'}],
+      st.top_blocked || [], {name: 'blocked', empty: 'Nothing blocked in this range.'}));
+    $('#topclients').replaceChildren(table([{key: 'key', label: 'Client'}, {key: 'count', label: 'Queries', num: true}],
+      st.top_clients || [], {name: 'clients', empty: 'No clients in this range.'}));
+    if (!$('#querylog')) return;
+    const since = new Date(Date.now() - 5 * 60000).toISOString();
+    const ev = await api('/api/v1/events?subject=ev.dns.query&limit=1000&since=' + encodeURIComponent(since));
+    const rows = (ev.events || []).map(x => ({time: x.event.time, ...x.event.data})).reverse().slice(0, 200);
+    $('#querylog').replaceChildren(table([{key: 'time', label: 'Time', fmt: when}, {key: 'client_name', label: 'Client', value: x => x.client_name || x.client || ''},
+      {key: 'name', label: 'Name'}, {key: 'type', label: 'Type'}, {key: 'rcode', label: 'Answer', value: x => x.blocked ? 'blocked' : x.rcode},
+      {key: 'rule', label: 'Rule'}, {key: 'transport', label: 'Via'}, {key: 'cached', label: 'Cache'}, {key: 'duration_ms', label: 'ms', num: true}],
+      rows, {name: 'queries', empty: 'No queries in the last 5 minutes.'}));
+  });
+  $('#dnsrange').addEventListener('change', load);
+  load();
+  setInterval(() => { if (!document.hidden) load(); }, 15000);
+}
+
 // ---------------------------------------------------------------- access
 
 function access() {
@@ -944,6 +971,6 @@ function status() {
   })();
 }
 
-const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, deploys, alerts, access, status};
+const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, deploys, alerts, dns, access, status};
 initTheme();
 (PAGES[body.dataset.page] || (() => {}))();
