@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,7 +17,7 @@ import (
 
 func dnsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "dns", Short: "The resolver (docs/dns.md)"}
-	cmd.AddCommand(dnsCheckCmd(g))
+	cmd.AddCommand(dnsCheckCmd(g), dnsTopCmd(g))
 	return cmd
 }
 
@@ -74,6 +76,41 @@ func dnsCheckCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.ServerName, "server-name", "", "the name the certificate must be for (default: the target's host)")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Second, "per transport")
 	f.BoolVar(&record, "record", true, "store the result on the Ops server as an ev.dns.check event (needs dns:write)")
+	return cmd
+}
+
+func dnsTopCmd(g *globals) *cobra.Command {
+	var since string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "top",
+		Short: "The resolver's top domains, blocked names (with their rule) and clients (GET /api/v1/dns/stats)",
+		Example: `  ops dns top
+  ops dns top --since 24h --limit 50 -o csv > dns-top.csv`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{"since": {since}, "limit": {strconv.Itoa(limit)}}
+			var st dnsd.Stats
+			if err := g.client().Get(cmd.Context(), "/api/v1/dns/stats?"+q.Encode(), &st); err != nil {
+				return err
+			}
+			rows := [][]string{{"LIST", "KEY", "QUERIES", "MAX_ERROR", "RULE"}}
+			rows = append(rows, []string{"total", "queries", strconv.FormatUint(st.Queries, 10), "0", ""},
+				[]string{"total", "blocked", strconv.FormatUint(st.Blocked, 10), "0", ""},
+				[]string{"total", "cached", strconv.FormatUint(st.Cached, 10), "0", ""})
+			for _, l := range []struct {
+				name  string
+				items []dnsd.StatItem
+			}{{"domain", st.TopDomains}, {"blocked", st.TopBlocked}, {"client", st.TopClients}} {
+				for _, it := range l.items {
+					rows = append(rows, []string{l.name, it.Key, strconv.FormatUint(it.Count, 10), strconv.FormatUint(it.MaxError, 10), it.Rule})
+				}
+			}
+			return writeTable(cmd.OutOrStdout(), g.output, rows, st)
+		},
+	}
+	cmd.Flags().StringVar(&since, "since", "1h", "how far back, up to 24h")
+	cmd.Flags().IntVar(&limit, "limit", 20, "rows a list")
 	return cmd
 }
 
