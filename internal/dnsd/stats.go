@@ -11,13 +11,13 @@ import (
 
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/reply"
+	"github.com/opsgraph/ops/internal/topk"
 )
 
 // Top domains, blocked domains and clients, per five-minute bucket for a
-// day, each with the space-saving algorithm (Metwally et al., 2005; the
-// proxy's top paths use it too): at most statsK keys a bucket, a new key
-// in a full bucket takes the least counted one's place and inherits its
-// count as its possible error. Memory is bounded whatever clients ask.
+// day, each kept by internal/topk (the proxy's top paths use it too): at
+// most statsK keys a bucket, a count over by at most its error. Memory is
+// bounded whatever clients ask.
 const (
 	statsK       = 300
 	statsBucket  = 5 * time.Minute
@@ -67,26 +67,12 @@ func (s *stats) bucket(now time.Time) *statsBucketT {
 }
 
 func bump(m map[string]*statEntry, key, rule string) {
-	if e, ok := m[key]; ok {
-		e.count++
-		if rule != "" {
-			e.rule = rule
-		}
-		return
+	e := topk.Slot(m, key, statsK, func(e *statEntry) uint64 { return e.count },
+		func(e *statEntry, inherit uint64) { *e = statEntry{count: inherit, err: inherit} })
+	e.count++
+	if rule != "" {
+		e.rule = rule
 	}
-	if len(m) < statsK {
-		m[key] = &statEntry{count: 1, rule: rule}
-		return
-	}
-	var minK string
-	var min *statEntry
-	for k, e := range m {
-		if min == nil || e.count < min.count {
-			minK, min = k, e
-		}
-	}
-	delete(m, minK)
-	m[key] = &statEntry{count: min.count + 1, err: min.count, rule: rule}
 }
 
 // add counts one answered query.

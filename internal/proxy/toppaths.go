@@ -10,15 +10,14 @@ import (
 
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/reply"
+	"github.com/opsgraph/ops/internal/topk"
 )
 
 // Top paths: the proxy keeps, per five-minute bucket for a day, the paths
-// it answered most often, with the space-saving algorithm (Metwally et al.,
-// 2005): a bucket holds at most topK paths; a new path when it is full
-// takes the place of the least counted one and inherits its count, so a
-// path's count can be over by at most that inherited count (its error),
-// and any path seen more often than 1/topK of a bucket's requests is in
-// it. Memory is bounded (topK x buckets entries) whatever scanners send.
+// it answered most often (internal/topk: at most topK a bucket, a count
+// over by at most its error, any path seen more often than 1/topK of a
+// bucket's requests kept). Memory is bounded (topK x buckets entries)
+// whatever scanners send.
 const (
 	topK       = 200
 	topBucket  = 5 * time.Minute
@@ -57,23 +56,13 @@ func (t *topPaths) add(now time.Time, route, path string, code int, bytes int64,
 			clear(b.entries)
 		}
 	}
-	// A struct key: no string is made per request.
+	// A struct key: no string is made per request, only for a path new
+	// to the bucket (cloned: the request's strings are not kept).
 	e := b.entries[topKey{route, path}]
 	if e == nil {
-		if len(b.entries) < topK {
-			e = &topEntry{route: strings.Clone(route), path: strings.Clone(path)}
-		} else {
-			var minK topKey
-			for key, x := range b.entries {
-				if e == nil || x.count < e.count {
-					e, minK = x, key
-				}
-			}
-			delete(b.entries, minK)
-			// The newcomer inherits the evicted count as its possible error.
-			*e = topEntry{route: strings.Clone(route), path: strings.Clone(path), count: e.count, err: e.count}
-		}
-		b.entries[topKey{e.route, e.path}] = e
+		r, p := strings.Clone(route), strings.Clone(path)
+		e = topk.Slot(b.entries, topKey{r, p}, topK, func(e *topEntry) uint64 { return e.count },
+			func(e *topEntry, inherit uint64) { *e = topEntry{route: r, path: p, count: inherit, err: inherit} })
 	}
 	e.count++
 	switch {
