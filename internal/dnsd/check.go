@@ -197,16 +197,18 @@ func checkOne(ctx context.Context, u string, o CheckOptions) TransportResult {
 		for _, c := range state.PeerCertificates {
 			res.Chain = append(res.Chain, Cert{Subject: c.Subject.String(), Issuer: c.Issuer.String(), NotAfter: c.NotAfter, DNSNames: c.DNSNames})
 		}
-		res.Verified = len(state.VerifiedChains) > 0
-		if !res.Verified {
+		// A DNSCrypt certificate comes verified (against the stamp's key).
+		if res.Verified = len(state.VerifiedChains) > 0; !res.Verified {
 			res.VerifyErr = verify(state, o, u)
+			res.Verified = res.VerifyErr == ""
 		}
 	}
 	return res
 }
 
-// verify says why a chain did not verify (the check connects without
-// verifying, to report the chain either way).
+// verify checks a chain for the server name and says why it does not
+// verify ("" when it does); the check connects without verifying, to
+// report the chain either way.
 func verify(state *tls.ConnectionState, o CheckOptions, u string) string {
 	if len(state.PeerCertificates) == 0 {
 		return "no certificate"
@@ -229,7 +231,7 @@ func verify(state *tls.ConnectionState, o CheckOptions, u string) string {
 }
 
 // exchangeURL asks one resolver URL; for TLS transports it returns the
-// connection state (verified chains filled when the chain verifies).
+// connection state, its chain not verified.
 func exchangeURL(ctx context.Context, u string, q *dns.Msg, o CheckOptions) (*dns.Msg, *tls.ConnectionState, string, error) {
 	if strings.HasPrefix(u, "sdns://") {
 		return exchangeDNSCrypt(u, q, o)
@@ -244,23 +246,9 @@ func exchangeURL(ctx context.Context, u string, q *dns.Msg, o CheckOptions) (*dn
 	if name == "" {
 		name = p.Hostname()
 	}
+	// Not verified here: the chain is reported either way, and checked
+	// once, by checkOne.
 	tc := &tls.Config{ServerName: name, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
-	// Verify by hand, so a chain that fails is still reported.
-	var verified [][]*x509.Certificate
-	tc.VerifyConnection = func(cs tls.ConnectionState) error {
-		inter := x509.NewCertPool()
-		for _, c := range cs.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
-		if len(cs.PeerCertificates) > 0 {
-			verified, _ = cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: o.Roots, Intermediates: inter, DNSName: name})
-		}
-		return nil
-	}
-	withChains := func(cs tls.ConnectionState) *tls.ConnectionState {
-		cs.VerifiedChains = verified
-		return &cs
-	}
 	switch p.Scheme {
 	case "udp", "tcp":
 		c := &dns.Client{Net: p.Scheme, Timeout: o.Timeout}
@@ -287,7 +275,8 @@ func exchangeURL(ctx context.Context, u string, q *dns.Msg, o CheckOptions) (*dn
 		if err != nil {
 			return nil, nil, "", err
 		}
-		return r, withChains(conn.ConnectionState()), tls.VersionName(conn.ConnectionState().Version), nil
+		cs := conn.ConnectionState()
+		return r, &cs, tls.VersionName(cs.Version), nil
 	case "https":
 		wire, err := q.Pack()
 		if err != nil {
@@ -311,11 +300,7 @@ func exchangeURL(ctx context.Context, u string, q *dns.Msg, o CheckOptions) (*dn
 		if err := r.Unpack(body); err != nil {
 			return nil, nil, "", fmt.Errorf("not a DNS answer: %v", err)
 		}
-		var st *tls.ConnectionState
-		if resp.TLS != nil {
-			st = withChains(*resp.TLS)
-		}
-		return r, st, resp.Proto, nil
+		return r, resp.TLS, resp.Proto, nil
 	}
 	return nil, nil, "", fmt.Errorf("scheme %q", p.Scheme)
 }
