@@ -53,31 +53,10 @@ func TestEveryPageInChromium(t *testing.T) {
 	}
 	apiDo(t, "PUT", r.URL+"/api/v1/policy/ip/203.0.113.9", `{"action":"block","reason":"test block"}`)
 
-	artifacts := os.Getenv("OPS_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = t.TempDir()
-	}
-	ctx := testutil.Browser(t)
-	shot := func(name string) {
-		if b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
-			_ = os.WriteFile(filepath.Join(artifacts, name), b, 0o644)
-		}
-	}
-	noError := func(page string) {
-		t.Helper()
-		msg, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(e => e && !e.hidden ? e.textContent : '')(document.querySelector('#error'))`))
-		if msg != "" {
-			t.Fatalf("%s shows an error: %s", page, msg)
-		}
-	}
+	b := signedIn(t, r.URL, "live")
+	ctx, shot, noError := b.ctx, b.shot, b.noError
 	wait := func(sel chromedp.Search) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(sel) }
 	if err := chromedp.Do(ctx,
-		chromedp.EmulateViewport(1280, 900),
-		chromedp.Navigate(r.URL+"/login?next=/ui/live"),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "ada"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "admin-password"),
-		chromedp.Submit(chromedp.CSS(`#password`)),
-		chromedp.WaitVisible(chromedp.CSS(`body[data-page=live]`)),
 		poll(`document.querySelector('#tailstate').textContent.startsWith('following')`, 10*time.Second),
 	); err != nil {
 		t.Fatal(err)
@@ -303,33 +282,8 @@ func TestAlertsPageInChromium(t *testing.T) {
 	}
 	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) { c.Alert.AlertmanagerConfig = amFile })
 	addUser(t, r.URL, "ada", "admin-password", "admin")
-	artifacts := os.Getenv("OPS_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = t.TempDir()
-	}
-	ctx := testutil.Browser(t)
-	shot := func(name string) {
-		if b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
-			_ = os.WriteFile(filepath.Join(artifacts, name), b, 0o644)
-		}
-	}
-	noError := func(page string) {
-		t.Helper()
-		msg, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(e => e && !e.hidden ? e.textContent : '')(document.querySelector('#error'))`))
-		if msg != "" {
-			t.Fatalf("%s shows an error: %s", page, msg)
-		}
-	}
-	if err := chromedp.Do(ctx,
-		chromedp.EmulateViewport(1280, 900),
-		chromedp.Navigate(r.URL+"/login?next=/ui/status"),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "ada"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "admin-password"),
-		chromedp.Submit(chromedp.CSS(`#password`)),
-		chromedp.WaitVisible(chromedp.CSS(`body[data-page=status]`)),
-	); err != nil {
-		t.Fatal(err)
-	}
+	b := signedIn(t, r.URL, "status")
+	ctx, shot, noError := b.ctx, b.shot, b.noError
 	// Alerts: a rule that fires; a silence made on the page, then expired.
 	apiDo(t, "PUT", r.URL+"/api/v1/alerts/rules/web", "groups:\n  - name: web\n    interval: 1s\n    rules:\n      - alert: Loud\n        expr: vector(1) > 0\n        annotations: {summary: \"api is down\"}\n")
 	testutil.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
@@ -387,14 +341,9 @@ local-data: "ads.ui.test. 300 IN A 192.0.2.66"`)
 		}
 	}
 	addUser(t, r.URL, "ada", "admin-password", "admin")
-	ctx := testutil.Browser(t)
+	b := signedIn(t, r.URL, "dns")
+	ctx := b.ctx
 	if err := chromedp.Do(ctx,
-		chromedp.EmulateViewport(1280, 900),
-		chromedp.Navigate(r.URL+"/login?next=/ui/dns"),
-		chromedp.SendKeys(chromedp.CSS(`#user`), "ada"),
-		chromedp.SendKeys(chromedp.CSS(`#password`), "admin-password"),
-		chromedp.Submit(chromedp.CSS(`#password`)),
-		chromedp.WaitVisible(chromedp.CSS(`body[data-page=dns]`)),
 		poll(`document.querySelector('#topdomains').textContent.includes('www.ui.test')`+
 			` && document.querySelector('#topblocked').textContent.includes('ads.txt:1')`+
 			` && document.querySelector('#topclients').textContent.includes('127.0.0.0')`+
@@ -404,13 +353,49 @@ local-data: "ads.ui.test. 300 IN A 192.0.2.66"`)
 		txt, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.textContent`))
 		t.Fatal("dns page: ", err, txt)
 	}
-	msg, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(e => e && !e.hidden ? e.textContent : '')(document.querySelector('#error'))`))
-	if msg != "" {
-		t.Fatalf("the DNS page shows an error: %s", msg)
+	b.noError("the DNS page")
+	b.shot("dns.png")
+}
+
+// browserSession is headless Chromium signed in (as the admin ada, added
+// by the test) on one page of the app at base.
+type browserSession struct {
+	t         *testing.T
+	ctx       context.Context
+	artifacts string
+}
+
+func signedIn(t *testing.T, base, page string) *browserSession {
+	t.Helper()
+	b := &browserSession{t: t, ctx: testutil.Browser(t), artifacts: os.Getenv("OPS_ARTIFACTS")}
+	if b.artifacts == "" {
+		b.artifacts = t.TempDir()
 	}
-	if artifacts := os.Getenv("OPS_ARTIFACTS"); artifacts != "" {
-		if b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
-			_ = os.WriteFile(filepath.Join(artifacts, "dns.png"), b, 0o644)
-		}
+	if err := chromedp.Do(b.ctx,
+		chromedp.EmulateViewport(1280, 900),
+		chromedp.Navigate(base+"/login?next=/ui/"+page),
+		chromedp.SendKeys(chromedp.CSS(`#user`), "ada"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "admin-password"),
+		chromedp.Submit(chromedp.CSS(`#password`)),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-page=`+page+`]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// shot saves a screenshot under $OPS_ARTIFACTS (or a temp dir).
+func (b *browserSession) shot(name string) {
+	if png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100)); err == nil {
+		_ = os.WriteFile(filepath.Join(b.artifacts, name), png, 0o644)
+	}
+}
+
+// noError fails the test when the page shows its error line.
+func (b *browserSession) noError(page string) {
+	b.t.Helper()
+	msg, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`(e => e && !e.hidden ? e.textContent : '')(document.querySelector('#error'))`))
+	if msg != "" {
+		b.t.Fatalf("%s shows an error: %s", page, msg)
 	}
 }
