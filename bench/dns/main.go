@@ -14,17 +14,11 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +34,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/opsgraph/ops/bench/opsproc"
+	"github.com/opsgraph/ops/internal/testcert"
 )
 
 var (
@@ -408,20 +403,11 @@ func freePorts(n int) []int {
 // writeCert makes a CA and a certificate for 127.0.0.1, for the three
 // servers' TLS; it returns the cert and key files and a pool with the CA.
 func writeCert(dir string) (string, string, *x509.CertPool) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caT, caT, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	t := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, _ := x509.CreateCertificate(rand.Reader, t, ca, &k.PublicKey, caKey)
-	kd, _ := x509.MarshalPKCS8PrivateKey(k)
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o644)
+	ca, err := testcert.Write(filepath.Join(dir, "ca.pem"), certFile, keyFile)
+	if err != nil {
+		fail(err)
+	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	return certFile, keyFile, pool
