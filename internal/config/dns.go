@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // DNS configures the resolver (docs/dns.md). It runs when upstreams are
@@ -31,8 +33,16 @@ type DNS struct {
 	CheckDomain  string       `yaml:"check_domain" doc:"a domain whose names the resolver answers itself, for the client check page /_ops/dns-check (e.g. dnscheck.example.com, with no other DNS of its own); empty: no client check"`
 	CheckAddress string       `yaml:"check_address" doc:"the address names under check_domain resolve to: where browsers reach Ops (its proxy's public IP)"`
 	Cache        DNSCache     `yaml:"cache"`
+	DNSSEC       DNSSEC       `yaml:"dnssec"`
 	Block        DNSBlock     `yaml:"block"`
 	Clients      []DNSClient  `yaml:"clients" doc:"settings for groups of clients, matched by DoH path token, DoT name or address; see docs/dns.md"`
+}
+
+// DNSSEC configures validation.
+type DNSSEC struct {
+	Validate     bool    `yaml:"validate" doc:"validate answers with DNSSEC: a chain of signatures from a trust anchor; a secure answer gets the AD bit, a bogus one is SERVFAIL with an Extended DNS Error saying why; names under dns.forward domains are not validated unless a trust anchor is given for them"`
+	TrustAnchors Strings `yaml:"trust_anchors" doc:"DS or DNSKEY records in zone-file form that validation starts from; empty: the root zone's keys (KSK-2017 and KSK-2024)"`
+	Insecure     Strings `yaml:"insecure" doc:"domains not validated (negative trust anchors, RFC 7646), e.g. a private zone under a signed public one"`
 }
 
 // DNSClient is the settings of one client or group of clients.
@@ -202,6 +212,20 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 		}
 		if strings.Count(strings.Trim(d.CheckDomain, "."), ".") < 1 {
 			add("dns.check_domain", "want a domain of yours such as dnscheck.example.com, got %q", d.CheckDomain)
+		}
+	}
+	for i, a := range d.DNSSEC.TrustAnchors {
+		rr, err := dns.NewRR(a)
+		switch {
+		case err != nil || rr == nil:
+			add(fmt.Sprintf("dns.dnssec.trust_anchors[%d]", i), "want a DS or DNSKEY record such as \". IN DS 20326 8 2 E06D...\": %v", err)
+		case rr.Header().Rrtype != dns.TypeDS && rr.Header().Rrtype != dns.TypeDNSKEY:
+			add(fmt.Sprintf("dns.dnssec.trust_anchors[%d]", i), "is a %s record; want DS or DNSKEY", dns.TypeToString[rr.Header().Rrtype])
+		}
+	}
+	for i, n := range d.DNSSEC.Insecure {
+		if _, ok := dns.IsDomainName(n); !ok || strings.Trim(n, ".") == "" {
+			add(fmt.Sprintf("dns.dnssec.insecure[%d]", i), "want a domain, got %q", n)
 		}
 	}
 	if d.Cache.Size < 0 {

@@ -54,6 +54,8 @@ type Server struct {
 	log    *slog.Logger
 	router *router
 	cache  *cache
+	// valid checks answers with DNSSEC (dns.dnssec.validate); nil: off.
+	valid  *validator
 	flight singleflight.Group
 	filt   atomic.Pointer[filter]
 	live   *livePolicy // domain blocks from the POLICY bucket
@@ -81,6 +83,7 @@ type metrics struct {
 	// Resolved once: a query touches them without hashing labels.
 	hit, miss, stale prometheus.Counter
 	prefetch         prometheus.Counter
+	dnssec           *prometheus.CounterVec
 	latencyOf        map[string]prometheus.Observer
 	byRcode          map[string]*[6]prometheus.Counter // transport -> rcode
 }
@@ -139,6 +142,20 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 	if s.router, err = newRouter(cfg, upstreamOptions{dial: &dialer{boot: boot}, timeout: cfg.Timeout.D(), roots: roots}); err != nil {
 		return nil, err
 	}
+	if cfg.DNSSEC.Validate {
+		if s.valid, err = newValidator(cfg.DNSSEC.TrustAnchors, cfg.DNSSEC.Insecure, s.askSigned); err != nil {
+			return nil, err
+		}
+		// Conditionally forwarded domains (a corporate zone, often unsigned
+		// under a signed parent, or not in the public tree at all) are not
+		// validated unless a trust anchor is given at or below them.
+		for _, f := range cfg.Forward {
+			d := dns.CanonicalName(f.Domain)
+			if a := s.valid.anchorFor(d); a == "" || a != d && len(a) < len(d) {
+				s.valid.negative = append(s.valid.negative, d)
+			}
+		}
+	}
 	s.lists = newLists(cfg.Block, deps.DataDir, s.log)
 	lctx, lcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer lcancel()
@@ -162,6 +179,7 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_queries_total", Help: "DNS queries answered, by transport and response code."}, []string{"transport", "rcode"}),
 		cache:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_cache_total", Help: "Cache lookups: hit, miss, or stale (served during an upstream outage); prefetch counts hits that fetched a popular name anew before it expired."}, []string{"result"}),
 		blocked: prometheus.NewCounter(prometheus.CounterOpts{Name: "ops_dns_blocked_total", Help: "Queries answered as blocked."}),
+		dnssec:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_dns_dnssec_total", Help: "Upstream answers validated with DNSSEC (dns.dnssec.validate), by result: secure, insecure or bogus."}, []string{"result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ops_dns_query_seconds", Help: "Time to answer a query, by transport.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9)}, []string{"transport"}),
 	}
@@ -169,6 +187,9 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 	cached := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ops_dns_cache_entries", Help: "Answers in the cache."}, func() float64 { return float64(s.cache.len()) })
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(s.metrics.queries, s.metrics.cache, s.metrics.blocked, s.metrics.latency, cached)
+		if s.valid != nil {
+			deps.Registry.MustRegister(s.metrics.dnssec)
+		}
 	}
 	if cfg.Events && deps.Bus != nil {
 		if s.events, err = evqueue.Open(evqueue.Options{Bus: deps.Bus, Log: s.log.With("part", "events"), Dir: filepath.Join(deps.DataDir, "dns-spool"),

@@ -39,6 +39,7 @@ type outcome struct {
 	via       string
 	encrypted bool
 	client    *dnsClient
+	dnssec    string // when validating: secure, insecure or bogus
 }
 
 // resolve answers one query from a client over a transport: checks it,
@@ -102,6 +103,12 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 	if m, stale, prefetch := s.cache.get(key); m != nil && !stale {
 		o.cached = "hit"
 		s.metrics.hit.Inc()
+		if s.valid != nil && !req.CheckingDisabled {
+			o.dnssec = "insecure"
+			if m.AuthenticatedData {
+				o.dnssec = "secure"
+			}
+		}
 		if prefetch {
 			s.metrics.prefetch.Inc()
 			q := req.Copy()
@@ -124,7 +131,7 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 		}
 		return rcodeReply(req, dns.RcodeServerFailure)
 	}
-	o.upstream = a.by
+	o.upstream, o.dnssec = a.by, a.dnssec
 	return a.r.Copy() // shared with every query that waited on it
 }
 
@@ -133,12 +140,34 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 func (s *Server) fetch(ctx context.Context, req *dns.Msg, key cacheKey, name string) (answered, error) {
 	v, err, _ := s.flight.Do(flightKey(key), func() (any, error) {
 		up := upstreamQuery(req, s.cfg.StripECS)
+		validate := s.valid != nil && !req.CheckingDisabled
+		if s.valid != nil {
+			// Signatures and bogus data alike come back; Ops decides.
+			up.CheckingDisabled = true
+			up.IsEdns0().SetDo()
+		}
 		r, u, err := s.router.pick(name).exchange(ctx, up)
 		if err != nil {
 			return nil, err
 		}
+		a := answered{r: r, by: u.String()}
+		if validate {
+			x := s.valid.check(ctx, req.Question[0].Name, req.Question[0].Qtype, r)
+			a.dnssec = x.state.String()
+			s.metrics.dnssec.WithLabelValues(a.dnssec).Inc()
+			switch x.state {
+			case secure:
+				r.AuthenticatedData = true
+			case bogus:
+				s.log.Debug("dnssec: bogus answer", "name", name, "why", x.why)
+				a.r = bogusReply(req, x.why)
+				return a, nil // not cached: asked again next time
+			default:
+				r.AuthenticatedData = false
+			}
+		}
 		s.cache.put(key, r)
-		return answered{r, u.String()}, nil
+		return a, nil
 	})
 	if err != nil {
 		return answered{}, err
@@ -147,8 +176,33 @@ func (s *Server) fetch(ctx context.Context, req *dns.Msg, key cacheKey, name str
 }
 
 type answered struct {
-	r  *dns.Msg
-	by string
+	r      *dns.Msg
+	by     string
+	dnssec string // secure, insecure or bogus when validating
+}
+
+// askSigned asks the upstreams for name's records with DNSSEC records
+// and without their own validation: the validator's queries.
+func (s *Server) askSigned(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.CheckingDisabled = true
+	m.SetEdns0(ednsSize, true)
+	r, _, err := s.router.pick(canonName(name)).exchange(ctx, m)
+	return r, err
+}
+
+// bogusReply is SERVFAIL with an Extended DNS Error (RFC 8914, 6 "DNSSEC
+// Bogus") saying why, which finish keeps for clients that use EDNS(0).
+func bogusReply(req *dns.Msg, why string) *dns.Msg {
+	m := rcodeReply(req, dns.RcodeServerFailure)
+	m.SetEdns0(ednsSize, false)
+	if len(why) > 200 {
+		why = why[:200]
+	}
+	o := m.IsEdns0()
+	o.Option = append(o.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus, ExtraText: why})
+	return m
 }
 
 // flightKey names a query for merging identical ones in flight.
@@ -243,17 +297,38 @@ func finish(req, resp *dns.Msg, via string) {
 		resp.Question = req.Question
 	}
 	var keep []dns.RR
+	var ede []dns.EDNS0
 	for _, rr := range resp.Extra {
-		if rr.Header().Rrtype != dns.TypeOPT {
-			keep = append(keep, rr)
+		if o, ok := rr.(*dns.OPT); ok {
+			for _, opt := range o.Option {
+				if e, ok := opt.(*dns.EDNS0_EDE); ok {
+					ede = append(ede, e)
+				}
+			}
+			continue
 		}
+		keep = append(keep, rr)
 	}
 	resp.Extra = keep
 	ro := req.IsEdns0()
+	do := ro != nil && ro.Do()
+	if !do {
+		// DNSSEC records only for clients that asked for them (RFC 4035
+		// 3.2.1); the validating resolver asks upstream with DO set.
+		resp.Answer = stripDNSSEC(resp.Answer, req)
+		resp.Ns = stripDNSSEC(resp.Ns, req)
+		resp.Extra = stripDNSSEC(resp.Extra, req)
+		// AD only to a client that set DO or AD (RFC 6840 5.8).
+		resp.AuthenticatedData = resp.AuthenticatedData && req.AuthenticatedData
+	}
 	if ro == nil {
 		return
 	}
-	resp.SetEdns0(ednsSize, ro.Do())
+	resp.SetEdns0(ednsSize, do)
+	if len(ede) > 0 {
+		o := resp.IsEdns0()
+		o.Option = append(o.Option, ede...)
+	}
 	padded := false
 	for _, opt := range ro.Option {
 		if _, ok := opt.(*dns.EDNS0_PADDING); ok {
@@ -263,6 +338,35 @@ func finish(req, resp *dns.Msg, via string) {
 	if padded && (via == viaDoT || via == viaDoH) {
 		pad(resp, 468)
 	}
+}
+
+// stripDNSSEC drops RRSIG, NSEC and NSEC3 records (but not the type
+// asked for), in place; most answers have none and are returned as they
+// are.
+func stripDNSSEC(sec []dns.RR, req *dns.Msg) []dns.RR {
+	qtype := uint16(0)
+	if len(req.Question) == 1 {
+		qtype = req.Question[0].Qtype
+	}
+	drop := func(t uint16) bool {
+		return t != qtype && (t == dns.TypeRRSIG || t == dns.TypeNSEC || t == dns.TypeNSEC3)
+	}
+	n := 0
+	for _, rr := range sec {
+		if drop(rr.Header().Rrtype) {
+			n++
+		}
+	}
+	if n == 0 {
+		return sec
+	}
+	out := make([]dns.RR, 0, len(sec)-n)
+	for _, rr := range sec {
+		if !drop(rr.Header().Rrtype) {
+			out = append(out, rr)
+		}
+	}
+	return out
 }
 
 // pad adds an EDNS(0) padding option so the message is a multiple of
@@ -290,6 +394,7 @@ type queryData struct {
 	Upstream   string  `json:"upstream,omitempty"`
 	Cached     string  `json:"cached,omitempty"` // hit or stale
 	Transport  string  `json:"transport"`
+	DNSSEC     string  `json:"dnssec,omitempty"` // secure, insecure or bogus, when validating
 	DurationMS float64 `json:"duration_ms"`
 }
 
@@ -329,6 +434,7 @@ func (d *queryData) appendJSON(b []byte) []byte {
 	str("upstream", d.Upstream, true)
 	str("cached", d.Cached, true)
 	str("transport", d.Transport, false)
+	str("dnssec", d.DNSSEC, true)
 	b = appendJSONFloat(append(b, `,"duration_ms":`...), d.DurationMS)
 	return append(b, '}')
 }
@@ -410,7 +516,7 @@ func (s *Server) record(start time.Time, req, resp *dns.Msg, client netip.Addr, 
 		return
 	}
 	data := queryData{ClientName: clientName(o.client), Client: anon, Name: o.name, Type: o.qtype, Rcode: rcode, Blocked: o.blocked, Rule: o.rule, Upstream: o.upstream,
-		Cached: o.cached, Transport: via, DurationMS: float64(d.Microseconds()) / 1000, Answers: len(resp.Answer)}
+		Cached: o.cached, Transport: via, DNSSEC: o.dnssec, DurationMS: float64(d.Microseconds()) / 1000, Answers: len(resp.Answer)}
 	ev := event.NewJSON("ops/dns", "dns.query", data.appendJSON(make([]byte, 0, 256)))
 	ev.Time = start.UTC()
 	s.events.Add(ev)
