@@ -34,6 +34,7 @@ require (
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.1
 	github.com/prometheus/prometheus v0.316.0
+	github.com/quic-go/quic-go v0.65.0
 	github.com/redpanda-data/benthos/v4 v4.60.0
 	github.com/rudderlabs/analytics-go/v4 v4.1.0
 	github.com/schollz/progressbar/v3 v3.19.1

@@ -15,7 +15,7 @@ import (
 // DNS configures the resolver (docs/dns.md). It runs when upstreams are
 // set.
 type DNS struct {
-	Upstreams    Strings      `yaml:"upstreams" doc:"where queries go: https://host/dns-query (DoH), tls://host[:853] (DoT), sdns://... (a DNSCrypt stamp); udp://host[:53] and tcp://host[:53] only with allow_plain; empty: no resolver (the module is off)"`
+	Upstreams    Strings      `yaml:"upstreams" doc:"where queries go: https://host/dns-query (DoH), tls://host[:853] (DoT), quic://host[:853] (DoQ), sdns://... (a DNSCrypt stamp); udp://host[:53] and tcp://host[:53] only with allow_plain; empty: no resolver (the module is off)"`
 	AllowPlain   bool         `yaml:"allow_plain" doc:"allow unencrypted upstreams (udp://, tcp://), e.g. a LAN's own resolver"`
 	Strategy     string       `yaml:"strategy" doc:"parallel (ask all, take the first good answer), round_robin, or failover (in order, the next on error)"`
 	Forward      []DNSForward `yaml:"forward" doc:"conditional forwarding: names under a domain go to their own upstreams, e.g. {domain: corp.example, upstreams: [udp://10.0.0.2]}"`
@@ -24,7 +24,8 @@ type DNS struct {
 	UpstreamCA   string       `yaml:"upstream_ca" doc:"CA certificates (PEM) that DoH and DoT upstreams' certificates are checked against instead of the system's (a private resolver)"`
 	Listen       string       `yaml:"listen" doc:"plain DNS over UDP and TCP (a LAN's port 53); empty: off"`
 	DoTListen    string       `yaml:"dot_listen" doc:"DNS over TLS (RFC 7858), e.g. :853; needs tls_cert and tls_key; empty: off"`
-	TLSCert      string       `yaml:"tls_cert" doc:"certificate chain (PEM) for dot_listen"`
+	DoQListen    string       `yaml:"doq_listen" doc:"DNS over QUIC (RFC 9250, UDP), e.g. :853; needs tls_cert and tls_key; empty: off"`
+	TLSCert      string       `yaml:"tls_cert" doc:"certificate chain (PEM) for dot_listen and doq_listen"`
 	TLSKey       string       `yaml:"tls_key" doc:"its key (PEM)"`
 	DoH          bool         `yaml:"doh" doc:"serve DNS over HTTPS (RFC 8484, and JSON like Google's) at /dns-query on the main listener"`
 	SafeSearch   bool         `yaml:"safe_search" doc:"answer Google, Bing, DuckDuckGo and YouTube with their safe-search hosts (forcesafesearch.google.com, strict.bing.com, safe.duckduckgo.com, restrict.youtube.com)"`
@@ -160,13 +161,13 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 			return
 		}
 		switch p.Scheme {
-		case "https", "tls":
+		case "https", "tls", "quic":
 		case "udp", "tcp":
 			if !d.AllowPlain {
 				add(path, "%s is plain DNS, which anyone on the path can read and change; set dns.allow_plain: true to allow it", u)
 			}
 		default:
-			add(path, "scheme %q of %s: want https, tls, sdns (a DNSCrypt stamp), udp or tcp", p.Scheme, u)
+			add(path, "scheme %q of %s: want https, tls, quic, sdns (a DNSCrypt stamp), udp or tcp", p.Scheme, u)
 			return
 		}
 		if _, err := netip.ParseAddr(p.Hostname()); err != nil && !boot[strings.ToLower(p.Hostname())] {
@@ -196,7 +197,7 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 	if d.Timeout < Duration(10*time.Millisecond) || d.Timeout > Duration(time.Minute) {
 		add("dns.timeout", "want 10ms to 1m, got %s", d.Timeout)
 	}
-	for path, l := range map[string]string{"dns.listen": d.Listen, "dns.dot_listen": d.DoTListen} {
+	for path, l := range map[string]string{"dns.listen": d.Listen, "dns.dot_listen": d.DoTListen, "dns.doq_listen": d.DoQListen} {
 		if l != "" {
 			if err := checkListen(l); err != nil {
 				add(path, "%v", err)
@@ -205,6 +206,9 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 	}
 	if d.DoTListen != "" && (d.TLSCert == "" || d.TLSKey == "") {
 		add("dns.dot_listen", "needs dns.tls_cert and dns.tls_key")
+	}
+	if d.DoQListen != "" && (d.TLSCert == "" || d.TLSKey == "") {
+		add("dns.doq_listen", "needs dns.tls_cert and dns.tls_key")
 	}
 	if d.CheckDomain != "" {
 		if _, err := netip.ParseAddr(d.CheckAddress); err != nil {

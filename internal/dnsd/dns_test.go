@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	"github.com/ameshkov/dnscrypt/v2"
 	"github.com/ameshkov/dnsstamps"
 	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
 
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/dnsd"
@@ -64,6 +66,7 @@ type resolver struct {
 	dotCA   string
 	plain   string // udp and tcp
 	dot     string
+	doq     string
 	proxy   string // the proxy's TLS listener, for DoH over HTTPS
 }
 
@@ -82,6 +85,7 @@ func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
 		c.DNS.UpstreamCA = ub.CAFile
 		c.DNS.Listen = "127.0.0.1:0"
 		c.DNS.DoTListen = "127.0.0.1:0"
+		c.DNS.DoQListen = "127.0.0.1:0"
 		c.DNS.TLSCert, c.DNS.TLSKey = cert, key
 		c.DNS.Block.Lists = config.Strings{list}
 		c.Proxy.Listen = "127.0.0.1:0"
@@ -96,7 +100,7 @@ func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
 	if s == nil {
 		t.Fatal("the dns module did not start")
 	}
-	res := &resolver{r: r, unbound: ub, dotCA: ca, plain: s.Addr("udp").String(), dot: s.Addr("dot").String()}
+	res := &resolver{r: r, unbound: ub, dotCA: ca, plain: s.Addr("udp").String(), dot: s.Addr("dot").String(), doq: s.Addr("doq").String()}
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if p := r.App.Proxy(); p != nil && len(p.Addrs()) == 2 {
 			res.proxy = p.Addrs()[1].String() // plain first, then TLS
@@ -166,7 +170,8 @@ func hostPort(t *testing.T, addr string) (string, string) {
 
 // TestKdigOverEveryTransport: Knot's kdig resolves a name through Ops over
 // plain UDP, TCP, DNS over TLS, and DNS over HTTPS (POST and GET) on the
-// proxy's TLS listener, each answered from unbound over DoT.
+// proxy's TLS listener, each answered from unbound over DoT. (Debian's
+// kdig 3.2 is built without QUIC: TestDoQ uses AdGuard's dnsproxy.)
 func TestKdigOverEveryTransport(t *testing.T) {
 	res := startResolver(t, nil)
 	h, p := hostPort(t, res.plain)
@@ -674,7 +679,7 @@ func TestDNSCryptUpstream(t *testing.T) {
 	}
 	other, _, _ := ed25519.GenerateKey(rand.Reader)
 	st.ServerPk = other
-	bad, err := dnsd.NewTestUpstream(st.String())
+	bad, err := dnsd.NewTestUpstream(st.String(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -683,4 +688,112 @@ func TestDNSCryptUpstream(t *testing.T) {
 	if _, err := bad.Exchange(q); err == nil {
 		t.Fatal("an answer through a stamp whose key did not sign the certificate")
 	}
+}
+
+// TestDoQ holds DNS over QUIC against AdGuard's dnsproxy both ways: as a
+// client of Ops's DoQ listener, and as the DoQ server Ops's quic://
+// upstream asks; a client that breaks RFC 9250 (a message id other than
+// 0) has its connection closed with DOQ_PROTOCOL_ERROR.
+func TestDoQ(t *testing.T) {
+	res := startResolver(t, nil)
+	pem, err := os.ReadFile(res.dotCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+
+	// dnsproxy as a client: plain DNS in, DoQ to Ops (checking Ops's
+	// certificate against the test CA).
+	client := testutil.StartDNSProxy(t, testutil.DNSProxyOptions{Plain: true, CAFile: res.dotCA,
+		Upstreams: []string{"quic://" + res.doq}})
+	for _, q := range []struct {
+		t    uint16
+		want string
+	}{{dns.TypeA, "192.0.2.10"}, {dns.TypeAAAA, "2001:db8::10"}} {
+		r := exchange(t, client.Plain, "www.test", q.t)
+		if len(r.Answer) != 1 || !strings.Contains(r.Answer[0].String(), q.want) {
+			t.Fatalf("through dnsproxy's DoQ: %v\n%s", r, client.Log())
+		}
+	}
+	_, metrics := res.api(t, "GET", "/metrics", res.r.Token, "")
+	if !regexp.MustCompile(`ops_dns_queries_total\{rcode="NOERROR",transport="doq"\} [1-9]`).MatchString(metrics) {
+		t.Fatalf("no DoQ queries counted:\n%s", grepLines(metrics, "ops_dns_queries_total"))
+	}
+
+	// dnsproxy as a DoQ server, forwarding to unbound: Ops's upstream.
+	_, cert, key := testutil.TLSFiles(t)
+	caOf := filepath.Join(filepath.Dir(cert), "ca.pem")
+	pem2, err := os.ReadFile(caOf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots2 := x509.NewCertPool()
+	roots2.AppendCertsFromPEM(pem2)
+	server := testutil.StartDNSProxy(t, testutil.DNSProxyOptions{QUICCert: cert, QKey: key, Upstreams: []string{"udp://" + res.unbound.Plain}})
+	m := new(dns.Msg)
+	m.SetQuestion("www.test.", dns.TypeA)
+	named, _ := dnsd.NewTestUpstream("quic://localhost:"+strings.Split(server.QUIC, ":")[1], roots2)
+	if _, err := named.Exchange(m); err == nil || !strings.Contains(err.Error(), "bootstrap") {
+		t.Fatalf("a named upstream without bootstrap must not be looked up: %v", err)
+	}
+	other, err := dnsd.NewTestUpstream("quic://"+server.QUIC, roots) // Ops's test CA, not dnsproxy's
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exchange(m); err == nil {
+		t.Fatal("a certificate from another CA was accepted")
+	}
+	up, err := dnsd.NewTestUpstream("quic://"+server.QUIC, roots2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // one connection, a stream each
+		m := new(dns.Msg)
+		m.SetQuestion("www.test.", dns.TypeA)
+		m.Id = uint16(4242 + i) // sent as 0; the answer gets it back
+		r, err := up.Exchange(m)
+		if err != nil {
+			t.Fatalf("Ops's quic:// upstream to dnsproxy: %v\n%s", err, server.Log())
+		}
+		if r.Id != m.Id || len(r.Answer) != 1 || !strings.Contains(r.Answer[0].String(), "192.0.2.10") {
+			t.Fatalf("from dnsproxy: %v", r)
+		}
+	}
+
+	// A raw QUIC client sending id 7.
+	tc := &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"doq"}}
+	conn, err := quic.DialAddr(context.Background(), res.doq, tc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion("www.test.", dns.TypeA)
+	q.Id = 7
+	b, _ := q.Pack()
+	st.Write(append([]byte{byte(len(b) >> 8), byte(len(b))}, b...))
+	st.Close()
+	select {
+	case <-conn.Context().Done():
+		var ae *quic.ApplicationError
+		if !errors.As(context.Cause(conn.Context()), &ae) || ae.ErrorCode != 2 {
+			t.Fatalf("closed with %v, want DOQ_PROTOCOL_ERROR (2)", context.Cause(conn.Context()))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a message id of 7 did not close the connection")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

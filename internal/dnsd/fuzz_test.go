@@ -172,3 +172,18 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadDoQ: whatever a DoQ stream holds, reading it gives a message
+// or an error, never a panic.
+func FuzzReadDoQ(f *testing.F) {
+	q := seedQuery("www.example.com.", dns.TypeA, true)
+	f.Add(append([]byte{byte(len(q) >> 8), byte(len(q))}, q...))
+	f.Add([]byte{0, 3, 1, 2, 3})
+	f.Add([]byte{0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := readDoQ(bytes.NewReader(b))
+		if err == nil && m == nil {
+			t.Fatal("no message and no error")
+		}
+	})
+}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/opsgraph/ops/internal/bus"
@@ -72,7 +73,7 @@ type Server struct {
 	metrics        metrics
 
 	mu    sync.Mutex
-	addrs map[string]net.Addr // "udp", "tcp", "dot": bound addresses
+	addrs map[string]net.Addr // "udp", "tcp", "dot", "doq": bound addresses
 }
 
 type metrics struct {
@@ -100,7 +101,7 @@ func (m *metrics) resolve() {
 	m.hit, m.miss, m.stale = m.cache.WithLabelValues("hit"), m.cache.WithLabelValues("miss"), m.cache.WithLabelValues("stale")
 	m.prefetch = m.cache.WithLabelValues("prefetch")
 	m.latencyOf, m.byRcode = map[string]prometheus.Observer{}, map[string]*[6]prometheus.Counter{}
-	for _, via := range []string{viaUDP, viaTCP, viaDoT, viaDoH} {
+	for _, via := range []string{viaUDP, viaTCP, viaDoT, viaDoH, viaDoQ} {
 		m.latencyOf[via] = m.latency.WithLabelValues(via)
 		t := &[6]prometheus.Counter{} // NOERROR to REFUSED; the rarer codes are resolved when seen
 		for rc := range t {
@@ -304,14 +305,29 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 			return fail(err)
 		}
 	}
-	if l := s.cfg.DoTListen; l != "" {
-		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
-		if err != nil {
+	var cert tls.Certificate
+	if s.cfg.DoTListen != "" || s.cfg.DoQListen != "" {
+		var err error
+		if cert, err = tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey); err != nil {
 			return fail(fmt.Errorf("dns.tls_cert/tls_key: %w", err))
 		}
+	}
+	if l := s.cfg.DoTListen; l != "" {
 		if err := start("dot", "tcp-tls", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"dot"}}); err != nil {
 			return fail(err)
 		}
+	}
+	var doq *quic.Listener
+	if l := s.cfg.DoQListen; l != "" {
+		var err error
+		if doq, err = s.listenDoQ(l, cert); err != nil {
+			return fail(fmt.Errorf("doq %s: %w", l, err))
+		}
+		s.mu.Lock()
+		s.addrs["doq"] = doq.Addr()
+		s.mu.Unlock()
+		s.log.Info("listening", "dns", "doq", "addr", doq.Addr().String())
+		go s.serveDoQ(ctx, doq)
 	}
 	if s.deps.Bus != nil {
 		store, err := policy.Open(ctx, s.deps.Bus)
@@ -335,12 +351,16 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	for _, srv := range servers {
 		_ = srv.ShutdownContext(context.Background())
 	}
+	if doq != nil {
+		_ = doq.Close()
+	}
 	ecancel()
 	<-evDone
 	return nil
 }
 
-// Addr is a listener's bound address ("udp", "tcp", "dot"), once running.
+// Addr is a listener's bound address ("udp", "tcp", "dot", "doq"), once
+// running.
 func (s *Server) Addr(name string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -20,6 +20,7 @@ const (
 	viaTCP = "tcp"
 	viaDoT = "dot"
 	viaDoH = "doh"
+	viaDoQ = "doq"
 )
 
 // ednsSize is the UDP payload size Ops offers and asks for (DNS Flag Day
@@ -335,7 +336,7 @@ func finish(req, resp *dns.Msg, via string) {
 			padded = true
 		}
 	}
-	if padded && (via == viaDoT || via == viaDoH) {
+	if padded && (via == viaDoT || via == viaDoH || via == viaDoQ) {
 		pad(resp, 468)
 	}
 }

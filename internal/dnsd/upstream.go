@@ -25,7 +25,7 @@ import (
 	"github.com/opsgraph/ops/internal/config"
 )
 
-// upstream answers queries: DoH, DoT, or plain UDP/TCP.
+// upstream answers queries: DoH, DoT, DoQ, DNSCrypt, or plain UDP/TCP.
 type upstream interface {
 	exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error)
 	String() string
@@ -76,6 +76,9 @@ func newUpstream(raw string, o upstreamOptions) (upstream, error) {
 	switch u.Scheme {
 	case "udp", "tcp":
 		return &plainUp{addr: hostPort("53"), net: u.Scheme, timeout: o.timeout, dial: o.dial, idle: make(chan *udpConn, 64)}, nil
+	case "quic":
+		return &doqUp{addr: hostPort("853"), host: u.Hostname(), timeout: o.timeout, dial: o.dial,
+			tls: &tls.Config{ServerName: u.Hostname(), RootCAs: o.roots, MinVersion: tls.VersionTLS13, NextProtos: []string{doqALPN}}}, nil
 	case "tls":
 		return &dotUp{addr: hostPort("853"), tls: &tls.Config{ServerName: u.Hostname(), RootCAs: o.roots, MinVersion: tls.VersionTLS12},
 			timeout: o.timeout, dial: o.dial, idle: make(chan *dns.Conn, 8)}, nil
