@@ -61,13 +61,14 @@ example.com##.banner
 `
 
 type resolver struct {
-	r       *testutil.Running
-	unbound *testutil.Unbound
-	dotCA   string
-	plain   string // udp and tcp
-	dot     string
-	doq     string
-	proxy   string // the proxy's TLS listener, for DoH over HTTPS
+	r        *testutil.Running
+	unbound  *testutil.Unbound
+	dotCA    string
+	certFile string // the certificate of Ops's DoT, DoQ and proxy TLS listeners
+	plain    string // udp and tcp
+	dot      string
+	doq      string
+	proxy    string // the proxy's TLS listener, for DoH over HTTPS
 }
 
 func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
@@ -100,7 +101,7 @@ func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
 	if s == nil {
 		t.Fatal("the dns module did not start")
 	}
-	res := &resolver{r: r, unbound: ub, dotCA: ca, plain: s.Addr("udp").String(), dot: s.Addr("dot").String(), doq: s.Addr("doq").String()}
+	res := &resolver{r: r, unbound: ub, dotCA: ca, certFile: cert, plain: s.Addr("udp").String(), dot: s.Addr("dot").String(), doq: s.Addr("doq").String()}
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if p := r.App.Proxy(); p != nil && len(p.Addrs()) == 2 {
 			res.proxy = p.Addrs()[1].String() // plain first, then TLS
