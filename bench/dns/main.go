@@ -56,7 +56,7 @@ func main() {
 	}
 	defer os.RemoveAll(dir)
 	cert, key, pool := writeCert(dir)
-	ports := freePorts(6)
+	ports := freePorts(7)
 	ub := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	servers := []target{
 		{name: "ops", udp: fmt.Sprintf("127.0.0.1:%d", ports[1])},
@@ -67,20 +67,26 @@ func main() {
 	defer stopUnbound()
 	stopDist := startDnsdist(dir, ports[2], ports[3], ub, cert, key)
 	defer stopDist()
-	ops, opsDoH := startOps(dir, ports[1], ports[5], ub, cert, key)
+	ops, opsDoH, opsDoHListen := startOps(dir, ports[1], ports[5], ports[6], ub, cert, key)
 	defer ops.Stop()
-	servers[0].doh = opsDoH
+	servers[0].doh, servers[0].dohListen = opsDoH, opsDoHListen
 
 	fmt.Printf("\nDNS: %d clients, %v a measurement, %d cached names; 2 cores shared by the servers and the load\n", *conc, *duration, *names)
 	fmt.Printf("%-18s %12s %8s %8s %12s %8s %8s %12s %8s %8s %10s\n", "", "ops q/s", "p50", "p99", "dnsdist q/s", "p50", "p99", "unbound q/s", "p50", "p99", "ops/dnsdist")
 	var seq atomic.Int64
+	// Ops's DoH twice: on the proxy's TLS listener (/_ops/dns-query,
+	// net/http's HTTP/2) and on dns.doh_listen (its own HTTP/2 server);
+	// dnsdist and unbound serve the same DoH in both rows.
 	for _, m := range []struct {
-		label  string
-		doh    bool
-		cached bool
-		conc   int
-	}{{"DoH cached", true, true, *conc}, {"DoH uncached", true, false, *conc}, {"UDP cached", false, true, *conc}, {"UDP uncached", false, false, *conc},
-		{"DoH cached, 1 client", true, true, 1}} {
+		label    string
+		doh      bool
+		cached   bool
+		conc     int
+		listener bool
+	}{{"DoH cached", true, true, *conc, false}, {"DoH cached, doh_listen", true, true, *conc, true},
+		{"DoH uncached", true, false, *conc, false}, {"DoH uncached, doh_listen", true, false, *conc, true},
+		{"UDP cached", false, true, *conc, false}, {"UDP uncached", false, false, *conc, false},
+		{"DoH cached, 1 client", true, true, 1, false}, {"DoH 1 client, doh_listen", true, true, 1, true}} {
 		var cells []string
 		var rates []float64
 		for _, s := range servers {
@@ -94,7 +100,11 @@ func main() {
 				prof = make(chan error, 1)
 				go func() { prof <- cpuProfile(ops, *profile) }()
 			}
-			r := s.run(m.doh, m.cached, m.conc, pool, &seq)
+			t := s
+			if m.listener && s.dohListen != "" {
+				t.doh = s.dohListen
+			}
+			r := t.run(m.doh, m.cached, m.conc, pool, &seq)
 			if prof != nil {
 				if err := <-prof; err != nil {
 					fail(err)
@@ -141,7 +151,9 @@ func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64) + "ms"
 }
 
-type target struct{ name, udp, doh string }
+// target is a server: its UDP address and DoH URL (dohListen: Ops's
+// dns.doh_listen).
+type target struct{ name, udp, doh, dohListen string }
 
 type result struct {
 	rate     float64
@@ -360,19 +372,22 @@ func startProc(name, addr, bin string, args ...string) func() {
 	}
 }
 
-func startOps(dir string, udpPort, tlsPort int, upstream, cert, key string) (*opsproc.Proc, string) {
+func startOps(dir string, udpPort, tlsPort, dohPort int, upstream, cert, key string) (*opsproc.Proc, string, string) {
 	conf := filepath.Join(dir, "ops.yaml")
 	c := fmt.Sprintf(`dns:
   upstreams: [udp://%s]
   allow_plain: true
   listen: 127.0.0.1:%d
+  doh_listen: 127.0.0.1:%d
+  tls_cert: %q
+  tls_key: %q
   cache: {size: 500000}
 proxy:
   listen: 127.0.0.1:0
   tls_listen: 127.0.0.1:%d
   certificates: [{cert: %q, key: %q}]
   routes: [{name: site, upstreams: ["http://127.0.0.1:9"]}]
-`, upstream, udpPort, tlsPort, cert, key)
+`, upstream, udpPort, dohPort, cert, key, tlsPort, cert, key)
 	if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
 		fail(err)
 	}
@@ -380,7 +395,7 @@ proxy:
 	if err != nil {
 		fail(err)
 	}
-	return p, fmt.Sprintf("https://127.0.0.1:%d/_ops/dns-query", tlsPort)
+	return p, fmt.Sprintf("https://127.0.0.1:%d/_ops/dns-query", tlsPort), fmt.Sprintf("https://127.0.0.1:%d/dns-query", dohPort)
 }
 
 func freePorts(n int) []int {

@@ -187,7 +187,12 @@ func (a *App) defs() []Def {
 			New: func() (Module, error) {
 				m, err := proxy.New(a.cfg.Proxy, proxy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("proxy"), Registry: a.reg,
 					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler(), OutboundLink: a.collector.OutboundLink,
-					Handle: a.api.Handle, Reload: a.Reload})
+					Handle: a.api.Handle, Reload: a.Reload, DoH: func() http.Handler {
+						if d := a.dns.Load(); d != nil {
+							return d.DoHHandler()
+						}
+						return nil
+					}})
 				if err == nil {
 					a.proxy = m
 				}

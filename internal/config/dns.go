@@ -25,7 +25,8 @@ type DNS struct {
 	Listen       string       `yaml:"listen" doc:"plain DNS over UDP and TCP (a LAN's port 53); empty: off"`
 	DoTListen    string       `yaml:"dot_listen" doc:"DNS over TLS (RFC 7858), e.g. :853; needs tls_cert and tls_key; empty: off"`
 	DoQListen    string       `yaml:"doq_listen" doc:"DNS over QUIC (RFC 9250, UDP), e.g. :853; needs tls_cert and tls_key; empty: off"`
-	TLSCert      string       `yaml:"tls_cert" doc:"certificate chain (PEM) for dot_listen and doq_listen"`
+	DoHListen    string       `yaml:"doh_listen" doc:"DNS over HTTPS on a port of its own (HTTP/2 over TLS, /dns-query), served by a lighter HTTP/2 server than the main listener's, e.g. :8443; needs tls_cert and tls_key; empty: off"`
+	TLSCert      string       `yaml:"tls_cert" doc:"certificate chain (PEM) for dot_listen, doq_listen and doh_listen"`
 	TLSKey       string       `yaml:"tls_key" doc:"its key (PEM)"`
 	DoH          bool         `yaml:"doh" doc:"serve DNS over HTTPS (RFC 8484, and JSON like Google's) at /dns-query on the main listener"`
 	SafeSearch   bool         `yaml:"safe_search" doc:"answer Google, Bing, DuckDuckGo and YouTube with their safe-search hosts (forcesafesearch.google.com, strict.bing.com, safe.duckduckgo.com, restrict.youtube.com)"`
@@ -96,6 +97,22 @@ type DNSBlock struct {
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidDoHToken reports whether s could be a dns.clients doh_token (1 to
+// 64 of A-Z a-z 0-9 _ -), as tokenRE says, without a regexp: servers
+// check it per request.
+func ValidDoHToken(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // dnsServices are the domains of the services clients can block by name
 // (AdGuard Home's "blocked services" idea): each blocks the domains and
@@ -197,7 +214,7 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 	if d.Timeout < Duration(10*time.Millisecond) || d.Timeout > Duration(time.Minute) {
 		add("dns.timeout", "want 10ms to 1m, got %s", d.Timeout)
 	}
-	for path, l := range map[string]string{"dns.listen": d.Listen, "dns.dot_listen": d.DoTListen, "dns.doq_listen": d.DoQListen} {
+	for path, l := range map[string]string{"dns.listen": d.Listen, "dns.dot_listen": d.DoTListen, "dns.doq_listen": d.DoQListen, "dns.doh_listen": d.DoHListen} {
 		if l != "" {
 			if err := checkListen(l); err != nil {
 				add(path, "%v", err)
@@ -209,6 +226,9 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 	}
 	if d.DoQListen != "" && (d.TLSCert == "" || d.TLSKey == "") {
 		add("dns.doq_listen", "needs dns.tls_cert and dns.tls_key")
+	}
+	if d.DoHListen != "" && (d.TLSCert == "" || d.TLSKey == "") {
+		add("dns.doh_listen", "needs dns.tls_cert and dns.tls_key")
 	}
 	if d.CheckDomain != "" {
 		if _, err := netip.ParseAddr(d.CheckAddress); err != nil {

@@ -25,6 +25,17 @@ import (
 // message that does not parse, a missing parameter), 413 (over 65535
 // bytes) or 415 (another content type), naming what was wrong.
 func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request) {
+	req, c, asJSON, ok := s.dohQuery(w, r, r.PathValue("client"))
+	if !ok {
+		return
+	}
+	dohReply(w, s.resolve(r.Context(), req, c), asJSON)
+}
+
+// dohQuery reads a DoH request's query and who asks (token: the client
+// token of its path, "" for none); when the request is bad it answers it
+// and returns false.
+func (s *Server) dohQuery(w http.ResponseWriter, r *http.Request, token string) (*dns.Msg, caller, bool, bool) {
 	req, asJSON, field, err := readDoH(r)
 	if err != nil {
 		code := http.StatusBadRequest
@@ -35,17 +46,21 @@ func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusRequestEntityTooLarge
 		}
 		reply.Error(w, code, field, err.Error())
-		return
+		return nil, caller{}, false, false
 	}
-	c := caller{via: viaDoH, encrypted: r.TLS != nil, token: r.PathValue("client")}
+	c := caller{via: viaDoH, encrypted: r.TLS != nil, token: token}
 	if c.token != "" && s.byToken[c.token] == nil {
 		reply.Error(w, http.StatusNotFound, "client", "client: no dns.clients entry has this doh_token")
-		return
+		return nil, caller{}, false, false
 	}
 	if s.deps.ClientIP != nil {
 		c.addr = s.deps.ClientIP(r)
 	}
-	resp := s.resolve(r.Context(), req, c)
+	return req, c, asJSON, true
+}
+
+// dohReply writes resp as a DoH answer.
+func dohReply(w http.ResponseWriter, resp *dns.Msg, asJSON bool) {
 	if ttl, ok := minTTL(resp); ok {
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(ttl)))
 	} else {

@@ -5,12 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/opsgraph/ops/internal/config"
 )
@@ -187,3 +191,71 @@ func FuzzReadDoQ(f *testing.F) {
 		}
 	})
 }
+
+// FuzzH2: whatever a client sends after the HTTP/2 preface, the DoH
+// listener's connection ends (an error or the input's end) without a
+// panic or a hang. Seeds: a valid POST and GET, settings, pings, window
+// updates, a reset, an even stream id.
+func FuzzH2(f *testing.F) {
+	frames := func(write func(fr *http2.Framer)) []byte {
+		var b bytes.Buffer
+		write(http2.NewFramer(&b, nil))
+		return b.Bytes()
+	}
+	hdr := func(method, path string) []byte {
+		var b bytes.Buffer
+		enc := hpack.NewEncoder(&b)
+		for _, kv := range [][2]string{{":method", method}, {":scheme", "https"}, {":path", path}, {":authority", "x"}, {"content-type", "application/dns-message"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		return b.Bytes()
+	}
+	q := seedQuery("www.test.", dns.TypeA, false)
+	f.Add(frames(func(fr *http2.Framer) {
+		_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 10})
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdr("POST", "/dns-query"), EndHeaders: true})
+		_ = fr.WriteData(1, true, q)
+		_ = fr.WriteWindowUpdate(0, 100)
+		_ = fr.WriteWindowUpdate(1, 100)
+		_ = fr.WritePing(false, [8]byte{1})
+	}))
+	f.Add(frames(func(fr *http2.Framer) {
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: hdr("GET", "/dns-query?name=www.test"), EndHeaders: true, EndStream: true})
+		_ = fr.WriteRSTStream(3, http2.ErrCodeCancel)
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 2, BlockFragment: hdr("GET", "/"), EndHeaders: true, EndStream: true})
+	}))
+	cfg := config.Default().DNS
+	cfg.Upstreams = config.Strings{"udp://127.0.0.1:1"}
+	cfg.Timeout = config.Duration(50 * time.Millisecond)
+	s, err := New(cfg, Deps{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c := &scriptConn{r: bytes.NewReader(append([]byte(http2.ClientPreface), in...))}
+		done := make(chan struct{})
+		go func() { _ = s.newH2Conn(c, nil).run(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection did not end")
+		}
+	})
+}
+
+// scriptConn is a client that sends a script, then ends; what the server
+// writes is dropped.
+type scriptConn struct {
+	r *bytes.Reader
+}
+
+func (c *scriptConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
+func (c *scriptConn) Write(b []byte) (int, error) { return len(b), nil }
+func (c *scriptConn) Close() error                { return nil }
+func (c *scriptConn) LocalAddr() net.Addr         { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443} }
+func (c *scriptConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5555}
+}
+func (c *scriptConn) SetDeadline(time.Time) error      { return nil }
+func (c *scriptConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }

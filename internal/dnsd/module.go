@@ -57,6 +57,7 @@ type Server struct {
 	cache  *cache
 	// valid checks answers with DNSSEC (dns.dnssec.validate); nil: off.
 	valid  *validator
+	doh    http.Handler // serveDoH, made once
 	flight singleflight.Group
 	filt   atomic.Pointer[filter]
 	live   *livePolicy // domain blocks from the POLICY bucket
@@ -198,6 +199,7 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 			return nil, fmt.Errorf("dns spool: %w", err)
 		}
 	}
+	s.doh = http.HandlerFunc(s.serveDoH)
 	if cfg.DoH && deps.Handle != nil {
 		deps.Handle("GET /dns-query", "public", http.HandlerFunc(s.serveDoH))
 		deps.Handle("POST /dns-query", "public", http.HandlerFunc(s.serveDoH))
@@ -219,6 +221,15 @@ func New(cfg config.DNS, deps Deps) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// DoHHandler answers DNS over HTTPS (the handler of /dns-query and
+// /dns-query/{client}); nil when dns.doh is off.
+func (s *Server) DoHHandler() http.Handler {
+	if !s.cfg.DoH {
+		return nil
+	}
+	return s.doh
 }
 
 // setFilter swaps in a filter built from the lists.
@@ -306,7 +317,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		}
 	}
 	var cert tls.Certificate
-	if s.cfg.DoTListen != "" || s.cfg.DoQListen != "" {
+	if s.cfg.DoTListen != "" || s.cfg.DoQListen != "" || s.cfg.DoHListen != "" {
 		var err error
 		if cert, err = tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey); err != nil {
 			return fail(fmt.Errorf("dns.tls_cert/tls_key: %w", err))
@@ -316,6 +327,17 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		if err := start("dot", "tcp-tls", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"dot"}}); err != nil {
 			return fail(err)
 		}
+	}
+	if l := s.cfg.DoHListen; l != "" {
+		tl, err := tls.Listen("tcp", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}})
+		if err != nil {
+			return fail(fmt.Errorf("doh %s: %w", l, err))
+		}
+		s.mu.Lock()
+		s.addrs["doh"] = tl.Addr()
+		s.mu.Unlock()
+		s.log.Info("listening", "dns", "doh", "addr", tl.Addr().String())
+		go s.serveH2(ctx, tl)
 	}
 	var doq *quic.Listener
 	if l := s.cfg.DoQListen; l != "" {
@@ -359,8 +381,8 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	return nil
 }
 
-// Addr is a listener's bound address ("udp", "tcp", "dot", "doq"), once
-// running.
+// Addr is a listener's bound address ("udp", "tcp", "dot", "doq",
+// "doh"), once running.
 func (s *Server) Addr(name string) net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()

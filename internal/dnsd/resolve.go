@@ -41,6 +41,9 @@ type outcome struct {
 	encrypted bool
 	client    *dnsClient
 	dnssec    string // when validating: secure, insecure or bogus
+	// now: answer only without an upstream (resolveNow); a nil answer
+	// says one is needed.
+	now bool
 }
 
 // resolve answers one query from a client over a transport: checks it,
@@ -51,6 +54,22 @@ func (s *Server) resolve(ctx context.Context, req *dns.Msg, c caller) *dns.Msg {
 	start := time.Now()
 	o := outcome{via: c.via, encrypted: c.encrypted, client: s.clientFor(c)}
 	resp := s.answer(ctx, req, &o)
+	finish(req, resp, c.via)
+	s.record(start, req, resp, c.addr, c.via, &o)
+	return resp
+}
+
+// resolveNow is resolve for what needs no upstream (a cached answer, a
+// block, the client check, an error): nil when the answer must be
+// fetched, which resolve then does (a server that must not wait on
+// upstreams, like the DoH listener's read loop, calls it first).
+func (s *Server) resolveNow(req *dns.Msg, c caller) *dns.Msg {
+	start := time.Now()
+	o := outcome{via: c.via, encrypted: c.encrypted, client: s.clientFor(c), now: true}
+	resp := s.answer(context.Background(), req, &o)
+	if resp == nil {
+		return nil
+	}
 	finish(req, resp, c.via)
 	s.record(start, req, resp, c.addr, c.via, &o)
 	return resp
@@ -97,6 +116,9 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 	}
 	if s.cfg.SafeSearch || o.client != nil && o.client.cfg.SafeSearch {
 		if t := safeTarget(name); t != "" {
+			if o.now {
+				return nil
+			}
 			return s.safeAnswer(ctx, req, t, o)
 		}
 	}
@@ -120,6 +142,9 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 			}()
 		}
 		return m
+	}
+	if o.now {
+		return nil
 	}
 	s.metrics.miss.Inc()
 	a, err := s.fetch(ctx, req, key, name)

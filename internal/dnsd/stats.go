@@ -33,14 +33,13 @@ const (
 	statKinds
 )
 
-type statEntry struct {
-	count, err uint64
-	rule       string // blocked: the rule that blocked it last
-}
+// statSummary holds a bucket's keys; the value is the rule that blocked
+// a domain last (blocked list only).
+type statSummary = topk.Summary[string, string]
 
 type statsBucketT struct {
 	start                    int64
-	keys                     [statKinds]map[string]*statEntry
+	keys                     [statKinds]*statSummary
 	queries, blocked, cached uint64
 }
 
@@ -57,21 +56,19 @@ func (s *stats) bucket(now time.Time) *statsBucketT {
 		b.queries, b.blocked, b.cached = 0, 0, 0
 		for i := range b.keys {
 			if b.keys[i] == nil {
-				b.keys[i] = make(map[string]*statEntry, statsK)
+				b.keys[i] = topk.New[string, string](statsK)
 			} else {
-				clear(b.keys[i])
+				b.keys[i].Reset()
 			}
 		}
 	}
 	return b
 }
 
-func bump(m map[string]*statEntry, key, rule string) {
-	e := topk.Slot(m, key, statsK, func(e *statEntry) uint64 { return e.count },
-		func(e *statEntry, inherit uint64) { *e = statEntry{count: inherit, err: inherit} })
-	e.count++
+func bump(s *statSummary, key, rule string) {
+	e, _ := s.Add(key)
 	if rule != "" {
-		e.rule = rule
+		e.Val = rule
 	}
 }
 
@@ -131,18 +128,18 @@ func (s *stats) top(from, to time.Time, limit int) Stats {
 		out.Blocked += b.blocked
 		out.Cached += b.cached
 		for k := range b.keys {
-			for key, e := range b.keys[k] {
-				it := sums[k][key]
+			b.keys[k].Each(func(e *topk.Entry[string, string]) {
+				it := sums[k][e.Key]
 				if it == nil {
-					it = &StatItem{Key: key}
-					sums[k][key] = it
+					it = &StatItem{Key: e.Key}
+					sums[k][e.Key] = it
 				}
-				it.Count += e.count
-				it.MaxError += e.err
-				if e.rule != "" {
-					it.Rule = e.rule
+				it.Count += e.Count
+				it.MaxError += e.Err
+				if e.Val != "" {
+					it.Rule = e.Val
 				}
-			}
+			})
 		}
 	}
 	s.mu.Unlock()

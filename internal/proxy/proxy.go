@@ -48,6 +48,11 @@ type Deps struct {
 	// Reload re-reads the config and applies it (the app's reload, which
 	// calls Module.Reload with the new proxy section).
 	Reload func() error
+	// DoH is the resolver's DNS over HTTPS handler once it runs (nil
+	// before, or without one): /_ops/dns-query goes to it directly, not
+	// through Local's router and middleware (a DoH client asks a query
+	// per request, and the router cost a tenth of one).
+	DoH func() http.Handler
 }
 
 // Module is the edge proxy.

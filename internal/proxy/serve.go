@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/opsgraph/ops/internal/clientip"
+	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/policy"
@@ -57,6 +58,15 @@ type passKey struct{}
 
 // ServeHTTP is the proxy's request path.
 func (m *Module) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// DoH first, without entering serve's large frame (a new HTTP/2
+	// stream's goroutine grew its stack for it).
+	if m.deps.DoH != nil && strings.HasPrefix(r.URL.Path, dohPath) && m.serveDoH(w, r) {
+		return
+	}
+	m.serve(w, r)
+}
+
+func (m *Module) serve(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	tb := m.table.Load()
 	// One form of the path and host for every decision below and for the
@@ -346,6 +356,34 @@ func (m *Module) serveOps(w http.ResponseWriter, r *http.Request) {
 	u.RawPath = ""
 	r2.URL = &u
 	m.deps.Local.ServeHTTP(w, r2)
+}
+
+// dohPath is where the resolver's DoH answers on the proxy.
+const dohPath = OpsPrefix + "/dns-query"
+
+// serveDoH hands GET and POST /_ops/dns-query[/<client>] to the resolver,
+// as the API's routes /dns-query and /dns-query/{client} would (the same
+// handler); false: not a DoH request, or no resolver. Only a path already
+// in canonical form with a token of doh_token's characters is taken
+// here; any other spelling goes the general way (canonicalised, then
+// routed), which ends at the same handler or a 404.
+func (m *Module) serveDoH(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost || r.URL.RawPath != "" {
+		return false
+	}
+	rest := r.URL.Path[len(dohPath):]
+	if rest != "" && (rest[0] != '/' || !config.ValidDoHToken(rest[1:])) {
+		return false
+	}
+	h := m.deps.DoH()
+	if h == nil {
+		return false
+	}
+	if rest != "" {
+		r.SetPathValue("client", rest[1:])
+	}
+	h.ServeHTTP(w, r)
+	return true
 }
 
 func tooMany(w http.ResponseWriter, wait time.Duration) {

@@ -24,9 +24,8 @@ const (
 	topBuckets = 288 // a day
 )
 
+// topEntry is what a path's entry holds beside its count and error.
 type topEntry struct {
-	route, path            string
-	count, err             uint64 // err: the most count may be over
 	s4xx, s5xx, bytes, dur uint64 // dur in microseconds
 }
 
@@ -34,7 +33,7 @@ type topKey struct{ route, path string }
 
 type topBucketT struct {
 	start   int64 // unix seconds of the bucket, 0 when unused
-	entries map[topKey]*topEntry
+	entries *topk.Summary[topKey, topEntry]
 }
 
 type topPaths struct {
@@ -51,20 +50,19 @@ func (t *topPaths) add(now time.Time, route, path string, code int, bytes int64,
 	if b.start != start {
 		b.start = start
 		if b.entries == nil {
-			b.entries = make(map[topKey]*topEntry, topK)
+			b.entries = topk.New[topKey, topEntry](topK)
 		} else {
-			clear(b.entries)
+			b.entries.Reset()
 		}
 	}
 	// A struct key: no string is made per request, only for a path new
 	// to the bucket (cloned: the request's strings are not kept).
-	e := b.entries[topKey{route, path}]
-	if e == nil {
-		r, p := strings.Clone(route), strings.Clone(path)
-		e = topk.Slot(b.entries, topKey{r, p}, topK, func(e *topEntry) uint64 { return e.count },
-			func(e *topEntry, inherit uint64) { *e = topEntry{route: r, path: p, count: inherit, err: inherit} })
+	key := topKey{route, path}
+	if b.entries.Lookup(key) == nil {
+		key = topKey{strings.Clone(route), strings.Clone(path)}
 	}
-	e.count++
+	ent, _ := b.entries.Add(key)
+	e := &ent.Val
 	switch {
 	case code >= 500:
 		e.s5xx++
@@ -100,19 +98,20 @@ func (t *topPaths) top(from, to time.Time, limit int) []PathStat {
 		if b.start == 0 || b.start < from.Truncate(topBucket).Unix() || b.start >= to.Unix() {
 			continue
 		}
-		for k, e := range b.entries {
+		b.entries.Each(func(ent *topk.Entry[topKey, topEntry]) {
+			k, e := ent.Key, &ent.Val
 			s := sum[k]
 			if s == nil {
-				s = &PathStat{Route: e.route, Path: e.path}
+				s = &PathStat{Route: k.route, Path: k.path}
 				sum[k] = s
 			}
-			s.Requests += e.count
-			s.MaxError += e.err
+			s.Requests += ent.Count
+			s.MaxError += ent.Err
 			s.Status4 += e.s4xx
 			s.Status5 += e.s5xx
 			s.Bytes += e.bytes
 			durs[k] += e.dur
-		}
+		})
 	}
 	t.mu.Unlock()
 	out := make([]PathStat, 0, len(sum))

@@ -39,8 +39,8 @@ func TestTopPathsBounds(t *testing.T) {
 		n++
 	}
 	for i := range tp.buckets {
-		if len(tp.buckets[i].entries) > topK {
-			t.Fatalf("bucket holds %d paths, over %d", len(tp.buckets[i].entries), topK)
+		if e := tp.buckets[i].entries; e != nil && e.Len() > topK {
+			t.Fatalf("bucket holds %d paths, over %d", e.Len(), topK)
 		}
 	}
 	top := tp.top(now.Add(-time.Hour), now.Add(time.Minute), topK)
