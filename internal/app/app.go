@@ -28,6 +28,7 @@ import (
 	"github.com/opsgraph/ops/internal/cqrs"
 	"github.com/opsgraph/ops/internal/deploy"
 	"github.com/opsgraph/ops/internal/dnsd"
+	"github.com/opsgraph/ops/internal/forward"
 	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/logging"
@@ -83,6 +84,7 @@ type App struct {
 	// shared links with it).
 	analytics atomic.Pointer[analytics.Module]
 	dns       atomic.Pointer[dnsd.Server] // for tests: its listeners' addresses
+	forward   atomic.Pointer[forward.Proxy]
 	// apiReady is closed when the api module is constructed, for Addr.
 	apiReady chan struct{}
 }
@@ -226,6 +228,16 @@ func (a *App) defs() []Def {
 				}
 				return m, err
 			}},
+		// forward is the office's explicit forward proxy (proxy.forward).
+		{Name: "forward", Deps: []string{"bus", "api", "identity"}, Enabled: func() bool { return a.cfg.Proxy.Forward.Listen != "" },
+			New: func() (Module, error) {
+				m, err := forward.New(a.cfg.Proxy.Forward, forward.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("forward"), Registry: a.reg,
+					DataDir: a.cfg.DataDir, Auth: a.identity, Handle: a.api.Handle})
+				if err == nil {
+					a.forward.Store(m)
+				}
+				return m, err
+			}},
 		a.tsdbDef(),  // tsdb.go, or notsdb.go in a build with -tags notsdb
 		a.alertDef(), // the same
 		// ui is the web UI: pages and embedded assets, nothing running.
@@ -233,7 +245,7 @@ func (a *App) defs() []Def {
 			return ui.New(ui.Deps{Logger: a.logs.Logger("ui"), Handle: a.api.Handle, Allowed: a.identity.Allowed,
 				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running, Shared: a.shared}), nil
 		}},
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "dns", "ui"}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "dns", "forward", "ui"}},
 	}
 }
 
@@ -497,3 +509,6 @@ func (a *App) Proxy() *proxy.Module { return a.proxy }
 
 // DNS is the dns module once built (nil when it is off), for tests.
 func (a *App) DNS() *dnsd.Server { return a.dns.Load() }
+
+// Forward is the forward proxy, once built (nil when not configured).
+func (a *App) Forward() *forward.Proxy { return a.forward.Load() }

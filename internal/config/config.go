@@ -290,6 +290,7 @@ func (c *Config) Validate() Errors {
 	}
 	c.validateGraph(add)
 	c.validateDNS(add)
+	c.validateForward(add)
 	for i, k := range c.Collector.WriteKeys {
 		if len(k) < 8 {
 			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")

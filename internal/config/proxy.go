@@ -25,6 +25,7 @@ type Proxy struct {
 	IdleTimeout       Duration        `yaml:"idle_timeout" doc:"keep-alive connections from clients close after this idle time"`
 	EncodedSlashes    string          `yaml:"encoded_slashes" doc:"reject: a path holding %2F or %5C gets 400; keep: they go upstream escaped, and routes, ACLs and path blocks must agree on the path read both ways (docs/proxy.md)"`
 	FastPath          bool            `yaml:"fast_path" doc:"serve plain HTTP/1.1 requests that need no cache, injection, compression or sign-in on Ops's own lighter path (docs/proxy.md); false sends every request through Go's net/http server"`
+	Forward           ProxyForward    `yaml:"forward"`
 }
 
 // ProxyCache sizes the RFC 9111 shared cache.
@@ -143,6 +144,7 @@ func defaultProxy() Proxy {
 		},
 		IdentityHeaders: IdentityHeaders{User: "X-Forwarded-User", Groups: "X-Forwarded-Groups", Email: "X-Forwarded-Email"},
 		Cache:           ProxyCache{Memory: 64 << 20, Disk: 1 << 30, MaxObject: 64 << 20},
+		Forward:         defaultForward(),
 	}
 }
 

@@ -3,10 +3,14 @@ package identity
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
+	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/reply"
 )
 
@@ -84,4 +88,55 @@ func (m *Module) Unauthenticated(w http.ResponseWriter, r *http.Request, prefix 
 // already signed-in users).
 func (m *Module) Locked(ctx context.Context, user string) (string, error) {
 	return m.locked(ctx, user, netipZero)
+}
+
+// CheckPassword checks a user name and password as the sign-in form does,
+// for a server that takes passwords itself (the forward proxy's Basic
+// auth): the throttle per user name and per address first, then POLICY
+// locks, then the providers in order. A refusal counts against the
+// throttle and is audited as ev.auth.failed (via: what asked), as the
+// form's are. ErrInvalid, ErrLocked (throttled or locked) or
+// ErrUnavailable.
+func (m *Module) CheckPassword(ctx context.Context, user, password string, ip netip.Addr, via string) (*Identity, error) {
+	anon := ""
+	if ip.IsValid() {
+		anon = clientip.Anonymize(ip).String()
+	}
+	failed := func(reason string) {
+		m.emit(ctx, "auth.failed", map[string]any{"user": user, "reason": reason, "ip": anon, "via": via})
+	}
+	ukey, akey := "u:"+userKey(user), addrKey(ip)
+	now := time.Now()
+	if no, _ := m.userThrottle.refused(ukey, now); no {
+		failed("throttled")
+		return nil, fmt.Errorf("%w: too many refused sign-ins for this user", ErrLocked)
+	}
+	if no, _ := m.addrThrottle.refused(akey, now); no && akey != "" {
+		failed("throttled")
+		return nil, fmt.Errorf("%w: too many refused sign-ins from this address", ErrLocked)
+	}
+	why, err := m.locked(ctx, user, ip)
+	if err != nil {
+		return nil, err
+	}
+	if why != "" {
+		failed("locked")
+		return nil, fmt.Errorf("%w: %s", ErrLocked, why)
+	}
+	id, err := m.login(ctx, user, password)
+	switch {
+	case errors.Is(err, ErrInvalid):
+		failed("invalid_credentials")
+		m.userThrottle.fail(ukey, time.Now())
+		if akey != "" {
+			m.addrThrottle.fail(akey, time.Now())
+		}
+		return nil, err
+	case err != nil:
+		failed("provider_unavailable")
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	m.userThrottle.succeed(ukey)
+	m.resolve(id)
+	return id, nil
 }

@@ -35,7 +35,7 @@ const OpsPrefix = "/_ops"
 // collector, links, sign-in, DNS over HTTPS and the DNS client check (when
 // the dns module runs);
 // never the rest of the API.
-var firstParty = []string{"/ops.js", "/v1/", "/beacon/", "/pixel/", "/c/", "/o/", "/out/", "/cluster-info", "/login", "/api/v1/login", "/api/v1/logout", "/api/v1/me", "/dns-query", "/dns-check"}
+var firstParty = []string{"/ops.js", "/v1/", "/beacon/", "/pixel/", "/c/", "/o/", "/out/", "/cluster-info", "/login", "/api/v1/login", "/api/v1/logout", "/api/v1/me", "/dns-query", "/dns-check", "/proxy.pac"}
 
 // pass is what one request carries from ServeHTTP to the reverse proxy.
 type pass struct {
