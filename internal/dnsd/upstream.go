@@ -81,7 +81,7 @@ func newUpstream(raw string, o upstreamOptions) (upstream, error) {
 			tls: &tls.Config{ServerName: u.Hostname(), RootCAs: o.roots, MinVersion: tls.VersionTLS13, NextProtos: []string{doqALPN}}}, nil
 	case "tls":
 		return &dotUp{addr: hostPort("853"), tls: &tls.Config{ServerName: u.Hostname(), RootCAs: o.roots, MinVersion: tls.VersionTLS12},
-			timeout: o.timeout, dial: o.dial, idle: make(chan *dns.Conn, 8)}, nil
+			timeout: o.timeout, dial: o.dial, idle: make(chan *dns.Conn, dotConns), slots: make(chan struct{}, dotConns)}, nil
 	case "https":
 		tr := &http.Transport{DialContext: o.dial.DialContext, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 8,
 			TLSClientConfig: &tls.Config{RootCAs: o.roots, MinVersion: tls.VersionTLS12}, IdleConnTimeout: 90 * time.Second,
@@ -153,14 +153,20 @@ func (p *plainUp) udp(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
 	return r, nil
 }
 
-// dotUp is DNS over TLS (RFC 7858), reusing connections.
+// dotUp is DNS over TLS (RFC 7858), reusing connections: at most
+// dotConns at once, a query each; more queries wait for one (a burst of
+// new names must not open hundreds of TLS connections to a resolver,
+// which would refuse or rate-limit them).
 type dotUp struct {
 	addr    string
 	tls     *tls.Config
 	timeout time.Duration
 	dial    *dialer
 	idle    chan *dns.Conn
+	slots   chan struct{}
 }
+
+const dotConns = 16
 
 func (d *dotUp) String() string { return "tls://" + d.addr }
 
@@ -185,6 +191,16 @@ func (d *dotUp) conn(ctx context.Context) (*dns.Conn, bool, error) {
 }
 
 func (d *dotUp) exchange(ctx context.Context, m *dns.Msg) (*dns.Msg, error) {
+	wait := time.NewTimer(d.timeout)
+	defer wait.Stop()
+	select {
+	case d.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-wait.C:
+		return nil, fmt.Errorf("%s: all %d connections busy for %v", d, dotConns, d.timeout)
+	}
+	defer func() { <-d.slots }()
 	for attempt := 0; ; attempt++ {
 		c, reused, err := d.conn(ctx)
 		if err != nil {
