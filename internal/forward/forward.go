@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"log/slog"
 	"net"
@@ -40,6 +39,7 @@ import (
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/evqueue"
 	"github.com/opsgraph/ops/internal/identity"
+	"github.com/opsgraph/ops/internal/reply"
 )
 
 // Authenticator checks credentials (identity.Module): API tokens by
@@ -310,11 +310,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.Path = r.URL.Path
-	rec := &recorder{ResponseWriter: w}
+	rec := &reply.Recorder{ResponseWriter: w}
 	r.Header.Del("Proxy-Authorization")
 	p.http.ServeHTTP(rec, r)
-	b.Status, b.BytesIn = rec.code, rec.n
-	if rec.code == 0 {
+	b.Status, b.BytesIn = rec.Code, rec.N
+	if rec.Code == 0 {
 		b.Status = http.StatusOK
 	}
 	if b.Status == http.StatusBadGateway || b.Status == http.StatusForbidden {
@@ -646,40 +646,7 @@ func (p *Proxy) servePAC(w http.ResponseWriter, r *http.Request) {
 }
 
 // page writes a small HTML page (the block page, errors).
-func page(w http.ResponseWriter, code int, title, msg string) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	fmt.Fprintf(w, "<!doctype html><title>%d %s</title><h1>%s</h1><p>%s</p>\n", code, html.EscapeString(title), html.EscapeString(title), html.EscapeString(msg))
-}
-
-type recorder struct {
-	http.ResponseWriter
-	code int
-	n    int64
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if r.code == 0 {
-		r.code = code
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	n, err := r.ResponseWriter.Write(b)
-	r.n += int64(n)
-	return n, err
-}
-
-func (r *recorder) Flush() {
-	if f, ok := r.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
+func page(w http.ResponseWriter, code int, title, msg string) { reply.Page(w, code, title, msg) }
 
 // discard is a ResponseWriter for identity checks that write nothing.
 type discard struct{}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	"log/slog"
 	"math"
@@ -25,6 +24,7 @@ import (
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/policy"
+	"github.com/opsgraph/ops/internal/reply"
 )
 
 // OpsPrefix is where the proxy serves Ops's first-party endpoints on every
@@ -392,43 +392,12 @@ func tooMany(w http.ResponseWriter, wait time.Duration) {
 }
 
 // page writes a small HTML error page.
-func page(w http.ResponseWriter, code int, title, msg string) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, pageBody(code, title, msg))
-}
+func page(w http.ResponseWriter, code int, title, msg string) { reply.Page(w, code, title, msg) }
 
-func pageBody(code int, title, msg string) string {
-	return fmt.Sprintf("<!doctype html><title>%d %s</title><h1>%d %s</h1><p>%s</p>\n", code, html.EscapeString(title), code, html.EscapeString(title), html.EscapeString(msg))
-}
+func pageBody(code int, title, msg string) string { return reply.PageBody(code, title, msg) }
 
 // recorder counts the status and bytes of a response.
-type recorder struct {
-	http.ResponseWriter
-	code int
-	n    int64
-}
-
-func (r *recorder) WriteHeader(c int) {
-	if r.code == 0 {
-		r.code = c
-	}
-	r.ResponseWriter.WriteHeader(c)
-}
-
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.code == 0 {
-		r.code = http.StatusOK
-	}
-	n, err := r.ResponseWriter.Write(b)
-	r.n += int64(n)
-	return n, err
-}
-
-func (r *recorder) Flush() { _ = http.NewResponseController(r.ResponseWriter).Flush() }
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+type recorder = reply.Recorder
 
 type countReader struct {
 	rc  io.ReadCloser
@@ -511,7 +480,7 @@ func (m *Module) finish(tb *table, rt *route, r *http.Request, rec *recorder, in
 	if ct := rec.Header()["Content-Type"]; len(ct) > 0 {
 		p.ctype = eventType([]byte(ct[0]))
 	}
-	m.record(tb, rt, &q, rec.code, in, rec.n, p, start)
+	m.record(tb, rt, &q, rec.Code, in, rec.N, p, start)
 }
 
 // reqInfo is what a request event says of the request.
