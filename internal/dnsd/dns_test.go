@@ -112,6 +112,18 @@ func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
 	return res
 }
 
+// roots trusts the test CA of Ops's TLS listeners.
+func (res *resolver) roots(t *testing.T) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(res.dotCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	return roots
+}
+
 // api calls Ops's API as the admin (token "" for none) and returns the
 // status and body.
 func (res *resolver) api(t *testing.T, method, path, token, body string) (int, string) {
@@ -421,12 +433,7 @@ func TestPolicyBlocksLive(t *testing.T) {
 // not, not blocked; a transport that is not there says why.
 func TestCheck(t *testing.T) {
 	res := startResolver(t, nil)
-	pem, err := os.ReadFile(res.dotCA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
+	roots := res.roots(t)
 	ctx := context.Background()
 	for _, u := range []string{"udp://" + res.plain, "tls://" + res.dot, "https://" + res.proxy + "/_ops/dns-query"} {
 		rep, err := dnsd.Check(ctx, u, dnsd.CheckOptions{Name: "www.test", Blocked: "ads.test", Roots: roots, ServerName: "localhost"})
@@ -484,9 +491,7 @@ func TestCheck(t *testing.T) {
 // token nobody resolved, not through Ops. The final answer is an event.
 func TestClientCheck(t *testing.T) {
 	res := startResolver(t, func(d *config.DNS) { d.CheckDomain, d.CheckAddress = "dnscheck.test", "127.0.0.1" })
-	pem, _ := os.ReadFile(res.dotCA)
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
+	roots := res.roots(t)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}, ForceAttemptHTTP2: true}}
 	base := "https://" + res.proxy + "/_ops/dns-check"
 	token := func() string {
@@ -697,12 +702,7 @@ func TestDNSCryptUpstream(t *testing.T) {
 // 0) has its connection closed with DOQ_PROTOCOL_ERROR.
 func TestDoQ(t *testing.T) {
 	res := startResolver(t, nil)
-	pem, err := os.ReadFile(res.dotCA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
+	roots := res.roots(t)
 
 	// dnsproxy as a client: plain DNS in, DoQ to Ops (checking Ops's
 	// certificate against the test CA).

@@ -3,13 +3,11 @@ package dnsd_test
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -34,9 +32,7 @@ func TestDoHListener(t *testing.T) {
 	})
 	addr := res.r.App.DNS().Addr("doh").String()
 	base := "https://" + addr
-	pem, _ := os.ReadFile(res.dotCA)
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
+	roots := res.roots(t)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}}
 	wire := func(name string, t uint16) []byte {
 		m := new(dns.Msg)
@@ -153,9 +149,7 @@ func TestDoHListener(t *testing.T) {
 func TestDoHListenerLimits(t *testing.T) {
 	res := startResolver(t, func(d *config.DNS) { d.DoHListen = "127.0.0.1:0" })
 	addr := res.r.App.DNS().Addr("doh").String()
-	pem, _ := os.ReadFile(res.dotCA)
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
+	roots := res.roots(t)
 	dial := func() (*tls.Conn, *http2.Framer) {
 		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"h2"}})
 		if err != nil {

@@ -270,17 +270,19 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		}
 		return err
 	}
-	start := func(name, network, addr string, tc *tls.Config) error {
+	// start serves on a socket already bound (pc or ln), or binds addr.
+	start := func(name, network, addr string, tc *tls.Config, pc net.PacketConn, ln net.Listener) error {
 		via := map[string]string{"udp": viaUDP, "tcp": viaTCP, "tcp-tls": viaDoT}[network]
 		srv := &dns.Server{Net: network, TLSConfig: tc, Handler: s.wireHandler(via), ReusePort: false,
-			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
+			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, PacketConn: pc, Listener: ln}
 		var err error
-		switch network {
-		case "udp":
+		switch {
+		case pc != nil || ln != nil:
+		case network == "udp":
 			srv.PacketConn, err = net.ListenPacket("udp", addr)
-		case "tcp":
+		case network == "tcp":
 			srv.Listener, err = net.Listen("tcp", addr)
-		case "tcp-tls":
+		case network == "tcp-tls":
 			srv.Listener, err = tls.Listen("tcp", addr, tc)
 		}
 		if err != nil {
@@ -294,25 +296,24 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 			}
 		}()
 		<-up
-		s.mu.Lock()
 		if srv.PacketConn != nil {
-			s.addrs[name] = srv.PacketConn.LocalAddr()
+			s.bound(name, srv.PacketConn.LocalAddr())
 		} else {
-			s.addrs[name] = srv.Listener.Addr()
+			s.bound(name, srv.Listener.Addr())
 		}
-		s.mu.Unlock()
-		s.log.Info("listening", "dns", name, "addr", s.Addr(name).String())
 		servers = append(servers, srv)
 		return nil
 	}
 	if l := s.cfg.Listen; l != "" {
-		if err := start("udp", "udp", l, nil); err != nil {
+		pc, ln, err := bindUDPTCP(l)
+		if err != nil {
 			return fail(err)
 		}
-		// TCP on the same port as UDP (when the port was 0, the one UDP got).
-		_, port, _ := net.SplitHostPort(s.Addr("udp").String())
-		host, _, _ := net.SplitHostPort(l)
-		if err := start("tcp", "tcp", net.JoinHostPort(host, port), nil); err != nil {
+		if err := start("udp", "udp", l, nil, pc, nil); err != nil {
+			ln.Close()
+			return fail(err)
+		}
+		if err := start("tcp", "tcp", l, nil, nil, ln); err != nil {
 			return fail(err)
 		}
 	}
@@ -324,7 +325,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		}
 	}
 	if l := s.cfg.DoTListen; l != "" {
-		if err := start("dot", "tcp-tls", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"dot"}}); err != nil {
+		if err := start("dot", "tcp-tls", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"dot"}}, nil, nil); err != nil {
 			return fail(err)
 		}
 	}
@@ -333,10 +334,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		if err != nil {
 			return fail(fmt.Errorf("doh %s: %w", l, err))
 		}
-		s.mu.Lock()
-		s.addrs["doh"] = tl.Addr()
-		s.mu.Unlock()
-		s.log.Info("listening", "dns", "doh", "addr", tl.Addr().String())
+		s.bound("doh", tl.Addr())
 		go s.serveH2(ctx, tl)
 	}
 	var doq *quic.Listener
@@ -345,10 +343,7 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 		if doq, err = s.listenDoQ(l, cert); err != nil {
 			return fail(fmt.Errorf("doq %s: %w", l, err))
 		}
-		s.mu.Lock()
-		s.addrs["doq"] = doq.Addr()
-		s.mu.Unlock()
-		s.log.Info("listening", "dns", "doq", "addr", doq.Addr().String())
+		s.bound("doq", doq.Addr())
 		go s.serveDoQ(ctx, doq)
 	}
 	if s.deps.Bus != nil {
@@ -379,6 +374,39 @@ func (s *Server) Run(ctx context.Context, ready func()) error {
 	ecancel()
 	<-evDone
 	return nil
+}
+
+// bindUDPTCP binds UDP and TCP on the same port of addr. With port 0 the
+// port UDP gets may be taken for TCP (by anything else on the machine):
+// then another is tried, up to 20 times.
+func bindUDPTCP(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("udp %s: %w", addr, err)
+	}
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("udp %s: %w", addr, err)
+		}
+		_, got, _ := net.SplitHostPort(pc.LocalAddr().String())
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, got))
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if port != "0" || try == 19 {
+			return nil, nil, fmt.Errorf("tcp %s: %w", net.JoinHostPort(host, got), err)
+		}
+	}
+}
+
+// bound notes a listener's address (for Addr) and logs it.
+func (s *Server) bound(name string, a net.Addr) {
+	s.mu.Lock()
+	s.addrs[name] = a
+	s.mu.Unlock()
+	s.log.Info("listening", "dns", name, "addr", a.String())
 }
 
 // Addr is a listener's bound address ("udp", "tcp", "dot", "doq",

@@ -97,6 +97,13 @@ func StartApp(t testing.TB, targets []string, mod func(*config.Config)) *Running
 	}
 	t.Cleanup(func() { _ = r.Stop() })
 	CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		select {
+		case err := <-done:
+			// Run ended while starting: say why, not "connection refused".
+			stopped, stopErr = true, err
+			t.Fatalf("app stopped during start: %v", err)
+		default:
+		}
 		resp, err := http.Get(url + "/readyz")
 		if err != nil {
 			return err
