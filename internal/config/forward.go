@@ -15,7 +15,8 @@ type ProxyForward struct {
 	Default      string        `yaml:"default" doc:"what a host no rule matches gets: allow or block"`
 	Rules        []ForwardRule `yaml:"rules" doc:"in order, the first matching rule decides: hosts, and optionally users, groups and client networks"`
 	AllowPorts   []int         `yaml:"allow_ports" doc:"ports CONNECT may tunnel to (HTTPS by default; SMTP and the like are not for browsers)"`
-	DenyNetworks Strings       `yaml:"deny_networks" doc:"addresses the proxy never connects to, whatever the name resolves to (loopback, link-local and cloud metadata by default: the proxy's own host and Ops's API stay out of reach)"`
+	DenyNetworks Strings       `yaml:"deny_networks" doc:"addresses the proxy never connects to, whatever the name resolves to (loopback, link-local and cloud metadata by default)"`
+	DenyOwn      bool          `yaml:"deny_own_addresses" doc:"never connect to an address of this machine's own interfaces (its LAN address too), so Ops's API and other local services stay out of reach through the proxy"`
 	IdleTimeout  Duration      `yaml:"idle_timeout" doc:"a tunnel with no byte either way for this long is closed"`
 	PACProxy     string        `yaml:"pac_proxy" doc:"host:port the PAC file tells browsers to use (what they can reach); empty: the listen address"`
 	PACDirect    Strings       `yaml:"pac_direct" doc:"host patterns the PAC file sends direct, not through the proxy (shExpMatch syntax, e.g. *.corp.example)"`
@@ -32,7 +33,7 @@ type ForwardRule struct {
 }
 
 func defaultForward() ProxyForward {
-	return ProxyForward{Auth: "basic", Default: "allow", AllowPorts: []int{443},
+	return ProxyForward{Auth: "basic", Default: "allow", AllowPorts: []int{443}, DenyOwn: true,
 		DenyNetworks: Strings{"127.0.0.0/8", "::1/128", "0.0.0.0/8", "169.254.0.0/16", "fe80::/10", "100.100.100.200/32", "fd00:ec2::254/128"},
 		IdleTimeout:  Duration(5 * time.Minute)}
 }

@@ -29,6 +29,7 @@ func TestBrowsingThroughForwardProxy(t *testing.T) {
 		f := &c.Proxy.Forward
 		f.Listen, f.Auth = "127.0.0.1:0", "none"
 		f.DenyNetworks = config.Strings{"169.254.0.0/16"}
+		f.DenyOwn = false
 		f.Rules = []config.ForwardRule{{Name: "no-localhost", Hosts: config.Strings{"localhost"}, Action: "block"}}
 	})
 	proxy := r.App.Forward().Addr().String()

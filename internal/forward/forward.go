@@ -92,6 +92,10 @@ type Proxy struct {
 	mu    sync.Mutex
 	addr  net.Addr
 	creds map[[32]byte]credEntry // sha256 of user NUL password -> who
+	// own: this machine's interface addresses (deny_own_addresses),
+	// read again when older than a minute.
+	own   map[netip.Addr]bool
+	ownAt time.Time
 }
 
 type rule struct {
@@ -518,7 +522,28 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-var errDenied = errors.New("address denied by proxy.forward.deny_networks")
+var errDenied = errors.New("address denied by proxy.forward.deny_networks or deny_own_addresses")
+
+// ownAddr reports whether ip is an address of one of this machine's
+// interfaces (or unspecified, which reaches them all).
+func (p *Proxy) ownAddr(ip netip.Addr) bool {
+	if ip.IsUnspecified() || ip.IsLoopback() {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.own == nil || time.Since(p.ownAt) > time.Minute {
+		p.own, p.ownAt = map[netip.Addr]bool{}, time.Now()
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+					p.own[pfx.Addr().Unmap()] = true
+				}
+			}
+		}
+	}
+	return p.own[ip]
+}
 
 // dial connects to addr after resolving it, refusing addresses in
 // deny_networks (the check is on what the name resolves to now, so a
@@ -535,7 +560,7 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	var errs []error
 	for _, ip := range ips {
 		ip = ip.Unmap()
-		if inAny(p.deny, ip) {
+		if inAny(p.deny, ip) || p.cfg.DenyOwn && p.ownAddr(ip) {
 			errs = append(errs, fmt.Errorf("%s: %w", ip, errDenied))
 			continue
 		}

@@ -60,6 +60,7 @@ func start(t *testing.T) *setup {
 		f.Listen = "127.0.0.1:0"
 		f.AllowPorts = []int{port}
 		f.DenyNetworks = config.Strings{"127.0.0.2/32", "169.254.0.0/16"}
+		f.DenyOwn = false // the test's sites are on this machine
 		f.PACDirect = config.Strings{"*.corp.example"}
 		f.Rules = []config.ForwardRule{{Name: "no-localhost-for-bob", Hosts: config.Strings{"localhost"}, Users: config.Strings{"bob"}, Action: "block"}}
 	})
@@ -199,4 +200,36 @@ func TestForwardProxy(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestForwardProxyKeepsOwnHostOutOfReach: with the defaults, the proxy
+// refuses to reach Ops's own API, by loopback or by any address of this
+// machine's interfaces (its LAN address too).
+func TestForwardProxyKeepsOwnHostOutOfReach(t *testing.T) {
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		c.HTTP.Listen = "0.0.0.0:0" // the API on every interface, as a careless setup would have it
+		c.Proxy.Forward.Listen, c.Proxy.Forward.Auth = "127.0.0.1:0", "none"
+	})
+	_, apiPort, _ := net.SplitHostPort(strings.TrimPrefix(r.URL, "http://"))
+	hosts := []string{"127.0.0.1", "localhost"}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				hosts = append(hosts, ipn.IP.String())
+			}
+		}
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: r.App.Forward().Addr().String()})}}
+	for _, h := range hosts {
+		// The API answers directly on that address...
+		if resp, err := http.Get("http://" + net.JoinHostPort(h, apiPort) + "/healthz"); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("the API on %s: %v %v", h, err, resp)
+		}
+		// ...but not through the proxy.
+		code, body, _ := get(t, c, "http://"+net.JoinHostPort(h, apiPort)+"/healthz")
+		if code != 403 || !strings.Contains(body, "denied") {
+			t.Fatalf("through the proxy to %s: %d %s", h, code, body)
+		}
+	}
+	t.Logf("refused: %v", hosts)
 }
