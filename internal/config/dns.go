@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -96,11 +95,9 @@ type DNSBlock struct {
 	Mode    string   `yaml:"mode" doc:"the answer to a blocked name: nxdomain, refused, null (0.0.0.0 and ::), or an address (a block page the proxy serves)"`
 }
 
-var tokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidDoHToken reports whether s could be a dns.clients doh_token (1 to
-// 64 of A-Z a-z 0-9 _ -), as tokenRE says, without a regexp: servers
-// check it per request.
+// ValidDoHToken reports whether s could be a dns.clients doh_token or
+// dot_name label (1 to 64 of A-Z a-z 0-9 _ -); servers check it per
+// request.
 func ValidDoHToken(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
@@ -285,10 +282,10 @@ func (c *Config) validateDNS(add func(path, format string, a ...any)) {
 				}
 			}
 		}
-		if t := c.DoHToken; t != "" && !tokenRE.MatchString(t) {
+		if t := c.DoHToken; t != "" && !ValidDoHToken(t) {
 			add(path+".doh_token", "want 1 to 64 letters, digits, - or _, got %q", t)
 		}
-		if t := c.DoTName; t != "" && !tokenRE.MatchString(t) {
+		if t := c.DoTName; t != "" && !ValidDoHToken(t) {
 			add(path+".dot_name", "want one DNS label, got %q", t)
 		}
 		for _, sv := range append(append(Strings{}, c.BlockedServices...), c.Schedule.Services...) {

@@ -128,20 +128,7 @@ func (res *resolver) roots(t *testing.T) *x509.CertPool {
 // status and body.
 func (res *resolver) api(t *testing.T, method, path, token, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, res.r.URL+path, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := testutil.Anonymous.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return testutil.Call(t, method, res.r.URL+path, token, body)
 }
 
 func httpUpstream(t *testing.T) string {

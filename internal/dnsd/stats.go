@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/reply"
 	"github.com/opsgraph/ops/internal/topk"
 )
@@ -164,23 +163,9 @@ func (s *stats) top(from, to time.Time, limit int) Stats {
 // CSV of the three lists with Accept: text/csv or ?format=csv).
 func (s *Server) statsHandler(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	since := time.Hour
-	if v := q.Get("since"); v != "" {
-		d, err := config.ParseDuration(v)
-		if err != nil || d <= 0 || d > 24*time.Hour {
-			reply.Error(w, http.StatusBadRequest, "since", "since: want a duration up to 24h (the stats kept), such as 15m or 1h; got "+strconv.Quote(v))
-			return
-		}
-		since = d
-	}
-	limit := 20
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > statsK {
-			reply.Error(w, http.StatusBadRequest, "limit", "limit: want 1 to "+strconv.Itoa(statsK))
-			return
-		}
-		limit = n
+	since, limit, ok := reply.Window(w, r, statsBucket*statsBuckets, statsK)
+	if !ok {
+		return
 	}
 	now := time.Now()
 	st := s.stats.top(now.Add(-since), now.Add(statsBucket), limit)

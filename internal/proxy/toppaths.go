@@ -3,12 +3,10 @@ package proxy
 import (
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/reply"
 	"github.com/opsgraph/ops/internal/topk"
 )
@@ -138,24 +136,9 @@ func (t *topPaths) top(from, to time.Time, limit int) []PathStat {
 
 // pathsHandler answers GET /api/v1/proxy/paths?since=1h&limit=20.
 func (m *Module) pathsHandler(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	since := time.Hour
-	if s := q.Get("since"); s != "" {
-		d, err := config.ParseDuration(s)
-		if err != nil || d <= 0 || d > 24*time.Hour {
-			reply.Error(w, http.StatusBadRequest, "since", "since: want a duration up to 24h, such as 15m or 6h")
-			return
-		}
-		since = d
-	}
-	limit := 20
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > topK {
-			reply.Error(w, http.StatusBadRequest, "limit", "limit: want 1 to "+strconv.Itoa(topK))
-			return
-		}
-		limit = n
+	since, limit, ok := reply.Window(w, r, topBucket*topBuckets, topK)
+	if !ok {
+		return
 	}
 	now := time.Now()
 	reply.JSON(w, http.StatusOK, map[string]any{"since": since.String(), "bucket": topBucket.String(), "paths": m.paths.top(now.Add(-since), now.Add(time.Second), limit)})
