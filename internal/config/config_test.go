@@ -146,3 +146,39 @@ func FuzzConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestTimeWindow(t *testing.T) {
+	at := func(s string) time.Time { // 2026-12-07 is a Monday
+		v, err := time.Parse("2006-01-02 15:04", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	cases := []struct {
+		window, at string
+		want       bool
+	}{
+		{"mon-fri 08:00-18:00", "2026-12-07 08:00", true},
+		{"mon-fri 08:00-18:00", "2026-12-07 18:00", false},
+		{"mon-fri 08:00-18:00", "2026-12-12 10:00", false}, // Saturday
+		{"sat,sun", "2026-12-13 03:00", true},
+		{"sat,sun", "2026-12-11 03:00", false},
+		{"22:00-06:00", "2026-12-07 23:30", true},
+		{"22:00-06:00", "2026-12-07 05:59", true},
+		{"22:00-06:00", "2026-12-07 06:00", false},
+		{"fri 22:00-06:00", "2026-12-12 02:00", true},  // Saturday night, started Friday
+		{"fri 22:00-06:00", "2026-12-11 02:00", false}, // Friday early morning started Thursday
+		{"fri-mon", "2026-12-07 12:00", true},          // a range through Sunday
+		{"fri-mon", "2026-12-09 12:00", false},
+	}
+	for _, c := range cases {
+		w, err := ParseTimeWindow(c.window)
+		if err != nil {
+			t.Fatalf("%s: %v", c.window, err)
+		}
+		if got := w.Contains(at(c.at)); got != c.want {
+			t.Errorf("%s at %s: %v, want %v", c.window, c.at, got, c.want)
+		}
+	}
+}

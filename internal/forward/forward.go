@@ -12,8 +12,10 @@
 package forward
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -24,7 +26,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,12 +38,15 @@ import (
 	"golang.org/x/net/idna"
 
 	"github.com/opsgraph/ops/internal/bus"
+	"github.com/opsgraph/ops/internal/canon"
 	"github.com/opsgraph/ops/internal/clientip"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/evqueue"
 	"github.com/opsgraph/ops/internal/identity"
+	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/reply"
+	"github.com/opsgraph/ops/internal/webfilter"
 )
 
 // Authenticator checks credentials (identity.Module): API tokens by
@@ -84,10 +91,16 @@ type Proxy struct {
 	rules  []rule
 	deny   []netip.Prefix
 	ports  map[int]bool
+	hosts  map[string]netip.Addr
 	dialer *net.Dialer
 	http   *httputil.ReverseProxy
 	events *evqueue.Queue
 	n      *prometheus.CounterVec
+	// filter is the content filter (nil when off); policy mirrors the
+	// POLICY bucket's browse entries.
+	filter  *filter
+	policy  *browsePolicy
+	reviews *prometheus.CounterVec
 
 	mu    sync.Mutex
 	addr  net.Addr
@@ -101,6 +114,7 @@ type Proxy struct {
 type rule struct {
 	cfg      config.ForwardRule
 	networks []netip.Prefix
+	times    []config.TimeWindow
 }
 
 // New builds the proxy; it listens in Run.
@@ -119,6 +133,13 @@ func New(cfg config.ProxyForward, deps Deps) (*Proxy, error) {
 			}
 			x.networks = append(x.networks, pfx)
 		}
+		for _, t := range r.Times {
+			tw, err := config.ParseTimeWindow(t)
+			if err != nil {
+				return nil, fmt.Errorf("proxy.forward.rules: %w", err)
+			}
+			x.times = append(x.times, tw)
+		}
 		p.rules = append(p.rules, x)
 	}
 	for _, n := range cfg.DenyNetworks {
@@ -131,8 +152,23 @@ func New(cfg config.ProxyForward, deps Deps) (*Proxy, error) {
 	for _, port := range cfg.AllowPorts {
 		p.ports[port] = true
 	}
+	p.hosts = map[string]netip.Addr{}
+	for name, addr := range cfg.Hosts {
+		a, err := netip.ParseAddr(addr)
+		if err != nil {
+			return nil, fmt.Errorf("proxy.forward.hosts.%s: %w", name, err)
+		}
+		h, err := webfilter.CanonHost(name)
+		if err != nil {
+			return nil, fmt.Errorf("proxy.forward.hosts.%s: %w", name, err)
+		}
+		p.hosts[h] = a.Unmap()
+	}
 	tr := &http.Transport{DialContext: p.dial, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 60 * time.Second, ForceAttemptHTTP2: false}
+		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 60 * time.Second, ForceAttemptHTTP2: false,
+		// What the client asked for goes upstream as it is: the transport
+		// adds no Accept-Encoding and decodes nothing behind its back.
+		DisableCompression: true}
 	p.http = &httputil.ReverseProxy{Transport: tr,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = pr.In.URL
@@ -145,11 +181,23 @@ func New(cfg config.ProxyForward, deps Deps) (*Proxy, error) {
 				code = http.StatusForbidden
 			}
 			page(w, code, "Cannot reach "+r.URL.Host, err.Error())
-		}}
+		},
+		ModifyResponse: p.scanResponse}
+	if cfg.Filter.Enabled {
+		var err error
+		if p.filter, err = newFilter(cfg.Filter, p.log.With("part", "filter")); err != nil {
+			return nil, err
+		}
+	}
+	if deps.Bus != nil {
+		p.policy = &browsePolicy{m: map[string]policy.Entry{}}
+	}
 	p.n = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_forward_requests_total",
 		Help: "Requests to the forward proxy, by method class (connect or http) and action (allow, block, auth, error)."}, []string{"kind", "action"})
+	p.reviews = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_forward_review_requests_total",
+		Help: "Reviews people asked for from the forward proxy's block page, by category (alert on increase())."}, []string{"category"})
 	if deps.Registry != nil {
-		deps.Registry.MustRegister(p.n)
+		deps.Registry.MustRegister(p.n, p.reviews)
 	}
 	if deps.Bus != nil {
 		var err error
@@ -197,6 +245,12 @@ func (p *Proxy) Run(ctx context.Context, ready func()) error {
 	} else {
 		close(evDone)
 	}
+	if p.filter != nil {
+		go p.filter.run(ctx)
+	}
+	if p.policy != nil {
+		go p.policy.watch(ctx, p)
+	}
 	ready()
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -216,19 +270,28 @@ func (p *Proxy) Addr() net.Addr {
 
 // browse is the data of an ev.proxy.browse event.
 type browse struct {
-	User     string  `json:"user,omitempty"`
-	Client   string  `json:"client,omitempty"` // anonymised
-	Method   string  `json:"method"`
-	Host     string  `json:"host"`
-	Port     int     `json:"port"`
-	Path     string  `json:"path,omitempty"` // plain HTTP only
-	Action   string  `json:"action"`         // allow, block, error
-	Rule     string  `json:"rule,omitempty"`
-	Reason   string  `json:"reason,omitempty"`
-	Status   int     `json:"status,omitempty"`
-	BytesIn  int64   `json:"bytes_in,omitempty"`
-	BytesOut int64   `json:"bytes_out,omitempty"`
-	Duration float64 `json:"duration_ms"`
+	User   string `json:"user,omitempty"`
+	Client string `json:"client,omitempty"` // anonymised
+	Method string `json:"method"`
+	Host   string `json:"host"`
+	Port   int    `json:"port"`
+	Path   string `json:"path,omitempty"` // plain HTTP only
+	SNI    string `json:"sni,omitempty"`  // tunnels: the TLS server name the client asked for
+	Action string `json:"action"`         // allow, block, warn, continue (through a warning), log, error
+	Rule   string `json:"rule,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// The content filter's verdict: the top category over the threshold,
+	// its score, the top scores, and how much of the page was scanned.
+	Category   string            `json:"category,omitempty"`
+	Score      int               `json:"score,omitempty"`
+	Scores     []webfilter.Score `json:"scores,omitempty"`
+	Scanned    int               `json:"scanned,omitempty"`
+	SafeSearch bool              `json:"safe_search,omitempty"`
+	RequestID  string            `json:"request_id,omitempty"` // on block and warn pages
+	Status     int               `json:"status,omitempty"`
+	BytesIn    int64             `json:"bytes_in,omitempty"`
+	BytesOut   int64             `json:"bytes_out,omitempty"`
+	Duration   float64           `json:"duration_ms"`
 }
 
 func (p *Proxy) record(b *browse, start time.Time) {
@@ -286,42 +349,77 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		b.User = id.User
 	}
-	action, ruleName := p.decide(host, id, client)
-	b.Rule = ruleName
+	st := &reqState{b: b, id: id, client: client, host: host, who: whoKey(id, client), start: start}
+	if kind == "http" {
+		if r.URL.Scheme != "http" {
+			b.Action, b.Status, b.Reason = "error", http.StatusBadRequest, "scheme "+r.URL.Scheme
+			p.record(b, start)
+			page(w, http.StatusBadRequest, "Bad request", "url: only http:// is forwarded; https goes through CONNECT")
+			return
+		}
+		b.Path = r.URL.Path
+		st.path, err = canon.Path(r.URL.EscapedPath(), canon.Options{KeepEncodedSlash: true})
+		if err != nil {
+			b.Action, b.Status, b.Reason = "error", http.StatusBadRequest, err.Error()
+			p.record(b, start)
+			page(w, http.StatusBadRequest, "Bad request", "path: "+err.Error())
+			return
+		}
+		if p.filter != nil {
+			switch st.path {
+			case continuePath:
+				p.serveContinue(w, r, st)
+				return
+			case reviewPath:
+				p.serveReview(w, r, st)
+				return
+			}
+		}
+	}
+	if p.filter != nil {
+		st.set = p.filter.set.Load()
+		st.sc = st.set.NewScores()
+		u := r.URL
+		if kind == "connect" {
+			u = &url.URL{Scheme: "https", Host: host}
+		}
+		st.sc.URL(u)
+	}
+	action, ruleName := p.decideFor(st)
 	if action == "allow" && kind == "connect" && !p.ports[port] {
 		action, b.Reason = "block", fmt.Sprintf("port %d is not in proxy.forward.allow_ports", port)
 	}
-	if action != "allow" {
-		b.Action, b.Status = "block", http.StatusForbidden
+	switch {
+	case action == "block", action == "warn" && (kind == "connect" || !p.filter.passed(st.who, host, b.Category)):
+		b.Action, b.Status = action, http.StatusForbidden
 		if b.Reason == "" {
 			b.Reason = "rule " + ruleName
 		}
-		p.n.WithLabelValues(kind, "block").Inc()
+		p.n.WithLabelValues(kind, action).Inc()
+		p.refuse(w, r, st, action)
 		p.record(b, start)
-		page(w, http.StatusForbidden, "Blocked: "+host, "The proxy's policy does not allow this ("+b.Reason+").")
 		return
 	}
-	b.Action = "allow"
+	b.Action = action
+	if action == "warn" {
+		b.Action = "continue"
+	}
 	p.n.WithLabelValues(kind, "allow").Inc()
 	if kind == "connect" {
-		p.tunnel(w, r, b, start)
+		p.tunnel(w, r, st)
 		return
 	}
-	if r.URL.Scheme != "http" {
-		b.Action, b.Status, b.Reason = "error", http.StatusBadRequest, "scheme "+r.URL.Scheme
-		p.record(b, start)
-		page(w, http.StatusBadRequest, "Bad request", "url: only http:// is forwarded; https goes through CONNECT")
-		return
+	if p.filter != nil && p.filter.cfg.SafeSearch && webfilter.SafeSearchRequest(r) {
+		b.SafeSearch = true
 	}
-	b.Path = r.URL.Path
 	rec := &reply.Recorder{ResponseWriter: w}
 	r.Header.Del("Proxy-Authorization")
-	p.http.ServeHTTP(rec, r)
+	p.http.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 	b.Status, b.BytesIn = rec.Code, rec.N
 	if rec.Code == 0 {
 		b.Status = http.StatusOK
 	}
-	if b.Status == http.StatusBadGateway || b.Status == http.StatusForbidden {
+	if st.denied == "" && (b.Status == http.StatusBadGateway || b.Status == http.StatusForbidden) {
 		b.Action = "error"
 	}
 	p.record(b, start)
@@ -446,10 +544,17 @@ func (p *Proxy) identify(r *http.Request, client netip.Addr) (*identity.Identity
 }
 
 // decide applies the rules in order; the first that matches the host,
-// the user (or one of their groups) and the client's network decides.
-func (p *Proxy) decide(host string, id *identity.Identity, client netip.Addr) (action, name string) {
+// the category, the user (or one of their groups), the client's network
+// and the time decides.
+func (p *Proxy) decide(host, category string, id *identity.Identity, client netip.Addr, now time.Time) (action, name string) {
 	for i, r := range p.rules {
-		if !hostMatches(r.cfg.Hosts, host) {
+		if len(r.cfg.Hosts) > 0 && !hostMatches(r.cfg.Hosts, host) {
+			continue
+		}
+		if len(r.cfg.Categories) > 0 && (category == "" || !slices.Contains(r.cfg.Categories, category)) {
+			continue
+		}
+		if len(r.times) > 0 && !slices.ContainsFunc(r.times, func(w config.TimeWindow) bool { return w.Contains(now) }) {
 			continue
 		}
 		if len(r.cfg.Users) > 0 || len(r.cfg.Groups) > 0 {
@@ -553,8 +658,10 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	if err != nil {
 		return nil, err
 	}
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
+	var ips []netip.Addr
+	if a, ok := p.hosts[strings.ToLower(host)]; ok {
+		ips = []netip.Addr{a}
+	} else if ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err != nil {
 		return nil, err
 	}
 	var errs []error
@@ -576,11 +683,19 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 	return nil, errors.Join(errs...)
 }
 
-// tunnel answers CONNECT: dial, 200, then bytes both ways until either
-// side closes or idles out.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, b *browse, start time.Time) {
+// tunnel answers CONNECT: dial, 200, then (with the filter on) a look
+// at the TLS ClientHello's server name, then bytes both ways until
+// either side closes or idles out.
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, st *reqState) {
+	b, start := st.b, st.start
+	dialHost := b.Host
+	if p.filter != nil && p.filter.cfg.SafeSearch {
+		if h := webfilter.SafeSearchHost(b.Host); h != "" {
+			dialHost, b.SafeSearch = h, true
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
-	up, err := p.dial(ctx, "tcp", net.JoinHostPort(b.Host, strconv.Itoa(b.Port)))
+	up, err := p.dial(ctx, "tcp", net.JoinHostPort(dialHost, strconv.Itoa(b.Port)))
 	cancel()
 	if err != nil {
 		code := http.StatusBadGateway
@@ -637,11 +752,48 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, b *browse, start 
 			_ = dst.Close()
 		}
 	}
-	wg.Add(2)
 	var pre io.Reader
 	if rw != nil && rw.Reader.Buffered() > 0 {
 		pre = io.LimitReader(rw.Reader, int64(rw.Reader.Buffered()))
 	}
+	if p.filter != nil {
+		// The server name the client asks for in its ClientHello must
+		// pass too: a tunnel to an allowed host must not carry a blocked
+		// one (domain fronting), and a tunnel to an address is judged by
+		// the name in it.
+		src := io.Reader(conn)
+		if pre != nil {
+			src = io.MultiReader(pre, conn)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		hello, sni := peekSNI(src)
+		_ = conn.SetReadDeadline(time.Time{})
+		if pre != nil {
+			pre = io.MultiReader(bytes.NewReader(hello), pre)
+		} else {
+			pre = bytes.NewReader(hello)
+		}
+		if h, err := webfilter.CanonHost(sni); err == nil && sni != "" {
+			b.SNI = h
+			if h != b.Host {
+				ss := &reqState{b: &browse{}, id: st.id, client: st.client, host: h, who: st.who}
+				if st.set != nil {
+					ss.set, ss.sc = st.set, st.set.NewScores()
+					ss.sc.URL(&url.URL{Scheme: "https", Host: h})
+				}
+				if action, name := p.decideFor(ss); action == "block" || action == "warn" {
+					b.Action, b.Category, b.Score = action, ss.b.Category, ss.b.Score
+					b.Reason = "server name " + h + " in the tunnel: rule " + name
+					p.n.WithLabelValues("connect", action).Inc()
+					p.record(b, start)
+					conn.Close()
+					up.Close()
+					return
+				}
+			}
+		}
+	}
+	wg.Add(2)
 	go copyIdle(up, conn, &out, pre)
 	go copyIdle(conn, up, &in, nil)
 	wg.Wait()
@@ -650,6 +802,34 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, b *browse, start 
 	b.BytesIn, b.BytesOut = in, out
 	p.record(b, start)
 }
+
+// peekSNI reads the client's TLS ClientHello from r and returns the
+// bytes it read (to send on to the upstream) and the server name in it;
+// "" when the client does not speak TLS or names no server.
+func peekSNI(r io.Reader) (read []byte, sni string) {
+	var buf bytes.Buffer
+	c := helloConn{r: io.TeeReader(io.LimitReader(r, 64<<10), &buf)}
+	_ = tls.Server(c, &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		sni = h.ServerName
+		return nil, errHelloRead
+	}}).Handshake()
+	return buf.Bytes(), sni
+}
+
+var errHelloRead = errors.New("client hello read")
+
+// helloConn is a net.Conn that reads from r and drops what is written
+// (the alert the aborted handshake sends).
+type helloConn struct{ r io.Reader }
+
+func (c helloConn) Read(b []byte) (int, error)     { return c.r.Read(b) }
+func (c helloConn) Write(b []byte) (int, error)    { return len(b), nil }
+func (helloConn) Close() error                     { return nil }
+func (helloConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (helloConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (helloConn) SetDeadline(time.Time) error      { return nil }
+func (helloConn) SetReadDeadline(time.Time) error  { return nil }
+func (helloConn) SetWriteDeadline(time.Time) error { return nil }
 
 // servePAC writes the proxy auto-config file browsers load.
 func (p *Proxy) servePAC(w http.ResponseWriter, r *http.Request) {

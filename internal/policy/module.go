@@ -48,6 +48,7 @@ type Change struct {
 	Path        string  `json:"path,omitempty"`
 	Maintenance string  `json:"maintenance,omitempty"` // a proxy route name, or *
 	Domain      string  `json:"domain,omitempty"`      // a DNS name: the resolver blocks it and its subdomains
+	Browse      string  `json:"browse,omitempty"`      // [group:]host[/path]: the forward proxy allows or blocks it
 	Action      string  `json:"action,omitempty"`
 	Rate        float64 `json:"rate,omitempty"` // requests per second, with action rate
 	For         string  `json:"for,omitempty"`  // a duration; empty lasts until cleared
@@ -60,7 +61,7 @@ func (c Change) Entry(now time.Time) (Entry, error) {
 	n := 0
 	for _, set := range []struct {
 		kind, subject, action string
-	}{{User, c.User, "lock"}, {IP, c.IP, "block"}, {Path, c.Path, "block"}, {Maintenance, c.Maintenance, "on"}, {Domain, c.Domain, "block"}} {
+	}{{User, c.User, "lock"}, {IP, c.IP, "block"}, {Path, c.Path, "block"}, {Maintenance, c.Maintenance, "on"}, {Domain, c.Domain, "block"}, {Browse, c.Browse, "allow"}} {
 		if set.subject != "" {
 			n++
 			e.Kind, e.Subject = set.kind, set.subject
@@ -71,11 +72,11 @@ func (c Change) Entry(now time.Time) (Entry, error) {
 	}
 	switch {
 	case n > 1:
-		return e, errors.New("user, ip, path, maintenance, domain: set one, not several")
+		return e, errors.New("user, ip, path, maintenance, domain, browse: set one, not several")
 	case n == 0:
-		return e, errors.New("user, ip, path, maintenance or domain: one is required")
+		return e, errors.New("user, ip, path, maintenance, domain or browse: one is required")
 	}
-	allowed := map[string][]string{User: {"lock"}, IP: {"block", "rate"}, Path: {"block"}, Maintenance: {"on"}, Domain: {"block"}}[e.Kind]
+	allowed := map[string][]string{User: {"lock"}, IP: {"block", "rate"}, Path: {"block"}, Maintenance: {"on"}, Domain: {"block"}, Browse: {"allow", "block"}}[e.Kind]
 	if !slices.Contains(allowed, e.Action) {
 		return e, fmt.Errorf("action: want %s for %s, got %q", strings.Join(allowed, " or "), e.Kind, e.Action)
 	}
@@ -165,6 +166,8 @@ func (m *Module) apply(ctx context.Context, msg jetstream.Msg) error {
 				kind, sub = Maintenance, c.Maintenance
 			case c.Domain != "":
 				kind, sub = Domain, c.Domain
+			case c.Browse != "":
+				kind, sub = Browse, c.Browse
 			}
 			if err := m.store.Clear(ctx, kind, sub); err != nil && !isBadInput(err) {
 				return err
@@ -214,7 +217,7 @@ func (m *Module) put(w http.ResponseWriter, r *http.Request) {
 		reply.Error(w, http.StatusBadRequest, "body", "want JSON {\"action\", \"for\", \"reason\"}: "+err.Error())
 		return
 	}
-	c.User, c.IP, c.Path, c.Maintenance = "", "", "", ""
+	c.User, c.IP, c.Path, c.Maintenance, c.Domain, c.Browse = "", "", "", "", "", ""
 	sub := r.PathValue("subject")
 	switch r.PathValue("kind") {
 	case User:
@@ -227,8 +230,10 @@ func (m *Module) put(w http.ResponseWriter, r *http.Request) {
 		c.Maintenance = sub
 	case Domain:
 		c.Domain = sub
+	case Browse:
+		c.Browse = sub
 	default:
-		reply.Error(w, http.StatusBadRequest, "kind", "want user, ip, path, maintenance or domain")
+		reply.Error(w, http.StatusBadRequest, "kind", "want user, ip, path, maintenance, domain or browse")
 		return
 	}
 	e, err := c.Entry(time.Now())

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/net/idna"
 
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/canon"
@@ -41,6 +42,7 @@ const (
 	Path        = "path"        // block: the proxy answers 403 for this path and below
 	Maintenance = "maintenance" // on: the proxy answers 503 on this route (or * for all)
 	Domain      = "domain"      // block: the resolver answers this name and its subdomains as blocked
+	Browse      = "browse"      // allow, block: the forward proxy's decision for [group:]host[/path], over its rules and categories
 )
 
 // Entry is one decision.
@@ -108,7 +110,7 @@ func (s *Store) Watch(ctx context.Context, log *slog.Logger, fn func(key string,
 }
 
 var (
-	errKind    = errors.New("kind: want user, ip, path, maintenance or domain")
+	errKind    = errors.New("kind: want user, ip, path, maintenance, domain or browse")
 	errSubject = errors.New("subject")
 )
 
@@ -150,8 +152,42 @@ func Normalize(kind, subject string) (string, error) {
 			return "", fmt.Errorf("%w: want a domain name such as ads.example.com, got %q", errSubject, subject)
 		}
 		return d, nil
+	case Browse:
+		return normalizeBrowse(subject)
 	}
 	return "", fmt.Errorf("%w, got %q", errKind, kind)
+}
+
+// normalizeBrowse checks a forward proxy subject, [group:]host[/path]:
+// the host lower case in A-labels, the path canonical (the form the
+// proxy matches requests in).
+func normalizeBrowse(subject string) (string, error) {
+	bad := fmt.Errorf("%w: want [group:]host[/path], e.g. staff:example.com/news, got %q", errSubject, subject)
+	s := strings.TrimSpace(subject)
+	if s == "" || len(s) > 1024 || strings.ContainsAny(s, "?# \t") {
+		return "", bad
+	}
+	group := ""
+	if g, rest, ok := strings.Cut(s, ":"); ok {
+		if g == "" || len(g) > 256 {
+			return "", bad
+		}
+		group, s = g+":", rest
+	}
+	host, path, hasPath := strings.Cut(s, "/")
+	h, err := idna.Lookup.ToASCII(strings.TrimSuffix(host, "."))
+	if err != nil || !domainName(strings.ToLower(h)) {
+		return "", bad
+	}
+	out := group + strings.ToLower(h)
+	if hasPath && path != "" {
+		cp, err := canon.Path("/"+path, canon.Options{KeepEncodedSlash: true})
+		if err != nil {
+			return "", bad
+		}
+		out += cp
+	}
+	return out, nil
 }
 
 // domainName: 1 to 253 bytes of dot-separated labels of 1 to 63 letters,

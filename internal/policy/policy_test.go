@@ -21,8 +21,8 @@ func TestChangeEntry(t *testing.T) {
 	}{
 		{policy.Change{User: "alice", For: "15m", Reason: "r"}, "", policy.Entry{Kind: "user", Subject: "alice", Action: "lock", Reason: "r", Set: now, Until: now.Add(15 * time.Minute)}},
 		{policy.Change{IP: "203.0.113.9"}, "", policy.Entry{Kind: "ip", Subject: "203.0.113.9", Action: "block", Set: now}},
-		{policy.Change{User: "a", IP: "1.2.3.4"}, "user, ip, path, maintenance, domain", policy.Entry{}},
-		{policy.Change{}, "user, ip, path, maintenance or domain", policy.Entry{}},
+		{policy.Change{User: "a", IP: "1.2.3.4"}, "user, ip, path, maintenance, domain, browse", policy.Entry{}},
+		{policy.Change{}, "user, ip, path, maintenance, domain or browse", policy.Entry{}},
 		{policy.Change{Path: "/wp-login.php"}, "", policy.Entry{Kind: "path", Subject: "/wp-login.php", Action: "block", Set: now}},
 		{policy.Change{Maintenance: "*", Reason: "upgrade"}, "", policy.Entry{Kind: "maintenance", Subject: "*", Action: "on", Reason: "upgrade", Set: now}},
 		{policy.Change{IP: "198.51.100.4", Action: "rate", Rate: 2}, "", policy.Entry{Kind: "ip", Subject: "198.51.100.4", Action: "rate", Rate: 2, Set: now}},
@@ -182,5 +182,35 @@ func TestNormalizePath(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("%q: %q %v, want %q", in, got, err, want)
 		}
+	}
+}
+
+// TestNormalizeBrowse: a forward proxy entry is stored in the form the
+// proxy matches: lower-case A-label host, canonical path, group kept.
+func TestNormalizeBrowse(t *testing.T) {
+	for in, want := range map[string]string{
+		"example.com":                 "example.com",
+		"Example.COM.":                "example.com",
+		"staff:bücher.example/a/../b": "staff:xn--bcher-kva.example/b",
+		"staff:example.com/%6Eews":    "staff:example.com/news",
+		"example.com/":                "example.com",
+		":example.com":                "",
+		"example.com/x?y":             "",
+		"exa mple.com":                "",
+		"":                            "",
+	} {
+		got, err := policy.Normalize(policy.Browse, in)
+		if want == "" {
+			if err == nil {
+				t.Errorf("%q: %q, want an error", in, got)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("%q: %q %v, want %q", in, got, err, want)
+		}
+	}
+	if _, err := (policy.Change{Browse: "example.com", Action: "lock"}).Entry(time.Now()); err == nil {
+		t.Error("browse with action lock: no error")
 	}
 }

@@ -157,3 +157,20 @@ func Call(t testing.TB, method, url, token, body string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// Metrics is the app's /metrics text, read with the admin token.
+func (r *Running) Metrics(t testing.TB) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", r.URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+r.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %s", resp.StatusCode, b)
+	}
+	return string(b)
+}

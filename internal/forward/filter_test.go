@@ -1,0 +1,386 @@
+package forward_test
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/testutil"
+)
+
+const adultText = `<p>Hardcore porn videos, XXX videos and live sex cams updated daily.</p>
+<p>18 U.S.C. 2257 Record-Keeping Requirements Compliance Statement</p>`
+
+// sites serves the filter tests' pages by Host: a news page, an adult
+// page sent gzip'd, a casino page, a page whose adult text starts after
+// the scanned prefix, and a search engine that echoes its query.
+type sites struct {
+	srv   *httptest.Server
+	hits  map[string]*atomic.Int64
+	big   []byte // big.test's gzip'd body, as sent
+	query chan string
+}
+
+func startSites(t *testing.T) *sites {
+	s := &sites{hits: map[string]*atomic.Int64{}, query: make(chan string, 10)}
+	for _, h := range []string{"news.test", "adult-page.test", "casino.test", "big.test", "adult-example.test", "www.google.com"} {
+		s.hits[h] = &atomic.Int64{}
+	}
+	var big bytes.Buffer
+	zw := gzip.NewWriter(&big)
+	io.WriteString(zw, "<html><title>Long read</title><body><p>"+strings.Repeat("The council met on Tuesday to talk about roads. ", 2000)+"</p>"+adultText+"</body></html>")
+	zw.Close()
+	s.big = big.Bytes()
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.Host)
+		if c := s.hits[host]; c != nil {
+			c.Add(1)
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		switch host {
+		case "news.test":
+			io.WriteString(w, "<html><title>Council votes on budget</title><p>The council approved the budget.</p></html>")
+		case "adult-page.test":
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			io.WriteString(zw, "<html><title>Free porn videos</title><body>"+adultText+"</body></html>")
+			zw.Close()
+		case "casino.test":
+			io.WriteString(w, "<html><title>Online Casino</title><p>Claim 100 free spins and a welcome bonus at our online casino! Roulette, blackjack and slot machines.</p></html>")
+		case "big.test":
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(s.big)
+		case "www.google.com":
+			s.query <- r.URL.RawQuery
+			io.WriteString(w, "<html><title>Results</title></html>")
+		default:
+			io.WriteString(w, "<html><title>Hello</title><p>hello from "+r.Host+"</p></html>")
+		}
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+type filterSetup struct {
+	r       *testutil.Running
+	proxy   string
+	sites   *sites
+	port    string // the sites' port
+	tlsPort string
+}
+
+func startFilter(t *testing.T, dir string) *filterSetup {
+	t.Helper()
+	fs := &filterSetup{sites: startSites(t)}
+	_, fs.port, _ = net.SplitHostPort(fs.sites.srv.Listener.Addr().String())
+	ca, certFile, keyFile := testutil.TLSFiles(t)
+	_ = ca
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsSite := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tls site") }))
+	tlsSite.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	tlsSite.StartTLS()
+	t.Cleanup(tlsSite.Close)
+	_, fs.tlsPort, _ = net.SplitHostPort(tlsSite.Listener.Addr().String())
+	var tport int
+	fmt.Sscan(fs.tlsPort, &tport)
+	fs.r = testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		f := &c.Proxy.Forward
+		f.Listen, f.Auth = "127.0.0.1:0", "basic"
+		f.AllowPorts = []int{tport}
+		f.DenyNetworks, f.DenyOwn = nil, false // the sites are on this machine
+		f.Hosts = map[string]string{}
+		for h := range fs.sites.hits {
+			f.Hosts[h] = "127.0.0.1"
+		}
+		f.Filter.Enabled, f.Filter.SafeSearch = true, true
+		f.Filter.Categories = dir
+		f.Filter.ScanBytes = 8 << 10
+		f.Filter.Reload = config.Duration(time.Second)
+		f.Rules = []config.ForwardRule{
+			{Name: "gambling-warns", Categories: config.Strings{"gambling"}, Action: "warn"},
+			{Name: "no-news-for-bob", Hosts: config.Strings{"news.test"}, Users: config.Strings{"bob"}, Action: "block"},
+		}
+	})
+	for _, u := range []string{"alice", "bob"} {
+		req, _ := http.NewRequest("POST", fs.r.URL+"/api/v1/users", strings.NewReader(`{"name":"`+u+`","password":"`+u+`-password-1","roles":["viewer"],"groups":["staff"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("add %s: %v %v", u, err, resp)
+		}
+		resp.Body.Close()
+	}
+	fs.proxy = fs.r.App.Forward().Addr().String()
+	return fs
+}
+
+func (fs *filterSetup) client(user string) *http.Client {
+	u := &url.URL{Scheme: "http", Host: fs.proxy, User: url.UserPassword(user, user+"-password-1")}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(u), DisableCompression: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func (fs *filterSetup) url(host, path string) string { return "http://" + host + ":" + fs.port + path }
+
+// events returns the forward proxy's events of a type so far.
+func (fs *filterSetup) events(t *testing.T, subject string) string {
+	t.Helper()
+	resp, err := http.Get(fs.r.URL + "/api/v1/events?subject=" + subject + "&limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func (fs *filterSetup) waitEvent(t *testing.T, subject string, want ...string) {
+	t.Helper()
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		got := fs.events(t, subject)
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				return fmt.Errorf("no %s in %s events: %s", w, subject, got)
+			}
+		}
+		return nil
+	})
+}
+
+// copyStarter copies the starter categories into a directory the test
+// can change.
+func copyStarter(t *testing.T) string {
+	dir := t.TempDir()
+	src := filepath.Join("..", "webfilter", "starter")
+	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if info.IsDir() {
+			return os.MkdirAll(filepath.Join(dir, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestContentFilter: pages are classified by their URL and their text
+// (through gzip) and the policy decides: block pages with a request id,
+// a warn page whose link lets the person (only them) through, a review
+// request as an event and a metric, safe search enforced, a POLICY entry
+// that reverses a block, a rule file edited while running, and the
+// server name inside a tunnel checked.
+func TestContentFilter(t *testing.T) {
+	dir := copyStarter(t)
+	fs := startFilter(t, dir)
+	alice, bob := fs.client("alice"), fs.client("bob")
+
+	// An ordinary page passes, byte for byte.
+	code, body, _ := get(t, alice, fs.url("news.test", "/"))
+	if code != 200 || !strings.Contains(body, "The council approved the budget.") {
+		t.Fatalf("news: %d %s", code, body)
+	}
+	// A rule for one user.
+	if code, body, _ := get(t, bob, fs.url("news.test", "/")); code != 403 || !strings.Contains(body, "news.test") {
+		t.Fatalf("bob, news: %d %s", code, body)
+	}
+
+	// An adult page by its text, sent gzip'd: the block page.
+	code, body, h := get(t, alice, fs.url("adult-page.test", "/gallery"))
+	if code != 403 || !strings.Contains(body, "<b>adult</b>") || h.Get("Content-Encoding") != "" {
+		t.Fatalf("adult page: %d %v %s", code, h, body)
+	}
+	rid := regexp.MustCompile(`id="request-id">([^<]+)<`).FindStringSubmatch(body)
+	if rid == nil {
+		t.Fatalf("no request id on the block page: %s", body)
+	}
+	// An adult site by its domain: blocked before the upstream is asked.
+	if code, body, _ := get(t, alice, fs.url("www.adult-example.test", "/")); code != 403 || !strings.Contains(body, "adult") {
+		t.Fatalf("adult domain: %d %s", code, body)
+	}
+	if n := fs.sites.hits["adult-example.test"].Load(); n != 0 {
+		t.Fatalf("the blocked site was asked %d times", n)
+	}
+
+	// A page whose adult text is past scan_bytes passes, unchanged: the
+	// scan is bounded and the bytes read for it are sent on.
+	resp, err := alice.Get(fs.url("big.test", "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(raw, fs.sites.big) {
+		t.Fatalf("big page: %d, %d bytes, want the %d the site sent", resp.StatusCode, len(raw), len(fs.sites.big))
+	}
+
+	// The review form on the block page: an event and a counter; a form
+	// signed for someone else is refused.
+	review := func(c *http.Client, token string) int {
+		form := url.Values{"id": {rid[1]}, "t": {token}, "c": {"adult"}, "u": {fs.url("adult-page.test", "/gallery")}, "comment": {"it is a medical site"}}
+		resp, err := c.PostForm(fs.url("adult-page.test", "/.well-known/ops-filter/review"), form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tok := regexp.MustCompile(`name="t" value="([^"]+)"`).FindStringSubmatch(body)
+	if tok == nil {
+		t.Fatalf("no review form on the block page")
+	}
+	if code := review(bob, tok[1]); code != 403 {
+		t.Fatalf("bob sending alice's review form: %d", code)
+	}
+	if code := review(alice, tok[1]); code != 200 {
+		t.Fatalf("review: %d", code)
+	}
+	fs.waitEvent(t, "ev.proxy.review", `"request_id":"`+rid[1]+`"`, `"user":"alice"`, `"comment":"it is a medical site"`)
+	if m := fs.r.Metrics(t); !strings.Contains(m, `ops_forward_review_requests_total{category="adult"} 1`) {
+		t.Fatalf("review counter: %s", grepLines(m, "review"))
+	}
+
+	// Gambling: the rule warns; the link lets alice (not bob) go on.
+	code, body, _ = get(t, alice, fs.url("casino.test", "/"))
+	link := regexp.MustCompile(`id="continue" href="([^"]+)"`).FindStringSubmatch(body)
+	if code != 403 || link == nil {
+		t.Fatalf("casino: %d %s", code, body)
+	}
+	cont := fs.url("casino.test", strings.ReplaceAll(link[1], "&amp;", "&"))
+	if code, _, _ := get(t, bob, cont); code != 403 {
+		t.Fatalf("bob using alice's link: %d", code)
+	}
+	code, _, h = get(t, alice, cont)
+	if code != 303 || h.Get("Location") != fs.url("casino.test", "/") {
+		t.Fatalf("continue: %d %v", code, h)
+	}
+	if code, body, _ := get(t, alice, fs.url("casino.test", "/")); code != 200 || !strings.Contains(body, "free spins") {
+		t.Fatalf("casino after continuing: %d %s", code, body)
+	}
+	if code, _, _ := get(t, bob, fs.url("casino.test", "/")); code != 403 {
+		t.Fatalf("bob, casino: %d", code)
+	}
+
+	// Safe search: the engine gets safe=active.
+	if code, _, _ := get(t, alice, fs.url("www.google.com", "/search?q=cats")); code != 200 {
+		t.Fatalf("search: %d", code)
+	}
+	if q := <-fs.sites.query; q != "q=cats&safe=active" {
+		t.Fatalf("the engine got %q", q)
+	}
+
+	// POLICY reverses a decision: allow the adult page for the staff group.
+	putPolicy(t, fs.r, "browse/staff:adult-page.test/gallery", `{"action":"allow","reason":"reviewed"}`)
+	testutil.CheckFor(t, 5*time.Second, 100*time.Millisecond, func() error {
+		if code, _, _ := get(t, alice, fs.url("adult-page.test", "/gallery")); code != 200 {
+			return fmt.Errorf("after the POLICY allow: %d", code)
+		}
+		return nil
+	})
+	if code, _, _ := get(t, alice, fs.url("adult-page.test", "/other")); code != 403 {
+		t.Fatalf("a path the allow does not cover: %d", code)
+	}
+
+	// A rule file changed while running applies without a restart.
+	if err := os.WriteFile(filepath.Join(dir, "gambling", "extra"), []byte("news.test 500\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 10*time.Second, 200*time.Millisecond, func() error {
+		if code, _, _ := get(t, alice, fs.url("news.test", "/")); code != 403 {
+			return fmt.Errorf("news after it was listed as gambling: %d", code)
+		}
+		return nil
+	})
+	// A broken rule file keeps the rules in force.
+	if err := os.WriteFile(filepath.Join(dir, "gambling", "broken"), []byte("/(unclosed/\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if code, _, _ := get(t, alice, fs.url("news.test", "/")); code != 403 {
+		t.Fatalf("news after a broken file: %d (the last good rules should stay)", code)
+	}
+
+	// The server name in a tunnel: CONNECT to an allowed address with a
+	// ClientHello for a blocked name is cut; for an allowed name it works.
+	tunnel := func(sni string) error {
+		c, err := net.Dial("tcp", fs.proxy)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "CONNECT 127.0.0.1:%s HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YWxpY2U6YWxpY2UtcGFzc3dvcmQtMQ==\r\n\r\n", fs.tlsPort)
+		br := bufio.NewReader(c)
+		line, _ := br.ReadString('\n')
+		if !strings.Contains(line, " 200 ") {
+			return fmt.Errorf("CONNECT: %s", line)
+		}
+		for l, _ := br.ReadString('\n'); l != "\r\n" && l != ""; l, _ = br.ReadString('\n') {
+		}
+		tc := tls.Client(c, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		return tc.Handshake()
+	}
+	if err := tunnel("localhost"); err != nil {
+		t.Fatalf("tunnel with an allowed name: %v", err)
+	}
+	if err := tunnel("www.adult-example.test"); err == nil {
+		t.Fatal("tunnel with a blocked server name: handshake went through")
+	}
+
+	fs.waitEvent(t, "ev.proxy.browse",
+		`"host":"adult-page.test","port":`+fs.port+`,"path":"/gallery","action":"block","rule":"category adult","reason":"rule category adult (page content)","category":"adult"`,
+		`"action":"warn","rule":"gambling-warns"`, `"action":"continue"`, `"safe_search":true`, `"sni":"www.adult-example.test"`,
+		`"reason":"server name www.adult-example.test in the tunnel: rule category adult"`, `"request_id":"`+rid[1]+`"`)
+}
+
+func putPolicy(t *testing.T, r *testutil.Running, path, body string) {
+	t.Helper()
+	req, _ := http.NewRequest("PUT", r.URL+"/api/v1/policy/"+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+r.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("PUT policy %s: %d %s", path, resp.StatusCode, b)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
