@@ -229,14 +229,15 @@ func policyCmd(g *globals) *cobra.Command {
 		},
 	}
 	set := &cobra.Command{
-		Use:   "set <user|ip|path|maintenance|domain> <subject>",
-		Short: "Lock a user, block an address, a path or a domain (the resolver), limit an address's rate, or put a proxy route into maintenance",
+		Use:   "set <user|ip|path|maintenance|domain|browse> <subject>",
+		Short: "Lock a user, block an address, a path or a domain (the resolver), limit an address's rate, put a proxy route into maintenance, or allow or block a site for the forward proxy",
 		Example: `  ops policy set user alice --for 1h --reason 'suspicious activity'
   ops policy set ip 203.0.113.7
   ops policy set ip 203.0.113.7 --action rate --rate 2
   ops policy set path /wp-login.php
   ops policy set maintenance site --reason 'database upgrade until 14:00'   # or * for every route
-  ops policy set domain phish.example.net --reason 'reported phishing'      # the dns module blocks it and its subdomains`,
+  ops policy set domain phish.example.net --reason 'reported phishing'      # the dns module blocks it and its subdomains
+  ops policy set browse staff:example.com/news --action allow --reason 'reviewed'  # the forward proxy lets the staff group through`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			body := map[string]any{"for": dur, "reason": reason, "action": action}
@@ -248,10 +249,10 @@ func policyCmd(g *globals) *cobra.Command {
 	}
 	set.Flags().StringVar(&dur, "for", "", "how long, such as 15m or 1d; empty lasts until cleared")
 	set.Flags().StringVar(&reason, "reason", "", "why, shown to admins and in refusals")
-	set.Flags().StringVar(&action, "action", "", "lock (user), block (ip, path, domain), rate (ip), on (maintenance); default by kind")
+	set.Flags().StringVar(&action, "action", "", "lock (user), block (ip, path, domain, browse), rate (ip), on (maintenance), allow (browse); default by kind")
 	set.Flags().Float64Var(&rate, "rate", 0, "requests per second, with --action rate")
 	clr := &cobra.Command{
-		Use:   "clear <user|ip|path|maintenance|domain> <subject>",
+		Use:   "clear <user|ip|path|maintenance|domain|browse> <subject>",
 		Short: "Remove a policy entry",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -32,6 +32,7 @@ import (
 	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/logging"
+	"github.com/opsgraph/ops/internal/phish"
 	"github.com/opsgraph/ops/internal/pipeline"
 	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/proxy"
@@ -85,6 +86,7 @@ type App struct {
 	analytics atomic.Pointer[analytics.Module]
 	dns       atomic.Pointer[dnsd.Server] // for tests: its listeners' addresses
 	forward   atomic.Pointer[forward.Proxy]
+	phish     atomic.Pointer[phish.Module]
 	// apiReady is closed when the api module is constructed, for Addr.
 	apiReady chan struct{}
 }
@@ -228,11 +230,25 @@ func (a *App) defs() []Def {
 				}
 				return m, err
 			}},
-		// forward is the office's explicit forward proxy (proxy.forward).
-		{Name: "forward", Deps: []string{"bus", "api", "identity"}, Enabled: func() bool { return a.cfg.Proxy.Forward.Listen != "" },
+		// phish is phishing protection (phishing.protect, phishing.feeds),
+		// asked by the forward proxy.
+		{Name: "phish", Deps: []string{"api"}, Enabled: func() bool { return a.cfg.Phishing.Enabled() },
 			New: func() (Module, error) {
+				m, err := phish.NewModule(a.cfg.Phishing, phish.Deps{Logger: a.logs.Logger("phish"), DataDir: a.cfg.DataDir, Handle: a.api.Handle})
+				if err == nil {
+					a.phish.Store(m)
+				}
+				return m, err
+			}},
+		// forward is the office's explicit forward proxy (proxy.forward).
+		{Name: "forward", Deps: []string{"bus", "api", "identity", "phish"}, Enabled: func() bool { return a.cfg.Proxy.Forward.Listen != "" },
+			New: func() (Module, error) {
+				var pc *phish.Checker
+				if m := a.phish.Load(); m != nil {
+					pc = m.Checker()
+				}
 				m, err := forward.New(a.cfg.Proxy.Forward, forward.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("forward"), Registry: a.reg,
-					DataDir: a.cfg.DataDir, Auth: a.identity, Handle: a.api.Handle})
+					DataDir: a.cfg.DataDir, Auth: a.identity, Handle: a.api.Handle, Phish: pc})
 				if err == nil {
 					a.forward.Store(m)
 				}
@@ -245,7 +261,7 @@ func (a *App) defs() []Def {
 			return ui.New(ui.Deps{Logger: a.logs.Logger("ui"), Handle: a.api.Handle, Allowed: a.identity.Allowed,
 				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running, Shared: a.shared}), nil
 		}},
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "dns", "forward", "ui"}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "dns", "phish", "forward", "ui"}},
 	}
 }
 

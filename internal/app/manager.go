@@ -117,7 +117,9 @@ func (m *Manager) Resolve(targets []string) ([]string, error) {
 		deps := slices.Clone(d.Deps)
 		sort.Strings(deps)
 		for _, dep := range deps {
-			if dd := m.defs[dep]; n == "all" && dd.Enabled != nil && !dd.Enabled() {
+			// A dependency that is not configured is left out (a module
+			// that depends on it gets nil, as when it is off).
+			if dd := m.defs[dep]; dd.Enabled != nil && !dd.Enabled() {
 				continue
 			}
 			if err := visit(dep, append(path, n)); err != nil {

@@ -32,6 +32,7 @@ func TestPermissionTable(t *testing.T) {
 		c.DNS.CheckDomain, c.DNS.CheckAddress = "dnscheck.example.com", "192.0.2.1"
 		c.DNS.Clients = []config.DNSClient{{Name: "kids", DoHToken: "kids"}}
 		c.Proxy.Forward.Listen = "127.0.0.1:0"
+		c.Phishing.Protect = config.Strings{"example.com"}
 	})
 	byPerm := map[string][]string{}
 	for _, rt := range r.App.Routes() {

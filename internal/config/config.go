@@ -33,6 +33,7 @@ type Config struct {
 	Deploy    Deploy    `yaml:"deploy"`
 	Alert     Alert     `yaml:"alert"`
 	DNS       DNS       `yaml:"dns" doc:"an encrypted resolver with a cache and block lists (docs/dns.md)"`
+	Phishing  Phishing  `yaml:"phishing" doc:"phishing protection for the forward proxy and the resolver: feeds and lookalikes of protected domains (docs/forward.md)"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -209,7 +210,8 @@ func Default() Config {
 		Alert:     Alert{Enabled: true, EvaluationInterval: Duration(15 * time.Second), Telegram: Telegram{APIURL: "https://api.telegram.org"}},
 		Deploy: Deploy{Enabled: true, HeartbeatInterval: Duration(30 * time.Second), SilentAfter: 3,
 			ForgetHostsAfter: Duration(7 * 24 * time.Hour), MaxConfigBytes: 1 << 20},
-		DNS: defaultDNS(),
+		DNS:      defaultDNS(),
+		Phishing: Phishing{Refresh: Duration(time.Hour), NewDomainDays: 7, BlockScore: 100, WarnScore: 50},
 	}
 }
 
@@ -291,6 +293,7 @@ func (c *Config) Validate() Errors {
 	c.validateGraph(add)
 	c.validateDNS(add)
 	c.validateForward(add)
+	c.validatePhishing(add)
 	for i, k := range c.Collector.WriteKeys {
 		if len(k) < 8 {
 			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")

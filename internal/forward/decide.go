@@ -16,6 +16,7 @@ import (
 
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/identity"
+	"github.com/opsgraph/ops/internal/phish"
 	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/webfilter"
 )
@@ -34,6 +35,14 @@ type reqState struct {
 	sc     *webfilter.Scores
 	rule   string // the rule that decided
 	denied string // block or warn when the response was replaced
+	phish  *phish.Verdict
+}
+
+// phishInfo is what an ev.proxy.browse event says of a phishing verdict.
+type phishInfo struct {
+	Score   int      `json:"score"`
+	Action  string   `json:"action"`
+	Reasons []string `json:"reasons"`
 }
 
 type stateKey struct{}
@@ -51,13 +60,24 @@ func whoKey(id *identity.Identity, client netip.Addr) string {
 // category's own action, then proxy.forward.default.
 func (p *Proxy) decideFor(st *reqState) (string, string) {
 	st.b.Category, st.b.Score = "", 0
-	if p.filter != nil {
-		st.b.Category, st.b.Score = p.filter.categoryOf(st.sc)
-		st.b.Scores = topScores(st.sc)
-	}
+	st.b.Category, st.b.Score = p.filter.categoryOf(st.sc)
+	st.b.Scores = topScores(st.sc)
 	if a, name := p.policy.browse(st.host, st.path, st.id); a != "" {
 		st.rule, st.b.Rule = name, name
 		return a, name
+	}
+	if v := st.phish; v != nil && v.Score > 0 {
+		info := &phishInfo{Score: v.Score, Action: v.Action}
+		for _, r := range v.Reasons {
+			info.Reasons = append(info.Reasons, r.Detail)
+		}
+		st.b.Phish = info
+		if v.Action == "block" || v.Action == "warn" {
+			st.b.Category, st.b.Score = "phishing", v.Score
+			st.b.Reason = "phishing: " + strings.Join(info.Reasons, "; ")
+			st.rule, st.b.Rule = "phishing", "phishing"
+			return v.Action, "phishing"
+		}
 	}
 	action, name := p.decide(st.host, st.b.Category, st.id, st.client, time.Now())
 	if name == "default" && st.b.Category != "" && st.set != nil {
@@ -99,6 +119,9 @@ func (f *filter) pageFor(st *reqState, u *url.URL, action string) []byte {
 		if c, ok := st.set.Category(d.Category); ok {
 			d.Description = c.Description
 		}
+	}
+	if d.Category == "phishing" {
+		d.Description = "a page that pretends to be another site to take your password"
 	}
 	var buf bytes.Buffer
 	t := f.block
@@ -207,10 +230,13 @@ func hmacEqual(a, b string) bool {
 // lost when it passes: the bytes read are sent first, then the rest.
 func (p *Proxy) scanResponse(resp *http.Response) error {
 	st, _ := resp.Request.Context().Value(stateKey{}).(*reqState)
-	if st == nil || p.filter == nil || st.sc == nil || st.rule == "policy" || resp.StatusCode != http.StatusOK || !isHTML(resp.Header.Get("Content-Type")) {
+	if st == nil || st.sc == nil && st.phish == nil || st.rule == "policy" || st.denied != "" || resp.StatusCode != http.StatusOK || !isHTML(resp.Header.Get("Content-Type")) {
 		return nil
 	}
 	n := int(p.filter.cfg.ScanBytes)
+	if n <= 0 {
+		n = 256 << 10
+	}
 	dec, raw, err := webfilter.Peek(resp.Body, resp.Header.Get("Content-Encoding"), n, 4*n+64<<10)
 	orig := resp.Body
 	resp.Body = struct {
@@ -222,7 +248,12 @@ func (p *Proxy) scanResponse(resp *http.Response) error {
 		return nil
 	}
 	pg := webfilter.ParseHTML(dec)
-	st.sc.Text(pg.Text)
+	if st.sc != nil {
+		st.sc.Text(pg.Text)
+	}
+	if st.phish != nil && pg.PasswordForm {
+		p.deps.Phish.Page(st.phish, pg.Title, string(pg.Text), true, pg.FormActions)
+	}
 	st.b.Scanned = len(dec)
 	action, name := p.decideFor(st)
 	if action != "block" && !(action == "warn" && !p.filter.passed(st.who, st.host, st.b.Category)) {

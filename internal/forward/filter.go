@@ -74,8 +74,10 @@ func newFilter(cfg config.ForwardFilter, log *slog.Logger) (*filter, error) {
 	if f.warn, err = pageTemplate("warn", cfg.WarnPage, warnHTML); err != nil {
 		return nil, fmt.Errorf("proxy.forward.filter.warn_page: %w", err)
 	}
-	if err := f.reload(context.Background(), true); err != nil {
-		return nil, fmt.Errorf("proxy.forward.filter.categories: %w", err)
+	if cfg.Enabled {
+		if err := f.reload(context.Background(), true); err != nil {
+			return nil, fmt.Errorf("proxy.forward.filter.categories: %w", err)
+		}
 	}
 	return f, nil
 }

