@@ -32,6 +32,7 @@ import (
 	"github.com/opsgraph/ops/internal/graph"
 	"github.com/opsgraph/ops/internal/identity"
 	"github.com/opsgraph/ops/internal/logging"
+	"github.com/opsgraph/ops/internal/moderate"
 	"github.com/opsgraph/ops/internal/phish"
 	"github.com/opsgraph/ops/internal/pipeline"
 	"github.com/opsgraph/ops/internal/policy"
@@ -87,6 +88,7 @@ type App struct {
 	dns       atomic.Pointer[dnsd.Server] // for tests: its listeners' addresses
 	forward   atomic.Pointer[forward.Proxy]
 	phish     atomic.Pointer[phish.Module]
+	moderate  atomic.Pointer[moderate.Module]
 	// apiReady is closed when the api module is constructed, for Addr.
 	apiReady chan struct{}
 }
@@ -181,7 +183,18 @@ func (a *App) defs() []Def {
 			New: func() (Module, error) {
 				return collector.NewCoAP(a.cfg.CoAP.Listen, a.cfg.Collector, a.bus.Bus(), a.logs.Logger("coap")), nil
 			}},
-		{Name: "proxy", Deps: []string{"bus", "identity", "api", "collector"}, Enabled: func() bool { return len(a.cfg.Proxy.Routes) > 0 },
+		// moderate is forum moderation: POST /api/v1/moderate and the
+		// routes with moderate set.
+		{Name: "moderate", Deps: []string{"bus", "api"}, Enabled: func() bool { return a.cfg.ModerationEnabled() },
+			New: func() (Module, error) {
+				m, err := moderate.New(a.cfg.Moderation, moderate.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("moderate"), Registry: a.reg,
+					DataDir: a.cfg.DataDir, Handle: a.api.Handle, Actor: actor})
+				if err == nil {
+					a.moderate.Store(m)
+				}
+				return m, err
+			}},
+		{Name: "proxy", Deps: []string{"bus", "identity", "api", "collector", "moderate"}, Enabled: func() bool { return len(a.cfg.Proxy.Routes) > 0 },
 			Requires: func([]string) error {
 				if len(a.cfg.Proxy.Routes) == 0 {
 					return errors.New("proxy needs proxy.routes in the config file (docs/proxy.md)")
@@ -191,7 +204,7 @@ func (a *App) defs() []Def {
 			New: func() (Module, error) {
 				m, err := proxy.New(a.cfg.Proxy, proxy.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("proxy"), Registry: a.reg,
 					DataDir: a.cfg.DataDir, Auth: a.identity, Local: a.api.Handler(), OutboundLink: a.collector.OutboundLink,
-					Handle: a.api.Handle, Reload: a.Reload, DoH: func() http.Handler {
+					Handle: a.api.Handle, Reload: a.Reload, Moderator: a.moderator(), DoH: func() http.Handler {
 						if d := a.dns.Load(); d != nil {
 							return d.DoHHandler()
 						}
@@ -261,8 +274,17 @@ func (a *App) defs() []Def {
 			return ui.New(ui.Deps{Logger: a.logs.Logger("ui"), Handle: a.api.Handle, Allowed: a.identity.Allowed,
 				SetupCode: a.identity.SetupCode, Addr: a.APIAddr, Running: a.running, Shared: a.shared}), nil
 		}},
-		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "dns", "phish", "forward", "ui"}},
+		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "dns", "phish", "forward", "moderate", "ui"}},
 	}
+}
+
+// moderator is the moderation module for the proxy, or nil when it is
+// off (a nil *moderate.Module must not become a non-nil interface).
+func (a *App) moderator() proxy.Moderator {
+	if m := a.moderate.Load(); m != nil {
+		return m
+	}
+	return nil
 }
 
 // actor names who made a request, for the records modules keep.

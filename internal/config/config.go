@@ -23,17 +23,18 @@ type Config struct {
 	Events  Events `yaml:"events"`
 	Log     Log    `yaml:"log"`
 
-	Collector Collector `yaml:"collector"`
-	CoAP      CoAP      `yaml:"coap"`
-	Identity  Identity  `yaml:"identity"`
-	Proxy     Proxy     `yaml:"proxy"`
-	TSDB      TSDB      `yaml:"tsdb"`
-	Analytics Analytics `yaml:"analytics"`
-	SMTP      SMTP      `yaml:"smtp"`
-	Deploy    Deploy    `yaml:"deploy"`
-	Alert     Alert     `yaml:"alert"`
-	DNS       DNS       `yaml:"dns" doc:"an encrypted resolver with a cache and block lists (docs/dns.md)"`
-	Phishing  Phishing  `yaml:"phishing" doc:"phishing protection for the forward proxy and the resolver: feeds and lookalikes of protected domains (docs/forward.md)"`
+	Collector  Collector  `yaml:"collector"`
+	CoAP       CoAP       `yaml:"coap"`
+	Identity   Identity   `yaml:"identity"`
+	Proxy      Proxy      `yaml:"proxy"`
+	TSDB       TSDB       `yaml:"tsdb"`
+	Analytics  Analytics  `yaml:"analytics"`
+	SMTP       SMTP       `yaml:"smtp"`
+	Deploy     Deploy     `yaml:"deploy"`
+	Alert      Alert      `yaml:"alert"`
+	DNS        DNS        `yaml:"dns" doc:"an encrypted resolver with a cache and block lists (docs/dns.md)"`
+	Moderation Moderation `yaml:"moderation" doc:"forum moderation: profanity and sentiment of posted text (docs/moderation.md)"`
+	Phishing   Phishing   `yaml:"phishing" doc:"phishing protection for the forward proxy and the resolver: feeds and lookalikes of protected domains (docs/forward.md)"`
 
 	Processors []Processor `yaml:"processors" doc:"event processors; see docs/graph.md"`
 	Views      []View      `yaml:"views" doc:"materialized views; see docs/graph.md"`
@@ -210,8 +211,9 @@ func Default() Config {
 		Alert:     Alert{Enabled: true, EvaluationInterval: Duration(15 * time.Second), Telegram: Telegram{APIURL: "https://api.telegram.org"}},
 		Deploy: Deploy{Enabled: true, HeartbeatInterval: Duration(30 * time.Second), SilentAfter: 3,
 			ForgetHostsAfter: Duration(7 * 24 * time.Hour), MaxConfigBytes: 1 << 20},
-		DNS:      defaultDNS(),
-		Phishing: Phishing{Refresh: Duration(time.Hour), NewDomainDays: 7, BlockScore: 100, WarnScore: 50},
+		DNS:        defaultDNS(),
+		Moderation: defaultModeration(),
+		Phishing:   Phishing{Refresh: Duration(time.Hour), NewDomainDays: 7, BlockScore: 100, WarnScore: 50},
 	}
 }
 
@@ -294,6 +296,7 @@ func (c *Config) Validate() Errors {
 	c.validateDNS(add)
 	c.validateForward(add)
 	c.validatePhishing(add)
+	c.validateModeration(add)
 	for i, k := range c.Collector.WriteKeys {
 		if len(k) < 8 {
 			add(fmt.Sprintf("collector.write_keys[%d]", i), "write keys need at least 8 characters")

@@ -77,6 +77,7 @@ type Route struct {
 	Inject    Inject    `yaml:"inject"`
 	Compress  string    `yaml:"compress" doc:"auto (brotli, zstd or gzip by Accept-Encoding for compressible types of 1 KiB or more) or off"`
 	Cache     bool      `yaml:"cache" doc:"keep responses in the shared cache as RFC 9111 allows"`
+	Moderate  Moderate  `yaml:"moderate" doc:"check posted text (forums, comments) before it reaches the upstream (docs/moderation.md)"`
 }
 
 // Inject adds the tracker and snippets to HTML pages on their way through.
@@ -184,6 +185,14 @@ func (r *Route) defaults() {
 	}
 	if r.Compress == "" {
 		r.Compress = "auto"
+	}
+	if len(r.Moderate.Fields) > 0 {
+		if r.Moderate.Action == "" {
+			r.Moderate.Action = "log"
+		}
+		if r.Moderate.MaxBody == 0 {
+			r.Moderate.MaxBody = 64 << 10
+		}
 	}
 }
 

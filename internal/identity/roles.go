@@ -24,7 +24,7 @@ var readable = []string{"events:read", "views:read", "graph:read", "aggregates:r
 // admin may do everything, including managing who may do what.
 var builtin = map[string][]string{
 	"viewer": readable,
-	"editor": append(slices.Clone(readable), "events:write", "graph:write", "views:write", "aggregates:write", "campaigns:write", "series:write", "deploy:write", "alert:write"),
+	"editor": append(slices.Clone(readable), "events:write", "graph:write", "views:write", "aggregates:write", "campaigns:write", "series:write", "deploy:write", "alert:write", "moderate:write"),
 	"admin":  {"*:*"},
 }
 

@@ -53,6 +53,9 @@ type Deps struct {
 	// through Local's router and middleware (a DoH client asks a query
 	// per request, and the router cost a tenth of one).
 	DoH func() http.Handler
+	// Moderator checks posts on routes with moderate set (nil: the
+	// moderation module is off, and such posts pass unchecked).
+	Moderator Moderator
 }
 
 // Module is the edge proxy.

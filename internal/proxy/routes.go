@@ -174,7 +174,7 @@ func upstreamTransport(rc config.Route) *http.Transport {
 // builds it (cache, sign-in, link rewriting, header ACL rules). Snippet
 // injection is done on the fast path too.
 func fastRoute(rt *route) bool {
-	if rt.cfg.Cache || rt.cfg.Auth == "required" || rt.tf.rewrites() {
+	if rt.cfg.Cache || rt.cfg.Auth == "required" || rt.tf.rewrites() || len(rt.cfg.Moderate.Fields) > 0 {
 		return false
 	}
 	for _, r := range rt.acl.rules {

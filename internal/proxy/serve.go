@@ -183,6 +183,9 @@ func (m *Module) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		in.rc = http.MaxBytesReader(rec, in.rc, max)
 	}
+	if len(rt.cfg.Moderate.Fields) > 0 && !m.moderatePost(rec, r, rt, p, in) {
+		return
+	}
 	up := rt.pool.pick()
 	if up == nil {
 		page(rec, http.StatusServiceUnavailable, "Unavailable", "No healthy upstream for this route.")
