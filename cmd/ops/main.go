@@ -78,7 +78,7 @@ func rootCmd() *cobra.Command {
 	}
 	g.dataDir = dd
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format where tabular: table, json or csv")
-	root.AddCommand(serveCmd(), versionCmd(), checkConfigCmd(), publishCmd(g), tailCmd(g), streamsCmd(g), graphCmd(), viewsCmd(g), keysCmd(g), userCmd(g), tokenCmd(g), policyCmd(g), queryCmd(g), grafanaCmd(g), deployCmd(g), alertsCmd(g), dnsCmd(g), phishCmd(g))
+	root.AddCommand(serveCmd(), versionCmd(), checkConfigCmd(), publishCmd(g), tailCmd(g), streamsCmd(g), graphCmd(), viewsCmd(g), keysCmd(g), userCmd(g), tokenCmd(g), policyCmd(g), queryCmd(g), grafanaCmd(g), deployCmd(g), alertsCmd(g), dnsCmd(g), phishCmd(g), caCmd(g))
 	return root
 }
 

@@ -34,6 +34,7 @@ func TestPermissionTable(t *testing.T) {
 		c.Proxy.Forward.Listen = "127.0.0.1:0"
 		c.Phishing.Protect = config.Strings{"example.com"}
 		c.Moderation.Enabled = true
+		c.Proxy.Forward.Intercept.Enabled = true
 	})
 	byPerm := map[string][]string{}
 	for _, rt := range r.App.Routes() {

@@ -24,6 +24,17 @@ type ProxyForward struct {
 	PACDirect    Strings           `yaml:"pac_direct" doc:"host patterns the PAC file sends direct, not through the proxy (shExpMatch syntax, e.g. *.corp.example)"`
 	Hosts        map[string]string `yaml:"hosts" doc:"names the proxy resolves itself, name: address (like /etc/hosts, before DNS); deny_networks still applies to them"`
 	Filter       ForwardFilter     `yaml:"filter"`
+	Intercept    ForwardIntercept  `yaml:"intercept"`
+}
+
+// ForwardIntercept is TLS interception (docs/forward.md, "TLS
+// interception").
+type ForwardIntercept struct {
+	Enabled    bool    `yaml:"enabled" doc:"open HTTPS tunnels with a certificate from Ops's own CA, so pages are filtered and scanned like plain HTTP; clients must trust the CA (ops ca export)"`
+	Bypass     Strings `yaml:"bypass" doc:"hosts never intercepted, tunnelled as they are (banks, health, apps that pin their certificates): example.com (and subdomains), *.example.com"`
+	CACert     string  `yaml:"ca_cert" doc:"the CA certificate (PEM) to sign with; empty: one Ops makes in <data_dir>/forward-ca/"`
+	CAKey      string  `yaml:"ca_key" doc:"its private key (PEM)"`
+	UpstreamCA string  `yaml:"upstream_ca" doc:"CA certificates (PEM) sites' certificates are checked against instead of the system's"`
 }
 
 // ForwardFilter is the content filter (docs/forward.md, "Content filter").
@@ -126,6 +137,17 @@ func (c *Config) validateForward(add func(path, format string, a ...any)) {
 		}
 	}
 	f.validateFilter(add)
+	ic := f.Intercept
+	if ic.Enabled {
+		if (ic.CACert == "") != (ic.CAKey == "") {
+			add("proxy.forward.intercept.ca_key", "ca_cert and ca_key go together (or neither: Ops makes a CA)")
+		}
+		for _, h := range ic.Bypass {
+			if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " \t/") {
+				add("proxy.forward.intercept.bypass", "%q is not a host pattern", h)
+			}
+		}
+	}
 }
 
 func (f ProxyForward) validateFilter(add func(path, format string, a ...any)) {

@@ -36,6 +36,7 @@ type reqState struct {
 	rule   string // the rule that decided
 	denied string // block or warn when the response was replaced
 	phish  *phish.Verdict
+	inner  bool // a request inside an intercepted tunnel
 }
 
 // phishInfo is what an ev.proxy.browse event says of a phishing verdict.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/testcert"
 	"github.com/opsgraph/ops/internal/testutil"
 )
 
@@ -422,4 +425,100 @@ func TestPhishingThroughProxy(t *testing.T) {
 		`"host":"login.paypa1-secure.test"`, `looks like \"paypal\"`,
 		`"host":"account-check.test","port":`+fs.port+`,"path":"/","action":"block","rule":"phishing"`, `its form posts to collect.evil.test`,
 		`"host":"paypa1.test","port":`+fs.port+`,"path":"/","action":"warn","rule":"phishing"`)
+}
+
+// TestInterception: with intercept on, HTTPS pages are opened with
+// Ops's CA (the client trusts what GET /api/v1/forward/ca.pem gives) and
+// filtered like plain ones: a page's text blocks it through TLS and
+// gzip, safe search is rewritten, a bypassed host is tunnelled as it is
+// (its own certificate), a ClientHello for another name than the tunnel's
+// is refused, and curl trusting the exported CA works through it.
+func TestInterception(t *testing.T) {
+	dir := t.TempDir()
+	ca, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	names := []string{"news.test", "adult-page.test", "bypass.test", "www.google.com"}
+	if _, err := testcert.Write(ca, certFile, keyFile, names...); err != nil {
+		t.Fatal(err)
+	}
+	var tlsSrv *httptest.Server
+	var s *sites
+	fs := startFilter(t, "", func(c *config.Config) {
+		s = startSites(t)
+		tlsSrv = httptest.NewUnstartedServer(s.srv.Config.Handler)
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsSrv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		tlsSrv.StartTLS()
+		t.Cleanup(tlsSrv.Close)
+		_, port, _ := net.SplitHostPort(tlsSrv.Listener.Addr().String())
+		var p int
+		fmt.Sscan(port, &p)
+		f := &c.Proxy.Forward
+		f.AllowPorts = append(f.AllowPorts, p)
+		f.Hosts["bypass.test"] = "127.0.0.1"
+		f.Intercept = config.ForwardIntercept{Enabled: true, Bypass: config.Strings{"bypass.test"}, UpstreamCA: ca}
+	})
+	_, tport, _ := net.SplitHostPort(tlsSrv.Listener.Addr().String())
+	// The CA, as a client gets it.
+	code, caPEM, _ := get(t, http.DefaultClient, fs.r.URL+"/api/v1/forward/ca.pem")
+	roots := x509.NewCertPool()
+	if code != 200 || !roots.AppendCertsFromPEM([]byte(caPEM)) {
+		t.Fatalf("CA: %d %s", code, caPEM)
+	}
+	client := func(roots *x509.CertPool) *http.Client {
+		u := &url.URL{Scheme: "http", Host: fs.proxy, User: url.UserPassword("alice", "alice-password-1")}
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(u), DisableCompression: true,
+			TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	}
+	alice := client(roots)
+	at := func(host, path string) string { return "https://" + host + ":" + tport + path }
+	if code, body, _ := get(t, alice, at("news.test", "/")); code != 200 || !strings.Contains(body, "The council approved the budget.") {
+		t.Fatalf("news over intercepted TLS: %d %s", code, body)
+	}
+	if code, body, _ := get(t, alice, at("adult-page.test", "/gallery")); code != 403 || !strings.Contains(body, "<b>adult</b>") {
+		t.Fatalf("adult page over intercepted TLS: %d %s", code, body)
+	}
+	if code, _, _ := get(t, alice, at("www.google.com", "/search?q=cats")); code != 200 {
+		t.Fatalf("search: %d", code)
+	}
+	if q := <-s.query; q != "q=cats&safe=active" {
+		t.Fatalf("the engine got %q", q)
+	}
+	// Bypassed: the site's own certificate, which Ops's CA did not sign.
+	if code, body, _ := get(t, alice, at("bypass.test", "/")); code != 0 || !strings.Contains(body, "certificate") {
+		t.Fatalf("bypass host trusting only Ops's CA: %d %s", code, body)
+	}
+	siteRoots := x509.NewCertPool()
+	pemBytes, _ := os.ReadFile(ca)
+	siteRoots.AppendCertsFromPEM(pemBytes)
+	if code, body, _ := get(t, client(siteRoots), at("bypass.test", "/")); code != 200 || !strings.Contains(body, "hello from bypass.test") {
+		t.Fatalf("bypass host trusting the site's CA: %d %s", code, body)
+	}
+	// A ClientHello for another name than the tunnel's host.
+	c, err := net.Dial("tcp", fs.proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "CONNECT news.test:%s HTTP/1.1\r\nHost: x\r\nProxy-Authorization: Basic YWxpY2U6YWxpY2UtcGFzc3dvcmQtMQ==\r\n\r\n", tport)
+	br := bufio.NewReader(c)
+	for l, _ := br.ReadString('\n'); l != "\r\n" && l != ""; l, _ = br.ReadString('\n') {
+	}
+	if err := tls.Client(c, &tls.Config{ServerName: "adult-page.test", RootCAs: roots}).Handshake(); err == nil {
+		t.Fatal("a ClientHello for another host went through")
+	}
+	c.Close()
+	// curl, trusting the exported CA.
+	caOut := filepath.Join(dir, "ops-ca.pem")
+	os.WriteFile(caOut, []byte(caPEM), 0o644)
+	out, err := exec.Command("curl", "-sS", "--max-time", "10", "--cacert", caOut, "-x", "http://"+fs.proxy, "-U", "alice:alice-password-1",
+		at("news.test", "/")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "The council approved the budget.") {
+		t.Fatalf("curl through interception: %v %s", err, out)
+	}
+	fs.waitEvent(t, "ev.proxy.browse", `"method":"CONNECT","host":"news.test","port":`+tport+`,"sni":"news.test","intercepted":true,"action":"allow"`,
+		`"method":"GET","host":"adult-page.test","port":`+tport+`,"path":"/gallery","intercepted":true,"action":"block"`,
+		`"method":"CONNECT","host":"news.test","port":`+tport+`,"intercepted":true,"action":"block","rule":"default","reason":"TLS interception: server name \"adult-page.test\" is not the tunnel's host news.test"`)
 }

@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -57,6 +59,7 @@ type Authenticator interface {
 	Identify(w http.ResponseWriter, r *http.Request) (*identity.Identity, error)
 	CheckPassword(ctx context.Context, user, password string, ip netip.Addr, via string) (*identity.Identity, error)
 	Locked(ctx context.Context, user string) (string, error)
+	Negotiates() bool
 }
 
 // credTTL is how long a checked user name and password are believed
@@ -102,6 +105,7 @@ type Proxy struct {
 	// filter is the content filter (nil when off); policy mirrors the
 	// POLICY bucket's browse entries.
 	filter  *filter
+	icpt    *interceptor // TLS interception; nil when off
 	policy  *browsePolicy
 	reviews *prometheus.CounterVec
 
@@ -186,6 +190,23 @@ func New(cfg config.ProxyForward, deps Deps) (*Proxy, error) {
 			page(w, code, "Cannot reach "+r.URL.Host, err.Error())
 		},
 		ModifyResponse: p.scanResponse}
+	if cfg.Intercept.Enabled {
+		var err error
+		if p.icpt, err = newInterceptor(cfg.Intercept, deps.DataDir); err != nil {
+			return nil, err
+		}
+		if cfg.Intercept.UpstreamCA != "" {
+			pemBytes, err := os.ReadFile(cfg.Intercept.UpstreamCA)
+			if err != nil {
+				return nil, fmt.Errorf("proxy.forward.intercept.upstream_ca: %w", err)
+			}
+			roots := x509.NewCertPool()
+			if !roots.AppendCertsFromPEM(pemBytes) {
+				return nil, fmt.Errorf("proxy.forward.intercept.upstream_ca: no PEM certificate in %s", cfg.Intercept.UpstreamCA)
+			}
+			tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		}
+	}
 	// The pages (block, warn, review) are always there: rules may warn
 	// without the content filter; categories load only when it is on.
 	var err error
@@ -213,6 +234,9 @@ func New(cfg config.ProxyForward, deps Deps) (*Proxy, error) {
 		pac := http.HandlerFunc(p.servePAC)
 		deps.Handle("GET /proxy.pac", "public", pac)
 		deps.Handle("GET /wpad.dat", "public", pac)
+		if cfg.Intercept.Enabled {
+			deps.Handle("GET /api/v1/forward/ca.pem", "public", http.HandlerFunc(p.serveCA))
+		}
 	}
 	return p, nil
 }
@@ -280,9 +304,11 @@ type browse struct {
 	Port   int    `json:"port"`
 	Path   string `json:"path,omitempty"` // plain HTTP only
 	SNI    string `json:"sni,omitempty"`  // tunnels: the TLS server name the client asked for
-	Action string `json:"action"`         // allow, block, warn, continue (through a warning), log, error
-	Rule   string `json:"rule,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	// Intercepted: a tunnel opened with Ops's CA, or a request inside one.
+	Intercepted bool   `json:"intercepted,omitempty"`
+	Action      string `json:"action"` // allow, block, warn, continue (through a warning), log, error
+	Rule        string `json:"rule,omitempty"`
+	Reason      string `json:"reason,omitempty"`
 	// The content filter's verdict: the top category over the threshold,
 	// its score, the top scores, and how much of the page was scanned.
 	Category   string            `json:"category,omitempty"`
@@ -322,6 +348,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.servePAC(w, r)
 			return
 		}
+		if r.Method == http.MethodGet && r.URL.Path == "/ca.pem" {
+			p.serveCA(w, r)
+			return
+		}
 		page(w, http.StatusBadRequest, "Not a proxy request", "This is Ops's forward proxy: set it as your browser's HTTP proxy, or use /proxy.pac.")
 		return
 	}
@@ -342,7 +372,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.cfg.Auth == "basic" {
 		if id, err = p.identify(r, client); err != nil {
 			p.n.WithLabelValues(kind, "auth").Inc()
-			w.Header().Set("Proxy-Authenticate", `Basic realm="Ops proxy", charset="UTF-8"`)
+			if p.deps.Auth != nil && p.deps.Auth.Negotiates() {
+				w.Header().Add("Proxy-Authenticate", "Negotiate")
+			}
+			w.Header().Add("Proxy-Authenticate", `Basic realm="Ops proxy", charset="UTF-8"`)
 			code := http.StatusProxyAuthRequired
 			if errors.Is(err, identity.ErrUnavailable) {
 				code = http.StatusServiceUnavailable
@@ -354,8 +387,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b.User = id.User
 	}
 	st := &reqState{b: b, id: id, client: client, host: host, who: whoKey(id, client), start: start}
+	p.handle(w, r, st, kind)
+}
+
+// handle decides and serves one request: a CONNECT, an absolute-form
+// HTTP request, or a request inside an intercepted tunnel (st.inner).
+func (p *Proxy) handle(w http.ResponseWriter, r *http.Request, st *reqState, kind string) {
+	b, host, port, start := st.b, st.host, st.b.Port, st.start
+	var err error
 	if kind == "http" {
-		if r.URL.Scheme != "http" {
+		if r.URL.Scheme != "http" && !(st.inner && r.URL.Scheme == "https") {
 			b.Action, b.Status, b.Reason = "error", http.StatusBadRequest, "scheme "+r.URL.Scheme
 			p.record(b, start)
 			page(w, http.StatusBadRequest, "Bad request", "url: only http:// is forwarded; https goes through CONNECT")
@@ -369,15 +410,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			page(w, http.StatusBadRequest, "Bad request", "path: "+err.Error())
 			return
 		}
-		{
-			switch st.path {
-			case continuePath:
-				p.serveContinue(w, r, st)
-				return
-			case reviewPath:
-				p.serveReview(w, r, st)
-				return
-			}
+		switch st.path {
+		case continuePath:
+			p.serveContinue(w, r, st)
+			return
+		case reviewPath:
+			p.serveReview(w, r, st)
+			return
 		}
 	}
 	if p.deps.Phish != nil {
@@ -508,6 +547,14 @@ func (p *Proxy) identify(r *http.Request, client netip.Addr) (*identity.Identity
 		return nil, identity.ErrInvalid
 	}
 	scheme, cred, _ := strings.Cut(auth, " ")
+	if strings.EqualFold(scheme, "Negotiate") {
+		// Kerberos (SPNEGO) for domain-joined machines: identity checks
+		// the ticket as it does for the reverse proxy's auth: required.
+		q, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "/", nil)
+		q.RemoteAddr = r.RemoteAddr
+		q.Header.Set("Authorization", "Negotiate "+strings.TrimSpace(cred))
+		return p.deps.Auth.Identify(discard{}, q)
+	}
 	if !strings.EqualFold(scheme, "Basic") {
 		return nil, identity.ErrInvalid
 	}
@@ -706,6 +753,25 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, st *reqState) {
 		if h := webfilter.SafeSearchHost(b.Host); h != "" {
 			dialHost, b.SafeSearch = h, true
 		}
+	}
+	if p.icpt != nil && !hostMatches(p.cfg.Intercept.Bypass, b.Host) {
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			page(w, http.StatusInternalServerError, "Cannot tunnel", "this connection cannot be taken over")
+			return
+		}
+		conn, rw, err := hj.Hijack()
+		if err != nil {
+			return
+		}
+		b.Status = http.StatusOK
+		_, _ = conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n"))
+		var pre io.Reader
+		if rw != nil && rw.Reader.Buffered() > 0 {
+			pre = io.LimitReader(rw.Reader, int64(rw.Reader.Buffered()))
+		}
+		p.intercept(conn, pre, st)
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	up, err := p.dial(ctx, "tcp", net.JoinHostPort(dialHost, strconv.Itoa(b.Port)))

@@ -84,6 +84,10 @@ func (m *Module) Unauthenticated(w http.ResponseWriter, r *http.Request, prefix 
 	reply.Error(w, http.StatusUnauthorized, "authorization", "authentication required")
 }
 
+// Negotiates reports whether Kerberos (SPNEGO) is configured, so servers
+// that challenge for credentials themselves (the forward proxy) offer it.
+func (m *Module) Negotiates() bool { return m.kerberos != nil }
+
 // Locked reports a POLICY lock on the user (for the proxy's checks of
 // already signed-in users).
 func (m *Module) Locked(ctx context.Context, user string) (string, error) {

@@ -16,9 +16,9 @@ import (
 )
 
 // Write writes a fresh CA and a server certificate it signed for
-// 127.0.0.1 and localhost, valid for a day, as PEM files, and returns the
-// CA.
-func Write(caFile, certFile, keyFile string) (*x509.Certificate, error) {
+// 127.0.0.1 and localhost (and names), valid for a day, as PEM files,
+// and returns the CA.
+func Write(caFile, certFile, keyFile string, names ...string) (*x509.Certificate, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -47,7 +47,7 @@ func Write(caFile, certFile, keyFile string) (*x509.Certificate, error) {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: append([]string{"localhost"}, names...),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
