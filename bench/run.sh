@@ -38,8 +38,9 @@ if [[ -n $smoke ]]; then
 	analytics=(-events 20000 -visitors 2000 -pages 500 -runs 2 -latency 2)
 	alerts=(-series 2000 -rules 20 -interval 2s -history 2m -rounds 1)
 	dnsb=(-duration 1s -names 50 -mem-names 2000 -conc 8)
+	fwd=(-duration 1s -conc 4 -scan-mb 2)
 else
-	ingest=() graph=() footprint=() tsdb=() soak=() analytics=() alerts=() dnsb=()
+	ingest=() graph=() footprint=() tsdb=() soak=() analytics=() alerts=() dnsb=() fwd=()
 fi
 
 {
@@ -53,6 +54,7 @@ fi
 	step analytics go run ./bench/analytics -ops bin/ops "${analytics[@]}"
 	step alerts bash bench/alerts.sh bin/ops "${alerts[@]}"
 	step dns go run ./bench/dns -ops bin/ops "${dnsb[@]}"
+	step forward go run ./bench/forward -ops bin/ops "${fwd[@]}"
 	echo
 	echo "ops.js: $(wc -c < internal/collector/web/ops.js) bytes, $(gzip -9c internal/collector/web/ops.js | wc -c) gzipped (target < 2048)"
 } 2>&1 | tee "bench/out/$stamp.txt"

@@ -16,6 +16,7 @@ command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v kdig >/dev/null || need+=(knot-dnsutils)
 [ -x /usr/sbin/unbound ] || need+=(unbound)
 command -v dnsdist >/dev/null || need+=(dnsdist)
+[ -x /usr/sbin/squid ] || need+=(squid)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
@@ -27,7 +28,8 @@ command -v npm >/dev/null || need+=(npm)
 # promtool against Ops and remote-write to and from a real Prometheus;
 # knot-dnsutils and unbound: the DNS tests ask Ops with kdig over every
 # transport, with unbound as Ops's DoT upstream (internal/dnsd); dnsdist: the
-# DNS bench's peer (bench/dns, run in smoke mode by make test);
+# DNS bench's peer (bench/dns, run in smoke mode by make test); squid: the
+# forward proxy bench's peer (bench/forward, also run in smoke mode);
 # python3-aiosmtpd: a real SMTP server the e-mail report tests send to;
 # nodejs and npm: the unmodified RudderStack and Segment Node SDKs
 # (internal/collector/testdata/node, installed from its lock file below).

@@ -234,10 +234,10 @@ func (a *App) defs() []Def {
 				return m, err
 			}},
 		// dns is the resolver; it runs when dns.upstreams are set.
-		{Name: "dns", Deps: []string{"bus", "api", "identity"}, Enabled: func() bool { return len(a.cfg.DNS.Upstreams) > 0 },
+		{Name: "dns", Deps: []string{"bus", "api", "identity", "phish"}, Enabled: func() bool { return len(a.cfg.DNS.Upstreams) > 0 },
 			New: func() (Module, error) {
 				m, err := dnsd.New(a.cfg.DNS, dnsd.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("dns"), Registry: a.reg, DataDir: a.cfg.DataDir,
-					Handle: a.api.Handle, ClientIP: a.identity.ClientIP})
+					Handle: a.api.Handle, ClientIP: a.identity.ClientIP, Phish: a.phishChecker()})
 				if err == nil {
 					a.dns.Store(m)
 				}
@@ -256,10 +256,7 @@ func (a *App) defs() []Def {
 		// forward is the office's explicit forward proxy (proxy.forward).
 		{Name: "forward", Deps: []string{"bus", "api", "identity", "phish"}, Enabled: func() bool { return a.cfg.Proxy.Forward.Listen != "" },
 			New: func() (Module, error) {
-				var pc *phish.Checker
-				if m := a.phish.Load(); m != nil {
-					pc = m.Checker()
-				}
+				pc := a.phishChecker()
 				m, err := forward.New(a.cfg.Proxy.Forward, forward.Deps{Bus: a.bus.Bus(), Logger: a.logs.Logger("forward"), Registry: a.reg,
 					DataDir: a.cfg.DataDir, Auth: a.identity, Handle: a.api.Handle, Phish: pc})
 				if err == nil {
@@ -276,6 +273,14 @@ func (a *App) defs() []Def {
 		}},
 		{Name: "all", Deps: []string{"bus", "identity", "api", "policy", "proxy", "pipeline", "views", "cqrs", "collector", "coap", "tsdb", "alert", "analytics", "deploy", "dns", "phish", "forward", "moderate", "ui"}},
 	}
+}
+
+// phishChecker is phishing protection's checker, or nil when it is off.
+func (a *App) phishChecker() *phish.Checker {
+	if m := a.phish.Load(); m != nil {
+		return m.Checker()
+	}
+	return nil
 }
 
 // moderator is the moderation module for the proxy, or nil when it is

@@ -49,6 +49,9 @@ local-data: "test. 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 60"
 local-data: "forcesafesearch.google.com. 300 IN A 216.239.38.120"
 local-data: "www.youtube.com. 300 IN A 192.0.2.90"
 local-data: "facebook.com. 300 IN A 192.0.2.91"
+local-data: "paypa1.test. 300 IN A 192.0.2.93"
+local-data: "feed-listed.test. 300 IN A 192.0.2.94"
+local-data: "xn--pypal-4ve.test. 300 IN A 192.0.2.95"
 `
 
 const blockList = `! a list in several syntaxes
@@ -71,7 +74,7 @@ type resolver struct {
 	proxy    string // the proxy's TLS listener, for DoH over HTTPS
 }
 
-func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
+func startResolver(t *testing.T, mod func(*config.DNS), more ...func(*config.Config)) *resolver {
 	t.Helper()
 	ub := testutil.StartUnbound(t, zones)
 	dir := t.TempDir()
@@ -95,6 +98,9 @@ func startResolver(t *testing.T, mod func(*config.DNS)) *resolver {
 		c.Proxy.Routes = []config.Route{{Name: "site", Upstreams: config.Strings{up}}}
 		if mod != nil {
 			mod(&c.DNS)
+		}
+		for _, f := range more {
+			f(c)
 		}
 	})
 	s := r.App.DNS()
@@ -409,6 +415,43 @@ func TestPolicyBlocksLive(t *testing.T) {
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if got := answerA(exchange(t, res.plain, "www.test", dns.TypeA)); got != "192.0.2.10" {
 			return fmt.Errorf("after clearing: %s", got)
+		}
+		return nil
+	})
+}
+
+// TestPhishingBlocksNames: with phishing protection on, the resolver
+// answers a name it would block (a confusable lookalike of a protected
+// domain, a feed's domain) as blocked, with the reasons in the query's
+// event; a weaker lookalike (a warning at the proxy) and other names
+// resolve.
+func TestPhishingBlocksNames(t *testing.T) {
+	feed := filepath.Join(t.TempDir(), "phish.txt")
+	if err := os.WriteFile(feed, []byte("feed-listed.test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := startResolver(t, func(d *config.DNS) { d.Events = true }, func(c *config.Config) {
+		c.Phishing.Protect = config.Strings{"paypal.test"}
+		c.Phishing.Feeds = []config.PhishFeed{{Source: feed, Format: "domains"}}
+		c.Phishing.NewDomainDays = 0
+	})
+	testutil.CheckFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+		if got := answerA(exchange(t, res.plain, "feed-listed.test", dns.TypeA)); got != "NXDOMAIN" {
+			return fmt.Errorf("feed domain: %s", got)
+		}
+		return nil
+	})
+	for name, want := range map[string]string{"xn--pypal-4ve.test": "NXDOMAIN", "paypa1.test": "192.0.2.93", "www.test": "192.0.2.10"} {
+		if got := answerA(exchange(t, res.plain, name, dns.TypeA)); got != want {
+			t.Errorf("%s: %s, want %s", name, got, want)
+		}
+	}
+	testutil.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		_, body := res.api(t, "GET", "/api/v1/events?subject=ev.dns.query&limit=200", res.r.Token, "")
+		for _, want := range []string{`"rule":"phishing: feed-listed.test is listed in ` + feed, `looks like \"paypal\" (UTS #39`} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("no %s in %s", want, body)
+			}
 		}
 		return nil
 	})

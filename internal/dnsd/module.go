@@ -32,6 +32,7 @@ import (
 	"github.com/opsgraph/ops/internal/bus"
 	"github.com/opsgraph/ops/internal/config"
 	"github.com/opsgraph/ops/internal/evqueue"
+	"github.com/opsgraph/ops/internal/phish"
 	"github.com/opsgraph/ops/internal/policy"
 )
 
@@ -46,6 +47,8 @@ type Deps struct {
 	// ClientIP is a request's client, believing X-Forwarded-For only from
 	// trusted proxies.
 	ClientIP func(*http.Request) netip.Addr
+	// Phish blocks names phishing protection would block; nil: off.
+	Phish *phish.Checker
 }
 
 // Server is the dns module.

@@ -113,6 +113,23 @@ func (s *Server) answer(ctx context.Context, req *dns.Msg, o *outcome) *dns.Msg 
 			o.blocked, o.rule = true, by
 			return s.blockedAnswer(req)
 		}
+		// Phishing protection: a name it would block (a feed's domain, a
+		// close lookalike of a protected one) is answered as blocked; a
+		// warning cannot be shown in DNS, so lesser verdicts pass (the
+		// forward proxy warns).
+		if s.deps.Phish != nil {
+			if v := s.deps.Phish.CheckHost(name); v.Action == "block" {
+				o.blocked, o.rule = true, "phishing"
+				for i, r := range v.Reasons {
+					sep := ": "
+					if i > 0 {
+						sep = "; "
+					}
+					o.rule += sep + r.Detail
+				}
+				return s.blockedAnswer(req)
+			}
+		}
 	}
 	if s.cfg.SafeSearch || o.client != nil && o.client.cfg.SafeSearch {
 		if t := safeTarget(name); t != "" {

@@ -250,7 +250,7 @@ func (p *Proxy) scanResponse(resp *http.Response) error {
 	}
 	pg := webfilter.ParseHTML(dec)
 	if st.sc != nil {
-		st.sc.Text(pg.Text)
+		st.sc.Normalized(pg.Text)
 	}
 	if st.phish != nil && pg.PasswordForm {
 		p.deps.Phish.Page(st.phish, pg.Title, string(pg.Text), true, pg.FormActions)

@@ -163,6 +163,9 @@ func TestForwardProxy(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "400"},
 		{"GET http://alice:pw@example.com/ HTTP/1.1\r\nHost: example.com\r\n" + auth + "\r\n", "400"},
 		{"GET /proxy.pac HTTP/1.1\r\nHost: x\r\n\r\n", "200"},
+		{"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nX-Big: " + strings.Repeat("a", 100<<10) + "\r\n" + auth + "\r\n", "431"},
+		{"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-Many: 1\r\n", 8000) + auth + "\r\n", "431"},
+		{"GET http://[::1/ HTTP/1.1\r\nHost: x\r\n" + auth + "\r\n", "400"},
 	} {
 		if got := raw(c.req); !strings.Contains(got, " "+c.want+" ") {
 			t.Errorf("%q: %s, want %s", strings.SplitN(c.req, "\r\n", 2)[0], got, c.want)

@@ -103,8 +103,17 @@ func TestFields(t *testing.T) {
 	if err != nil || got["body"] != "hi there" || got["thread_id"] != "7" {
 		t.Fatalf("form: %v %v", got, err)
 	}
-	if _, err := Fields("multipart/form-data", nil, []string{"body"}); err != ErrNotText {
-		t.Fatalf("multipart: %v", err)
+	if _, err := Fields("application/octet-stream", []byte{0, 1}, []string{"body"}); err != ErrNotText {
+		t.Fatalf("binary: %v", err)
+	}
+	if _, err := Fields("multipart/form-data", nil, []string{"body"}); err == nil || !strings.Contains(err.Error(), "boundary") {
+		t.Fatalf("multipart without a boundary: %v", err)
+	}
+	mp := "--XB\r\nContent-Disposition: form-data; name=\"body\"\r\n\r\nhello there\r\n" +
+		"--XB\r\nContent-Disposition: form-data; name=\"body\"; filename=\"a.txt\"\r\n\r\nfile content\r\n--XB--\r\n"
+	got, err = Fields("multipart/form-data; boundary=XB", []byte(mp), []string{"body"})
+	if err != nil || got["body"] != "hello there" {
+		t.Fatalf("multipart: %v %v", got, err)
 	}
 	b, err := SetFields("application/json", []byte(`{"comment":{"text":"fuck"},"k":1}`), map[string]string{"comment.text": "f***"})
 	if err != nil || string(b) != `{"comment":{"text":"f***"},"k":1}` {

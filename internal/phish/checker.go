@@ -46,10 +46,20 @@ type Checker struct {
 	domains map[string]string // listed domain -> feed
 	feeds   map[string]feedState
 
+	// hostVerdicts caches CheckHost's answers (the resolver asks for
+	// every query); emptied when the feeds change.
+	hvMu         sync.Mutex
+	hostVerdicts map[string]hostVerdict
+
 	seenMu    sync.Mutex
 	seen      map[string]int64 // registrable domain -> first seen (unix seconds)
 	seenFile  string
 	seenDirty bool
+}
+
+type hostVerdict struct {
+	v       Verdict
+	expires time.Time
 }
 
 type feedState struct {
@@ -199,6 +209,32 @@ func (c *Checker) rebuild() {
 	c.mu.Lock()
 	c.urls, c.hosts, c.domains = urls, hosts, domains
 	c.mu.Unlock()
+	c.hvMu.Lock()
+	c.hostVerdicts = nil
+	c.hvMu.Unlock()
+}
+
+// CheckHost is Check of a bare host name (observed as seen), with the
+// answers kept for a minute: the resolver asks it for every query.
+func (c *Checker) CheckHost(name string) Verdict {
+	now := time.Now()
+	c.hvMu.Lock()
+	if hv, ok := c.hostVerdicts[name]; ok && now.Before(hv.expires) {
+		c.hvMu.Unlock()
+		return hv.v
+	}
+	c.hvMu.Unlock()
+	v, err := c.Check(name, true)
+	if err != nil {
+		v = Verdict{Target: name, Action: "allow", Reasons: []Reason{}}
+	}
+	c.hvMu.Lock()
+	if c.hostVerdicts == nil || len(c.hostVerdicts) >= 100_000 {
+		c.hostVerdicts = map[string]hostVerdict{}
+	}
+	c.hostVerdicts[name] = hostVerdict{v: v, expires: now.Add(time.Minute)}
+	c.hvMu.Unlock()
+	return v
 }
 
 // ParseFeed reads a feed: openphish (a URL a line), urlhaus (its CSV),

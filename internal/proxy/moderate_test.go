@@ -112,6 +112,12 @@ func TestForumModeration(t *testing.T) {
 	if code, body := post("/mask/posts", js, `{"comment":{"text":{"nested":1}}}`); code != 400 || !strings.Contains(body, "comment.text") {
 		t.Fatalf("a field that is not text: %d %s", code, body)
 	}
+	if code, body := post("/mask/posts", "application/octet-stream", "\x00\xff\xfe binary \x01"); code != 415 || !strings.Contains(body, "moderation reads forms") {
+		t.Fatalf("a binary body: %d %s", code, body)
+	}
+	if code, body := post("/mask/posts", js, "\xff\xfe{\x00"); code != 400 {
+		t.Fatalf("binary bytes sent as JSON: %d %s", code, body)
+	}
 	if n := hits.Load(); n != before {
 		t.Fatalf("the forum got %d refused posts", n-before)
 	}

@@ -86,6 +86,7 @@ type Set struct {
 	regexes    []regexRule
 	phrases    []phrase
 	first      map[string][]int32 // first word -> indexes in phrases
+	starts     []bool             // pairOf(first word) -> any phrase starts so (a cheap test before the map)
 }
 
 // Load reads every category folder in fsys: a folder with a
@@ -143,9 +144,11 @@ func Load(fsys fs.FS, extra map[string][]byte) (*Set, error) {
 		return nil, err
 	}
 	sort.SliceStable(s.phrases, func(i, j int) bool { return len(s.phrases[i].text) > len(s.phrases[j].text) })
+	s.starts = make([]bool, 1<<16)
 	for i, p := range s.phrases {
 		w, _, _ := strings.Cut(p.text, " ")
 		s.first[w] = append(s.first[w], int32(i))
+		s.starts[pairOf([]byte(w))] = true
 	}
 	return s, nil
 }

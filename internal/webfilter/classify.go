@@ -70,14 +70,21 @@ func (sc *Scores) URL(u *url.URL) {
 	}
 }
 
-// Text counts the phrases in text (plain text: see HTMLText). It may be
-// called more than once for one page.
+// Text counts the phrases in text (plain text). It may be called more
+// than once for one page.
 func (sc *Scores) Text(text []byte) {
+	if len(sc.set.phrases) == 0 {
+		return
+	}
+	sc.Normalized(normalizeBytes(text))
+}
+
+// Normalized is Text for text already in Normalize's form (a Page's).
+func (sc *Scores) Normalized(norm []byte) {
 	s := sc.set
 	if len(s.phrases) == 0 {
 		return
 	}
-	norm := normalizeBytes(text)
 	if sc.counts == nil {
 		sc.counts = map[int32]int{}
 	}
@@ -85,6 +92,10 @@ func (sc *Scores) Text(text []byte) {
 		j := i
 		for j < len(norm) && norm[j] != ' ' {
 			j++
+		}
+		if !s.starts[pairOf(norm[i:j])] {
+			i = j + 1
+			continue
 		}
 		for _, pi := range s.first[string(norm[i:j])] {
 			ph := s.phrases[pi].text
@@ -160,42 +171,66 @@ func (s *Set) Category(name string) (Category, bool) {
 // characters that are not letters or digits one space, trimmed.
 func Normalize(s string) string { return string(normalizeBytes([]byte(s))) }
 
-func normalizeBytes(b []byte) []byte {
-	out := make([]byte, 0, len(b))
-	space := true
-	for i := 0; i < len(b); {
-		c := b[i]
-		if c < utf8.RuneSelf {
-			i++
-			switch {
-			case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-				out = append(out, c)
-				space = false
-			case 'A' <= c && c <= 'Z':
-				out = append(out, c+'a'-'A')
-				space = false
-			default:
-				if !space {
-					out = append(out, ' ')
-					space = true
-				}
-			}
-			continue
-		}
-		r, n := utf8.DecodeRune(b[i:])
-		i += n
-		if unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.Is(unicode.Mn, r) {
-			out = utf8.AppendRune(out, unicode.ToLower(r))
-			space = false
-		} else if !space {
-			out = append(out, ' ')
-			space = true
-		}
+// asciiFold maps an ASCII byte to its lower-case letter or digit, or 0
+// for a separator.
+var asciiFold = func() (t [utf8.RuneSelf]byte) {
+	for c := byte('a'); c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = c, c
 	}
+	for c := byte('0'); c <= '9'; c++ {
+		t[c] = c
+	}
+	return t
+}()
+
+func normalizeBytes(b []byte) []byte {
+	space := true
+	out := appendNorm(make([]byte, 0, len(b)+8), b, &space)
 	if len(out) > 0 && out[len(out)-1] == ' ' {
 		out = out[:len(out)-1]
 	}
 	return out
+}
+
+// appendNorm appends b to out as Normalize writes it; *space says the
+// last byte written was a separator (or nothing was), and carries over
+// between calls.
+func appendNorm(out, b []byte, space *bool) []byte {
+	sp := *space
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			i++
+			if f := asciiFold[c]; f != 0 {
+				out = append(out, f)
+				sp = false
+			} else if !sp {
+				out = append(out, ' ')
+				sp = true
+			}
+			continue
+		}
+		r, w := utf8.DecodeRune(b[i:])
+		i += w
+		if unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.Is(unicode.Mn, r) {
+			out = utf8.AppendRune(out, unicode.ToLower(r))
+			sp = false
+		} else if !sp {
+			out = append(out, ' ')
+			sp = true
+		}
+	}
+	*space = sp
+	return out
+}
+
+// pairOf is a word's first two bytes as an index (one-byte words: the
+// byte and 0), for the table of the first words of phrases.
+func pairOf(w []byte) int {
+	if len(w) == 1 {
+		return int(w[0]) << 8
+	}
+	return int(w[0])<<8 | int(w[1])
 }
 
 // SearchQuery is the words searched for when u is a search engine's
