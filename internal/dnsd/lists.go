@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/opsgraph/ops/internal/config"
+
+	"github.com/opsgraph/ops/internal/listfetch"
 )
 
 // Block list sources. Files are read at start and at every refresh; URLs
@@ -113,36 +114,13 @@ func (l *lists) refresh(ctx context.Context) bool {
 // fetch gets a URL list if it changed (If-None-Match); on success it is
 // kept on disk with its ETag.
 func (l *lists) fetch(ctx context.Context, s *listSource) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", s.ref, nil)
-	if err != nil {
+	src := listfetch.Source{URL: s.ref, ETag: s.etag, Body: s.body}
+	changed, err := listfetch.Get(ctx, l.client, &src, maxListBytes)
+	if !changed || err != nil {
 		return false, err
 	}
-	if s.etag != "" && s.body != nil {
-		req.Header.Set("If-None-Match", s.etag)
-	}
-	resp, err := l.client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNotModified:
-		return false, nil
-	case http.StatusOK:
-	default:
-		return false, fmt.Errorf("HTTP %s", resp.Status)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxListBytes+1))
-	if err != nil {
-		return false, err
-	}
-	if len(b) > maxListBytes {
-		return false, fmt.Errorf("larger than %d MiB", maxListBytes>>20)
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return false, fmt.Errorf("empty")
-	}
-	s.body, s.etag = b, resp.Header.Get("ETag")
+	b := src.Body
+	s.body, s.etag = src.Body, src.ETag
 	if err := os.MkdirAll(l.dir, 0o750); err == nil {
 		f := l.cacheFile(s.ref)
 		if err := os.WriteFile(f+".tmp", b, 0o640); err == nil {

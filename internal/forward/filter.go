@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/listfetch"
 	"github.com/opsgraph/ops/internal/webfilter"
 )
 
@@ -53,18 +53,13 @@ type filter struct {
 	hc    *http.Client
 
 	mu     sync.Mutex
-	passes map[string]time.Time // who \x00 host \x00 category -> until
-	lists  map[string]fetched   // list_url -> last body and ETag
-	sig    string               // the directory's names, sizes and times at the last load
-}
-
-type fetched struct {
-	etag string
-	body []byte
+	passes map[string]time.Time        // who \x00 host \x00 category -> until
+	lists  map[string]listfetch.Source // list_url -> last body and ETag
+	sig    string                      // the directory's names, sizes and times at the last load
 }
 
 func newFilter(cfg config.ForwardFilter, log *slog.Logger) (*filter, error) {
-	f := &filter{cfg: cfg, log: log, key: make([]byte, 32), passes: map[string]time.Time{}, lists: map[string]fetched{},
+	f := &filter{cfg: cfg, log: log, key: make([]byte, 32), passes: map[string]time.Time{}, lists: map[string]listfetch.Source{},
 		hc: &http.Client{Timeout: 30 * time.Second}}
 	_, _ = rand.Read(f.key)
 	var err error
@@ -167,39 +162,20 @@ func (f *filter) reload(ctx context.Context, force bool) error {
 	return nil
 }
 
-// fetch gets a list_url, sending the last ETag; fresh is true when the
-// body is new.
+// fetch gets a list_url (listfetch: If-None-Match, the last copy kept on
+// failure); fresh is true when the body is new.
 func (f *filter) fetch(ctx context.Context, u string) (body []byte, fresh bool, err error) {
 	f.mu.Lock()
-	last := f.lists[u]
+	src := f.lists[u]
 	f.mu.Unlock()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return last.body, false, err
+	src.URL = u
+	fresh, err = listfetch.Get(ctx, f.hc, &src, 64<<20)
+	if fresh {
+		f.mu.Lock()
+		f.lists[u] = src
+		f.mu.Unlock()
 	}
-	if last.etag != "" {
-		req.Header.Set("If-None-Match", last.etag)
-	}
-	resp, err := f.hc.Do(req)
-	if err != nil {
-		return last.body, false, err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNotModified:
-		return last.body, false, nil
-	case http.StatusOK:
-	default:
-		return last.body, false, fmt.Errorf("status %d", resp.StatusCode)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return last.body, false, err
-	}
-	f.mu.Lock()
-	f.lists[u] = fetched{etag: resp.Header.Get("ETag"), body: b}
-	f.mu.Unlock()
-	return b, true, nil
+	return src.Body, fresh, err
 }
 
 // run reloads on the configured interval until ctx ends.

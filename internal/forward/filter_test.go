@@ -522,3 +522,123 @@ func TestInterception(t *testing.T) {
 		`"method":"GET","host":"adult-page.test","port":`+tport+`,"path":"/gallery","intercepted":true,"action":"block"`,
 		`"method":"CONNECT","host":"news.test","port":`+tport+`,"intercepted":true,"action":"block","rule":"default","reason":"TLS interception: server name \"adult-page.test\" is not the tunnel's host news.test"`)
 }
+
+// TestContentSecurityViews runs examples/content-security.yaml: the
+// proxy's decisions counted per category and action in a view, review
+// requests per category, and a forum thread's mood per ten minutes with
+// a processor that raises ev.alert.forum_heated when five angry posts
+// land in one window.
+func TestContentSecurityViews(t *testing.T) {
+	raw, err := os.ReadFile("../../examples/content-security.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := config.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forum := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "posted") }))
+	t.Cleanup(forum.Close)
+	fs := startFilter(t, "", func(c *config.Config) {
+		c.Views, c.Processors = ex.Views, ex.Processors
+		c.Proxy.Listen = "127.0.0.1:0"
+		c.Proxy.Routes = []config.Route{{Name: "forum", Upstreams: config.Strings{forum.URL},
+			Moderate: config.Moderate{Fields: config.Strings{"body"}, Thread: "thread", Action: "log", MaxBody: 4 << 10}}}
+	})
+	alice := fs.client("alice")
+	get(t, alice, fs.url("news.test", "/"))
+	code, body, _ := get(t, alice, fs.url("adult-page.test", "/gallery"))
+	get(t, alice, fs.url("casino.test", "/"))
+	tok := regexp.MustCompile(`name="t" value="([^"]+)"`).FindStringSubmatch(body)
+	rid := regexp.MustCompile(`id="request-id">([^<]+)<`).FindStringSubmatch(body)
+	if code != 403 || tok == nil || rid == nil {
+		t.Fatalf("adult page: %d %s", code, body)
+	}
+	resp, err := alice.PostForm(fs.url("adult-page.test", "/.well-known/ops-filter/review"), url.Values{"id": {rid[1]}, "t": {tok[1]}, "c": {"adult"}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("review: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	var proxyAddr string
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if p := fs.r.App.Proxy(); p != nil && len(p.Addrs()) > 0 {
+			proxyAddr = p.Addrs()[0].String()
+			return nil
+		}
+		return fmt.Errorf("the reverse proxy is not up")
+	})
+	// The view's windows are ten minutes: five posts split across an edge
+	// are two windows of fewer. Start clear of one.
+	if left := time.Until(time.Now().Truncate(10 * time.Minute).Add(10 * time.Minute)); left < 10*time.Second {
+		time.Sleep(left + 100*time.Millisecond)
+	}
+	for _, text := range []string{"This is awful.", "Terrible, I hate it.", "Worst idea ever, disgusting.", "Stupid and ugly.", "Horrible, pathetic thread."} {
+		resp, err := http.PostForm("http://"+proxyAddr+"/post", url.Values{"thread": {"hot"}, "body": {text}})
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("forum post: %v %v", err, resp)
+		}
+		resp.Body.Close()
+	}
+	view := func(name string) string {
+		_, b := testutil.Call(t, "GET", fs.r.URL+"/api/v1/views/"+name, fs.r.Token, "")
+		return b
+	}
+	testutil.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		b := view("browse_by_category")
+		for _, want := range []string{`"action":"block","category":"adult"`, `"action":"warn","category":"gambling"`, `"action":"allow","category":"none"`} {
+			if !strings.Contains(b, want) {
+				return fmt.Errorf("no %s in browse_by_category: %s", want, b)
+			}
+		}
+		if b := view("reviews_by_category"); !strings.Contains(b, `"category":"adult"`) || !strings.Contains(b, `"reviews":1`) {
+			return fmt.Errorf("reviews_by_category: %s", b)
+		}
+		if b := view("forum_thread_mood"); !strings.Contains(b, `"thread":"hot"`) || !strings.Contains(b, `"posts":5`) {
+			return fmt.Errorf("forum_thread_mood: %s", b)
+		}
+		return nil
+	})
+	fs.waitEvent(t, "ev.alert.forum_heated", `"thread":"hot"`, `"posts":5`, `"route":"forum"`)
+}
+
+// TestReviewAlerts: a review asked for from a block page fires the alert
+// rule docs/forward.md gives, through Ops's own metrics, TSDB and rule
+// evaluation.
+func TestReviewAlerts(t *testing.T) {
+	rules := filepath.Join(t.TempDir(), "filter.yml")
+	if err := os.WriteFile(rules, []byte(`groups:
+  - name: web-filter
+    rules:
+      - alert: FilterReviewRequested
+        expr: increase(ops_forward_review_requests_total[10m]) > 0
+        annotations:
+          summary: "Someone asked for a review of a blocked page ({{ $labels.category }})"
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := startFilter(t, "", func(c *config.Config) {
+		c.TSDB.ScrapeInterval = config.Duration(time.Second)
+		c.Alert.EvaluationInterval = config.Duration(time.Second)
+		c.Alert.RuleFiles = config.Strings{rules}
+	})
+	alice := fs.client("alice")
+	time.Sleep(2500 * time.Millisecond) // a scrape or two of the counter at 0
+	code, body, _ := get(t, alice, fs.url("adult-page.test", "/gallery"))
+	tok := regexp.MustCompile(`name="t" value="([^"]+)"`).FindStringSubmatch(body)
+	rid := regexp.MustCompile(`id="request-id">([^<]+)<`).FindStringSubmatch(body)
+	if code != 403 || tok == nil || rid == nil {
+		t.Fatalf("adult page: %d %s", code, body)
+	}
+	resp, err := alice.PostForm(fs.url("adult-page.test", "/.well-known/ops-filter/review"), url.Values{"id": {rid[1]}, "t": {tok[1]}, "c": {"adult"}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("review: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	testutil.CheckFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+		got := fs.events(t, "ev.alert.firing")
+		if !strings.Contains(got, "FilterReviewRequested") || !strings.Contains(got, "(adult)") {
+			return fmt.Errorf("no firing alert: %s", got)
+		}
+		return nil
+	})
+}

@@ -223,6 +223,14 @@ func New(cfg config.ProxyForward, deps Deps) (*Proxy, error) {
 	if deps.Registry != nil {
 		deps.Registry.MustRegister(p.n, p.reviews)
 	}
+	// The review counter's series exist from the start, at 0, so an
+	// alert on increase() sees the first review too.
+	if set := p.filter.set.Load(); set != nil {
+		for _, c := range set.Categories {
+			p.reviews.WithLabelValues(c.Name)
+		}
+	}
+	p.reviews.WithLabelValues("phishing")
 	if deps.Bus != nil {
 		var err error
 		if p.events, err = evqueue.Open(evqueue.Options{Bus: deps.Bus, Log: p.log.With("part", "events"), Dir: filepath.Join(deps.DataDir, "forward-spool"),

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 
 	"github.com/opsgraph/ops/internal/config"
+	"github.com/opsgraph/ops/internal/listfetch"
 )
 
 // Verdict is what the checker found for a URL, a host or a page.
@@ -64,6 +65,7 @@ type hostVerdict struct {
 
 type feedState struct {
 	etag    string
+	body    []byte // the last copy fetched (URLs), for If-None-Match
 	urls    []string
 	domains []string
 	loaded  time.Time
@@ -148,28 +150,15 @@ func (c *Checker) loadFeed(ctx context.Context, f config.PhishFeed) error {
 	c.mu.RUnlock()
 	var body []byte
 	if strings.HasPrefix(f.Source, "http://") || strings.HasPrefix(f.Source, "https://") {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.Source, nil)
+		src := listfetch.Source{URL: f.Source, ETag: st.etag, Body: st.body}
+		changed, err := listfetch.Get(ctx, c.hc, &src, 256<<20)
 		if err != nil {
 			return err
 		}
-		if st.etag != "" {
-			req.Header.Set("If-None-Match", st.etag)
-		}
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode == http.StatusNotModified {
+		if !changed {
 			return nil
 		}
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		if body, err = io.ReadAll(io.LimitReader(resp.Body, 256<<20)); err != nil {
-			return err
-		}
-		st.etag = resp.Header.Get("ETag")
+		body, st.etag, st.body = src.Body, src.ETag, src.Body
 	} else {
 		b, err := os.ReadFile(f.Source)
 		if err != nil {

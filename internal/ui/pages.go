@@ -28,6 +28,7 @@ var pages = []pageDef{
 	{"deploys", "Deploys", "/ui/deploys", "deploy:read", "deploy"},
 	{"alerts", "Alerts", "/ui/alerts", "alert:read", "alert"},
 	{"dns", "DNS", "/ui/dns", "dns:read", "dns"},
+	{"browsing", "Browsing", "/ui/browsing", "events:read", "forward"},
 	{"access", "Access", "/ui/access", "users:read", ""},
 	{"status", "Status", "/ui/status", "system:read", ""},
 }
@@ -297,6 +298,17 @@ const bodies = `
 <section class="card"><div class="cardhead"><h2>Blocked</h2></div><div id="topblocked"></div></section>
 <section class="card"><div class="cardhead"><h2>Clients</h2></div><div id="topclients"></div></section>
 {{if index .Can "events:read"}}<section class="card"><div class="cardhead"><h2>Query log (last 5 minutes)</h2><a class="csv" href="/api/v1/events?subject=ev.dns.query&amp;limit=10000&amp;format=csv" download="dns-queries.csv">CSV</a></div><div id="querylog"></div></section>{{end}}
+{{template "bottom" .}}{{end}}
+
+{{define "browsing"}}{{template "top" .}}
+<h1>Browsing</h1>
+<p class="muted">What the forward proxy decided: its ev.proxy.browse and ev.proxy.review events (docs/forward.md).</p>
+<div class="controls"><label>Range <select id="brange"><option value="15">15 minutes</option><option value="60" selected>1 hour</option><option value="1440">24 hours</option></select></label></div>
+<section class="card"><div class="cardhead"><h2>Decisions</h2></div><div id="bactions"></div></section>
+<section class="card"><div class="cardhead"><h2>Blocked and warned</h2></div><div id="bblocked"></div></section>
+<section class="card"><div class="cardhead"><h2>Categories</h2></div><div id="bcats"></div></section>
+<section class="card"><div class="cardhead"><h2>People</h2></div><div id="busers"></div></section>
+<section class="card"><div class="cardhead"><h2>Review requests</h2><a class="csv" href="/api/v1/events?subject=ev.proxy.review&amp;limit=10000&amp;format=csv" download="reviews.csv">CSV</a></div><div id="breviews"></div></section>
 {{template "bottom" .}}{{end}}
 
 {{define "access"}}{{template "top" .}}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -355,6 +356,47 @@ local-data: "ads.ui.test. 300 IN A 192.0.2.66"`)
 	}
 	b.noError("the DNS page")
 	b.shot("dns.png")
+}
+
+// TestBrowsingPageInChromium: the Browsing page counts the forward
+// proxy's decisions a moment before: an allowed host, a host a rule
+// blocks (with its rule), the categories, and who asked.
+func TestBrowsingPageInChromium(t *testing.T) {
+	site := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "<p>hello</p>") }))
+	t.Cleanup(site.Close)
+	r := testutil.StartApp(t, []string{"all"}, func(c *config.Config) {
+		f := &c.Proxy.Forward
+		f.Listen, f.Auth = "127.0.0.1:0", "none"
+		f.DenyNetworks, f.DenyOwn = nil, false
+		f.Filter.Enabled = true
+		f.Rules = []config.ForwardRule{{Name: "no-localhost", Hosts: config.Strings{"localhost"}, Action: "block"}}
+	})
+	_, port, _ := strings.Cut(strings.TrimPrefix(site.URL, "http://"), ":")
+	pc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: func(*http.Request) (*url.URL, error) {
+		return &url.URL{Scheme: "http", Host: r.App.Forward().Addr().String()}, nil
+	}}}
+	for _, u := range []string{"http://127.0.0.1:" + port + "/", "http://127.0.0.1:" + port + "/x", "http://localhost:" + port + "/"} {
+		resp, err := pc.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	addUser(t, r.URL, "ada", "admin-password", "admin")
+	b := signedIn(t, r.URL, "browsing")
+	if err := chromedp.Do(b.ctx,
+		poll(`document.querySelector('#bactions').textContent.includes('allow')`+
+			` && document.querySelector('#bblocked').textContent.includes('localhost')`+
+			` && document.querySelector('#bblocked').textContent.includes('no-localhost')`+
+			` && document.querySelector('#busers').textContent.includes('127.0.0.0')`+
+			` && document.querySelector('#breviews').textContent.includes('No review requests')`+
+			` && document.querySelector('nav').textContent.includes('Browsing')`, 15*time.Second),
+	); err != nil {
+		txt, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body.textContent`))
+		t.Fatal("browsing page: ", err, txt)
+	}
+	b.noError("the Browsing page")
+	b.shot("browsing.png")
 }
 
 // browserSession is headless Chromium signed in (as the admin ada, added

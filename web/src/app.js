@@ -893,6 +893,47 @@ function dns() {
   setInterval(() => { if (!document.hidden) load(); }, 15000);
 }
 
+// ---------------------------------------------------------------- browsing
+
+// browsing counts the forward proxy's recent decisions (the newest 5,000
+// events of the range) by action, blocked host, category and person.
+function browsing() {
+  const count = (rows, key) => {
+    const m = new Map();
+    for (const r of rows) {
+      const k = key(r);
+      if (k == null) continue;
+      const e = m.get(k.id) || {...k.row, count: 0};
+      e.count++;
+      m.set(k.id, e);
+    }
+    return [...m.values()].sort((a, b) => b.count - a.count).slice(0, 50);
+  };
+  const load = guard(async () => {
+    const since = new Date(Date.now() - Number($('#brange').value) * 60000).toISOString();
+    const ev = await api('/api/v1/events?subject=ev.proxy.browse&limit=5000&since=' + encodeURIComponent(since));
+    const rows = (ev.events || []).map(x => ({time: x.event.time, ...x.event.data}));
+    $('#bactions').replaceChildren(table([{key: 'action', label: 'Action'}, {key: 'count', label: 'Requests', num: true}],
+      count(rows, r => ({id: r.action, row: {action: r.action}})), {name: 'actions', bar: 'count', empty: 'No requests through the proxy in this range.'}));
+    $('#bblocked').replaceChildren(table([{key: 'host', label: 'Host'}, {key: 'action', label: 'Action'}, {key: 'category', label: 'Category'},
+      {key: 'rule', label: 'Rule'}, {key: 'count', label: 'Requests', num: true}],
+      count(rows.filter(r => r.action === 'block' || r.action === 'warn'), r => ({id: [r.host, r.action, r.category, r.rule].join('|'),
+        row: {host: r.host, action: r.action, category: r.category || '', rule: r.rule || ''}})), {name: 'blocked', empty: 'Nothing blocked or warned in this range.'}));
+    $('#bcats').replaceChildren(table([{key: 'category', label: 'Category'}, {key: 'count', label: 'Requests', num: true}],
+      count(rows.filter(r => r.category), r => ({id: r.category, row: {category: r.category}})), {name: 'categories', bar: 'count', empty: 'Nothing classified in this range.'}));
+    $('#busers').replaceChildren(table([{key: 'who', label: 'User or client'}, {key: 'count', label: 'Requests', num: true}, {key: 'blocked', label: 'Blocked', num: true}],
+      count(rows, r => ({id: r.user || r.client, row: {who: r.user || r.client}})).map(u => ({...u,
+        blocked: rows.filter(r => (r.user || r.client) === u.who && r.action === 'block').length})), {name: 'people', empty: 'Nobody in this range.'}));
+    const rv = await api('/api/v1/events?subject=ev.proxy.review&limit=500&since=' + encodeURIComponent(since));
+    $('#breviews').replaceChildren(table([{key: 'time', label: 'Time', fmt: when}, {key: 'user', label: 'User'}, {key: 'host', label: 'Host'},
+      {key: 'category', label: 'Category'}, {key: 'comment', label: 'Comment'}, {key: 'request_id', label: 'Request'}],
+      (rv.events || []).map(x => ({time: x.event.time, ...x.event.data})).reverse(), {name: 'reviews', empty: 'No review requests in this range.'}));
+  });
+  $('#brange').addEventListener('change', load);
+  load();
+  setInterval(() => { if (!document.hidden) load(); }, 15000);
+}
+
 // ---------------------------------------------------------------- access
 
 function access() {
@@ -971,6 +1012,6 @@ function status() {
   })();
 }
 
-const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, deploys, alerts, dns, access, status};
+const PAGES = {dashboard, live, views, graph, editor, series, proxy, policy, deploys, alerts, dns, browsing, access, status};
 initTheme();
 (PAGES[body.dataset.page] || (() => {}))();
