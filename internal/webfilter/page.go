@@ -37,7 +37,7 @@ type Page struct {
 // TestParseHTMLAgreesWithTokenizer holds the two to the same text.)
 func ParseHTML(b []byte) Page {
 	var p Page
-	text := make([]byte, 0, len(b)/2)
+	text := make([]byte, 0, len(b))
 	space := true
 	raw := func(seg []byte) { text = appendNorm(text, seg, &space) }
 	addText := func(seg []byte) {
@@ -97,23 +97,29 @@ func ParseHTML(b []byte) Page {
 		for n < len(rest) && (isLetter(rest[n]) || rest[n] >= '0' && rest[n] <= '9') {
 			n++
 		}
-		name := strings.ToLower(string(rest[1:n]))
+		var nb [16]byte
+		name := nb[:0]
+		if n-1 <= len(nb) {
+			for _, c := range rest[1:n] {
+				name = append(name, c|0x20*byte(boolInt(c >= 'A' && c <= 'Z')))
+			}
+		}
 		attrs, end := readAttrs(rest, n)
 		i += end
-		switch name {
+		switch string(name) {
 		case "script", "style", "template", "noscript":
-			i = skipPast(b, i, name)
+			i = skipPast(b, i, string(name))
 			raw(sep)
 		case "textarea", "xmp", "iframe", "noembed", "noframes":
 			// Raw text up to the end tag: words, but no tags inside.
-			k := closing(b, i, name)
-			if name == "textarea" {
+			k := closing(b, i, string(name))
+			if string(name) == "textarea" {
 				addText(b[i:k])
 			} else {
 				raw(b[i:k])
 				raw(sep)
 			}
-			i = skipPast(b, k, name)
+			i = skipPast(b, k, string(name))
 		case "title":
 			k := closing(b, i, "title")
 			t := html.UnescapeString(string(b[i:k]))
@@ -152,6 +158,13 @@ func ParseHTML(b []byte) Page {
 func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
 
 var sep = []byte{' '}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // wanted are the attributes ParseHTML keeps.
 var wanted = map[string]bool{"type": true, "action": true, "name": true, "content": true, "alt": true, "title": true}
@@ -202,8 +215,15 @@ func readAttrs(t []byte, n int) (map[string]string, int) {
 			}
 		}
 		if len(key) > 0 && len(key) <= 8 {
-			k := strings.ToLower(string(key))
-			if wanted[k] {
+			var kb [8]byte
+			for j, c := range key {
+				if c >= 'A' && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				kb[j] = c
+			}
+			if wanted[string(kb[:len(key)])] {
+				k := string(kb[:len(key)])
 				if attrs == nil {
 					attrs = map[string]string{}
 				}
