@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -399,20 +398,11 @@ proxy:
 }
 
 func freePorts(n int) []int {
-	var out []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			fail(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	ports, err := opsproc.FreePorts(n)
+	if err != nil {
+		fail(err)
 	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
+	return ports
 }
 
 // writeCert makes a CA and a certificate for 127.0.0.1, for the three

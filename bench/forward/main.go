@@ -303,18 +303,9 @@ func fetchProfile(p *opsproc.Proc, file string, d time.Duration) error {
 }
 
 func freePorts(n int) []int {
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			fail(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
+	ports, err := opsproc.FreePorts(n)
+	if err != nil {
+		fail(err)
 	}
 	return ports
 }

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -263,8 +262,7 @@ func topScores(sc *webfilter.Scores) []webfilter.Score {
 	if sc == nil {
 		return nil
 	}
-	t := sc.Totals()
-	sort.SliceStable(t, func(i, j int) bool { return t[i].Score > t[j].Score })
+	t := sc.Totals() // highest first
 	if len(t) > 5 {
 		t = t[:5]
 	}

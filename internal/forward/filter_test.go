@@ -547,18 +547,8 @@ func TestContentSecurityViews(t *testing.T) {
 	})
 	alice := fs.client("alice")
 	get(t, alice, fs.url("news.test", "/"))
-	code, body, _ := get(t, alice, fs.url("adult-page.test", "/gallery"))
+	fs.reviewAdultPage(t, alice)
 	get(t, alice, fs.url("casino.test", "/"))
-	tok := regexp.MustCompile(`name="t" value="([^"]+)"`).FindStringSubmatch(body)
-	rid := regexp.MustCompile(`id="request-id">([^<]+)<`).FindStringSubmatch(body)
-	if code != 403 || tok == nil || rid == nil {
-		t.Fatalf("adult page: %d %s", code, body)
-	}
-	resp, err := alice.PostForm(fs.url("adult-page.test", "/.well-known/ops-filter/review"), url.Values{"id": {rid[1]}, "t": {tok[1]}, "c": {"adult"}})
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("review: %v %v", err, resp)
-	}
-	resp.Body.Close()
 	var proxyAddr string
 	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if p := fs.r.App.Proxy(); p != nil && len(p.Addrs()) > 0 {
@@ -623,17 +613,7 @@ func TestReviewAlerts(t *testing.T) {
 	})
 	alice := fs.client("alice")
 	time.Sleep(2500 * time.Millisecond) // a scrape or two of the counter at 0
-	code, body, _ := get(t, alice, fs.url("adult-page.test", "/gallery"))
-	tok := regexp.MustCompile(`name="t" value="([^"]+)"`).FindStringSubmatch(body)
-	rid := regexp.MustCompile(`id="request-id">([^<]+)<`).FindStringSubmatch(body)
-	if code != 403 || tok == nil || rid == nil {
-		t.Fatalf("adult page: %d %s", code, body)
-	}
-	resp, err := alice.PostForm(fs.url("adult-page.test", "/.well-known/ops-filter/review"), url.Values{"id": {rid[1]}, "t": {tok[1]}, "c": {"adult"}})
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("review: %v %v", err, resp)
-	}
-	resp.Body.Close()
+	fs.reviewAdultPage(t, alice)
 	testutil.CheckFor(t, 30*time.Second, 250*time.Millisecond, func() error {
 		got := fs.events(t, "ev.alert.firing")
 		if !strings.Contains(got, "FilterReviewRequested") || !strings.Contains(got, "(adult)") {
@@ -641,4 +621,21 @@ func TestReviewAlerts(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// reviewAdultPage gets the adult page's block page as c and sends its
+// review form, as a person would.
+func (fs *filterSetup) reviewAdultPage(t *testing.T, c *http.Client) {
+	t.Helper()
+	code, body, _ := get(t, c, fs.url("adult-page.test", "/gallery"))
+	tok := regexp.MustCompile(`name="t" value="([^"]+)"`).FindStringSubmatch(body)
+	rid := regexp.MustCompile(`id="request-id">([^<]+)<`).FindStringSubmatch(body)
+	if code != 403 || tok == nil || rid == nil {
+		t.Fatalf("adult page: %d %s", code, body)
+	}
+	resp, err := c.PostForm(fs.url("adult-page.test", "/.well-known/ops-filter/review"), url.Values{"id": {rid[1]}, "t": {tok[1]}, "c": {"adult"}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("review: %v %v", err, resp)
+	}
+	resp.Body.Close()
 }

@@ -101,7 +101,10 @@ func ParseHTML(b []byte) Page {
 		name := nb[:0]
 		if n-1 <= len(nb) {
 			for _, c := range rest[1:n] {
-				name = append(name, c|0x20*byte(boolInt(c >= 'A' && c <= 'Z')))
+				if c >= 'A' && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				name = append(name, c)
 			}
 		}
 		attrs, end := readAttrs(rest, n)
@@ -158,13 +161,6 @@ func ParseHTML(b []byte) Page {
 func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
 
 var sep = []byte{' '}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
 
 // wanted are the attributes ParseHTML keeps.
 var wanted = map[string]bool{"type": true, "action": true, "name": true, "content": true, "alt": true, "title": true}
